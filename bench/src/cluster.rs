@@ -1,0 +1,374 @@
+//! Three-node etcd and raft-bus clusters on 127.0.0.1, run as child processes.
+
+use std::fs::OpenOptions;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Etcd,
+    Bus,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Etcd => "etcd",
+            Kind::Bus => "raft-bus",
+        }
+    }
+}
+
+/// One server process. Its child handle kills the process when dropped, so an error,
+/// a panic or Ctrl-C in the benchmark never leaves a server running.
+pub struct Node {
+    name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn spawn(&mut self) -> Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("open {}", self.log.display()))?;
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {} ({})", self.name, self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// SIGKILL, then reap, so the caller knows the process is gone when this returns.
+    async fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill()?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM for a clean shutdown; SIGKILL if it does not exit in time.
+    async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+
+    /// Fails with the end of the log if the process has exited.
+    fn check_running(&mut self) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{} exited ({status}); last lines of {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    log_tail(&self.log)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// Distinct free ports: all listeners are held until every port is chosen.
+fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<_>>>()?)
+}
+
+pub struct Cluster {
+    pub kind: Kind,
+    pub nodes: Vec<Node>,
+    /// Client base URL of each node, same order as `nodes`.
+    pub urls: Vec<String>,
+    pub token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    fn spawn(
+        kind: Kind,
+        nodes: Vec<Node>,
+        urls: Vec<String>,
+        token: Option<String>,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        let mut cluster = Cluster {
+            kind,
+            nodes,
+            urls,
+            token,
+            http,
+        };
+        for node in &mut cluster.nodes {
+            node.spawn()?;
+        }
+        Ok(cluster)
+    }
+
+    /// Three etcd members forming one cluster; fsync stays on (etcd's default).
+    pub fn start_etcd(bin: &Path, dir: &Path) -> Result<Self> {
+        let ports = free_ports(6)?;
+        let (client, peer) = ports.split_at(3);
+        let initial = (0..3)
+            .map(|i| format!("e{}=http://127.0.0.1:{}", i + 1, peer[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..3)
+            .map(|i| {
+                let name = format!("e{}", i + 1);
+                let client_url = format!("http://127.0.0.1:{}", client[i]);
+                let peer_url = format!("http://127.0.0.1:{}", peer[i]);
+                let data = dir.join(format!("etcd-{}", i + 1));
+                Node {
+                    args: vec![
+                        format!("--name={name}"),
+                        format!("--data-dir={}", data.display()),
+                        format!("--listen-client-urls={client_url}"),
+                        format!("--advertise-client-urls={client_url}"),
+                        format!("--listen-peer-urls={peer_url}"),
+                        format!("--initial-advertise-peer-urls={peer_url}"),
+                        format!("--initial-cluster={initial}"),
+                        "--initial-cluster-token=taskpool-bench".into(),
+                        "--initial-cluster-state=new".into(),
+                        // Room for every phase's keys; 8 GiB is etcd's suggested maximum.
+                        "--quota-backend-bytes=8589934592".into(),
+                        "--logger=zap".into(),
+                        "--log-outputs=stderr".into(),
+                    ],
+                    name: format!("etcd {name}"),
+                    bin: bin.to_path_buf(),
+                    log: dir.join(format!("etcd-{}.log", i + 1)),
+                    child: None,
+                }
+            })
+            .collect();
+        let urls = client
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        Self::spawn(Kind::Etcd, nodes, urls, None)
+    }
+
+    /// Three raft-bus nodes with the same `--peers`; the cluster forms by itself.
+    pub fn start_bus(bin: &Path, dir: &Path, token: &str) -> Result<Self> {
+        let ports = free_ports(3)?;
+        let peers = (0..3)
+            .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..3)
+            .map(|i| Node {
+                args: vec![
+                    "--node-id".into(),
+                    (i + 1).to_string(),
+                    "--listen".into(),
+                    format!("127.0.0.1:{}", ports[i]),
+                    "--data-dir".into(),
+                    dir.join(format!("bus-{}", i + 1)).display().to_string(),
+                    "--peers".into(),
+                    peers.clone(),
+                    "--token".into(),
+                    token.into(),
+                ],
+                name: format!("raft-bus node {}", i + 1),
+                bin: bin.to_path_buf(),
+                log: dir.join(format!("bus-{}.log", i + 1)),
+                child: None,
+            })
+            .collect();
+        let urls = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        Self::spawn(Kind::Bus, nodes, urls, Some(token.into()))
+    }
+
+    /// Polls until every node reports healthy and a leader is known, or the deadline passes.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for node in &mut self.nodes {
+                node.check_running()?;
+            }
+            if self.ready_once().await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|n| n.log.display().to_string())
+                    .collect();
+                bail!(
+                    "{} cluster not ready after {timeout:?}; logs: {}",
+                    self.kind.name(),
+                    logs.join(" ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ready_once(&self) -> bool {
+        for url in &self.urls {
+            let ok = match self.kind {
+                // etcd's /health is true only when the member sees a leader.
+                Kind::Etcd => self
+                    .get_json(&format!("{url}/health"))
+                    .await
+                    .is_ok_and(|v| v["health"] == "true"),
+                Kind::Bus => {
+                    let ready = self
+                        .http
+                        .get(format!("{url}/health/ready"))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success());
+                    ready
+                        && self
+                            .get_json(&format!("{url}/v1/cluster"))
+                            .await
+                            .is_ok_and(|v| !v["leaderId"].is_null())
+                }
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value> {
+        let mut req = self.http.get(url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await?.error_for_status()?;
+        Ok(resp.json().await?)
+    }
+
+    /// Index (into `nodes`) of the current leader, asked of the running nodes.
+    pub async fn leader(&self) -> Result<usize> {
+        match self.kind {
+            Kind::Bus => {
+                for (url, node) in self.urls.iter().zip(&self.nodes) {
+                    if node.child.is_none() {
+                        continue;
+                    }
+                    if let Ok(v) = self.get_json(&format!("{url}/v1/cluster")).await {
+                        if let Some(id) = v["leaderId"].as_u64() {
+                            // Node ids are 1..=3 in `nodes` order.
+                            return usize::try_from(id)
+                                .ok()
+                                .and_then(|id| id.checked_sub(1))
+                                .filter(|i| *i < self.nodes.len())
+                                .ok_or_else(|| anyhow!("unknown leaderId {id}"));
+                        }
+                    }
+                }
+                bail!("no raft-bus node reports a leader")
+            }
+            Kind::Etcd => {
+                // Each member's status names itself and the leader it follows.
+                let mut members = Vec::new();
+                let mut leader = None;
+                for url in &self.urls {
+                    let resp = self
+                        .http
+                        .post(format!("{url}/v3/maintenance/status"))
+                        .body("{}")
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    let v: Value = resp.json().await?;
+                    members.push(v["header"]["member_id"].as_str().map(str::to_owned));
+                    leader = leader.or(v["leader"].as_str().map(str::to_owned));
+                }
+                let leader = leader.ok_or_else(|| anyhow!("no etcd member reports a leader"))?;
+                members
+                    .iter()
+                    .position(|m| m.as_deref() == Some(leader.as_str()))
+                    .ok_or_else(|| anyhow!("etcd leader {leader} is not one of our members"))
+            }
+        }
+    }
+
+    pub async fn kill(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].kill().await
+    }
+
+    /// Starts a stopped node again with the same arguments and data dir.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].spawn()
+    }
+
+    /// Largest resident set size (VmRSS) over the running nodes, in MiB.
+    pub fn max_rss_mib(&self) -> Result<f64> {
+        let mut max_kib = 0u64;
+        for node in &self.nodes {
+            let pid = node
+                .pid()
+                .ok_or_else(|| anyhow!("{} is not running", node.name))?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+            max_kib = max_kib.max(kib);
+        }
+        Ok(max_kib as f64 / 1024.0)
+    }
+
+    pub async fn stop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Closed-loop load: each connection sends one request, waits for the answer, sends the next.
+//! The same generator drives etcd and raft-bus; only the request body and path differ.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use rand::distributions::{Alphanumeric, DistString};
+use rand::RngCore;
+use serde_json::json;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Kind;
+
+/// What to send and where.
+#[derive(Clone)]
+pub struct Target {
+    pub kind: Kind,
+    pub urls: Vec<String>,
+    pub token: Option<String>,
+    /// Events (bus) or puts in one txn (etcd) per request.
+    pub batch: usize,
+    pub payload_bytes: usize,
+    pub connections: usize,
+}
+
+const NONE: u64 = u64::MAX;
+
+/// State shared by the workers of one run; times are nanoseconds since `origin`.
+struct Shared {
+    origin: Instant,
+    /// Requests completing from here on are recorded (NONE: never).
+    record_from: AtomicU64,
+    acked_events: AtomicU64,
+    /// Failover: the killed node, and when it was known dead.
+    killed_node: AtomicUsize,
+    dead_at: AtomicU64,
+    /// Failover: completion time of the first 2xx sent after `dead_at` to a surviving node.
+    first_ack: AtomicU64,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.duration_since(self.origin).as_nanos()).unwrap_or(NONE - 1)
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    /// 2xx answers inside the measured window.
+    pub ok: u64,
+    pub events: u64,
+    /// Non-2xx status codes and transport errors, by kind.
+    pub errors: BTreeMap<String, u64>,
+    pub window: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Stats {
+    pub fn requests_per_sec(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    pub fn events_per_sec(&self) -> f64 {
+        self.events as f64 / self.window.as_secs_f64()
+    }
+
+    /// Latency percentile in milliseconds (q in 0..=1); sorted on merge.
+    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
+        if self.latencies_us.is_empty() {
+            return None;
+        }
+        let idx = ((self.latencies_us.len() - 1) as f64 * q).round() as usize;
+        Some(self.latencies_us[idx] as f64 / 1000.0)
+    }
+
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    pub fn error_summary(&self) -> String {
+        let parts: Vec<String> = self
+            .errors
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        parts.join(", ")
+    }
+
+    fn merge(&mut self, other: Stats) {
+        self.ok += other.ok;
+        self.events += other.events;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+/// A load run in progress; `finish` stops it and returns the merged stats.
+pub struct Running {
+    shared: Arc<Shared>,
+    workers: JoinSet<Stats>,
+}
+
+pub fn start(target: &Target) -> anyhow::Result<Running> {
+    let shared = Arc::new(Shared {
+        origin: Instant::now(),
+        record_from: AtomicU64::new(NONE),
+        acked_events: AtomicU64::new(0),
+        killed_node: AtomicUsize::new(usize::MAX),
+        dead_at: AtomicU64::new(NONE),
+        first_ack: AtomicU64::new(NONE),
+        cancel: CancellationToken::new(),
+    });
+    // A fresh key prefix per run keeps etcd keys unique across phases.
+    let run_id = rand::thread_rng().next_u32();
+    let mut workers = JoinSet::new();
+    for conn in 0..target.connections {
+        // One client per worker: exactly one keep-alive connection each (HTTP/1.1).
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        workers.spawn(worker(target.clone(), conn, run_id, client, shared.clone()));
+    }
+    Ok(Running { shared, workers })
+}
+
+impl Running {
+    /// Record requests that complete from now on.
+    pub fn record_from_now(&self) {
+        let now = self.shared.nanos(Instant::now());
+        self.shared.record_from.store(now, Ordering::SeqCst);
+    }
+
+    pub fn acked_events(&self) -> u64 {
+        self.shared.acked_events.load(Ordering::Relaxed)
+    }
+
+    /// From now on, a 2xx for a request sent to any node but `node` ends the failover gap.
+    pub fn mark_dead(&self, node: usize) {
+        self.shared.killed_node.store(node, Ordering::SeqCst);
+        let now = self.shared.nanos(Instant::now());
+        self.shared.dead_at.store(now, Ordering::SeqCst);
+    }
+
+    /// When the first acknowledged request after `mark_dead` completed.
+    pub fn first_ack_after_kill(&self) -> Option<Instant> {
+        let ns = self.shared.first_ack.load(Ordering::SeqCst);
+        (ns != NONE).then(|| self.shared.origin + Duration::from_nanos(ns))
+    }
+
+    pub async fn finish(mut self) -> Stats {
+        let end = Instant::now();
+        self.shared.cancel.cancel();
+        let mut total = Stats::default();
+        while let Some(res) = self.workers.join_next().await {
+            if let Ok(stats) = res {
+                total.merge(stats);
+            }
+        }
+        let from = self.shared.record_from.load(Ordering::SeqCst);
+        if from != NONE {
+            total.window = end.duration_since(self.shared.origin + Duration::from_nanos(from));
+        }
+        total.latencies_us.sort_unstable();
+        total
+    }
+}
+
+async fn worker(
+    target: Target,
+    conn: usize,
+    run_id: u32,
+    client: reqwest::Client,
+    shared: Arc<Shared>,
+) -> Stats {
+    let node = conn % target.urls.len();
+    let (path, payload) = match target.kind {
+        Kind::Bus => (
+            "/v1/append",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), target.payload_bytes),
+        ),
+        Kind::Etcd => {
+            let mut raw = vec![0u8; target.payload_bytes];
+            rand::thread_rng().fill_bytes(&mut raw);
+            let path = if target.batch == 1 {
+                "/v3/kv/put"
+            } else {
+                "/v3/kv/txn"
+            };
+            (path, B64.encode(raw))
+        }
+    };
+    let url = format!("{}{path}", target.urls[node]);
+    let mut stats = Stats::default();
+    let mut seq = 0u64;
+    loop {
+        let body = body(&target, conn, run_id, seq, &payload);
+        seq += 1;
+        let mut req = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = &target.token {
+            req = req.bearer_auth(token);
+        }
+        let sent = Instant::now();
+        let result = tokio::select! {
+            _ = shared.cancel.cancelled() => break,
+            r = send(req) => r,
+        };
+        let done = Instant::now();
+        let ok = result.is_ok();
+        if ok {
+            shared
+                .acked_events
+                .fetch_add(target.batch as u64, Ordering::Relaxed);
+            let dead_at = shared.dead_at.load(Ordering::Relaxed);
+            if dead_at != NONE
+                && shared.nanos(sent) >= dead_at
+                && shared.killed_node.load(Ordering::Relaxed) != node
+            {
+                shared
+                    .first_ack
+                    .fetch_min(shared.nanos(done), Ordering::SeqCst);
+            }
+        }
+        if shared.nanos(done) >= shared.record_from.load(Ordering::Relaxed) {
+            match result {
+                Ok(()) => {
+                    stats.ok += 1;
+                    stats.events += target.batch as u64;
+                    let us = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(0);
+                    stats.latencies_us.push(us);
+                }
+                Err(ref e) => *stats.errors.entry(e.clone()).or_default() += 1,
+            }
+        }
+        if !ok {
+            // Keeps a connection to a dead or leaderless node from spinning; 1 ms bounds
+            // how much this can add to a measured failover gap.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    stats
+}
+
+/// Sends one request and reads the whole answer (so the connection is reused).
+/// The error is a short label used to group errors in the report.
+async fn send(req: reqwest::RequestBuilder) -> Result<(), String> {
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            "timeout".to_string()
+        } else if e.is_connect() {
+            "connect error".to_string()
+        } else {
+            "transport error".to_string()
+        }
+    })?;
+    let status = resp.status();
+    let _ = resp
+        .bytes()
+        .await
+        .map_err(|_| "transport error".to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", status.as_u16()))
+    }
+}
+
+fn body(target: &Target, conn: usize, run_id: u32, seq: u64, payload: &str) -> String {
+    match target.kind {
+        Kind::Bus => {
+            let events: Vec<_> = (0..target.batch)
+                .map(|_| {
+                    json!({
+                        "stream": format!("bench-{conn}"),
+                        "type": "BenchEvent",
+                        "data": {"p": payload},
+                        "id": uuid::Uuid::new_v4(),
+                    })
+                })
+                .collect();
+            json!({ "events": events }).to_string()
+        }
+        Kind::Etcd => {
+            let put = |i: usize| {
+                let key = B64.encode(format!("bench/{run_id:08x}/{conn}/{seq}/{i}"));
+                json!({"key": key, "value": payload})
+            };
+            if target.batch == 1 {
+                put(0).to_string()
+            } else {
+                let ops: Vec<_> = (0..target.batch)
+                    .map(|i| json!({ "requestPut": put(i) }))
+                    .collect();
+                json!({ "success": ops }).to_string()
+            }
+        }
+    }
+}

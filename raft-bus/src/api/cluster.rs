@@ -1,0 +1,146 @@
+//! The cluster view, membership changes, and forwarding to the leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::BasicNode;
+use serde::Serialize;
+use taskpool_api::bus::{AddLearnerRequest, ChangeMembershipRequest, ClusterInfo};
+
+use super::{ApiJson, AppState, FORWARDED_HEADER};
+use crate::error::BusError;
+
+pub fn cluster_info(state: &AppState) -> ClusterInfo {
+    let m = state.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let mut members = BTreeMap::new();
+    let mut learners = BTreeMap::new();
+    for (id, node) in membership.nodes() {
+        let target = if voters.contains(id) {
+            &mut members
+        } else {
+            &mut learners
+        };
+        target.insert(id.to_string(), node.addr.clone());
+    }
+    ClusterInfo {
+        node_id: m.id,
+        leader_id: m.current_leader,
+        term: m.current_term,
+        members,
+        learners,
+        commit_index: state.log.committed().map(|l| l.index),
+        applied_index: m.last_applied.map(|l| l.index),
+        head_position: state.store.head(),
+    }
+}
+
+pub async fn info(State(state): State<AppState>) -> Json<ClusterInfo> {
+    Json(cluster_info(&state))
+}
+
+fn check_addr(addr: &str) -> Result<(), BusError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(BusError::BadRequest(format!(
+            "address `{addr}` is not HOST:PORT"
+        ))),
+    }
+}
+
+pub async fn add_learner(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<AddLearnerRequest>,
+) -> Result<Response, BusError> {
+    if req.node_id == 0 {
+        return Err(BusError::BadRequest("`nodeId` must be > 0".into()));
+    }
+    check_addr(&req.addr)?;
+    let node = BasicNode::new(req.addr.clone());
+    match state.raft.add_learner(req.node_id, node, true).await {
+        Ok(_) => Ok(Json(cluster_info(&state)).into_response()),
+        Err(e) => membership_error(&state, &headers, "/v1/cluster/learners", &req, e).await,
+    }
+}
+
+pub async fn change_membership(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ChangeMembershipRequest>,
+) -> Result<Response, BusError> {
+    let members: BTreeSet<u64> = req.members.iter().copied().collect();
+    if members.is_empty() {
+        return Err(BusError::BadRequest(
+            "`members` is empty: a cluster needs at least one voter".into(),
+        ));
+    }
+    match state.raft.change_membership(members, false).await {
+        Ok(_) => Ok(Json(cluster_info(&state)).into_response()),
+        Err(e) => membership_error(&state, &headers, "/v1/cluster/membership", &req, e).await,
+    }
+}
+
+async fn membership_error(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    body: &impl Serialize,
+    e: RaftError<u64, ClientWriteError<u64, BasicNode>>,
+) -> Result<Response, BusError> {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            match (f.leader_node, headers.contains_key(FORWARDED_HEADER)) {
+                (Some(leader), false) => forward(state, &leader.addr, path, body).await,
+                _ => Err(BusError::NoLeader(
+                    "no leader to change membership; retry shortly".into(),
+                )),
+            }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => Err(
+            BusError::BadRequest(format!("membership change refused: {e}")),
+        ),
+        RaftError::Fatal(e) => Err(BusError::Unavailable(e.to_string())),
+    }
+}
+
+/// Sends a write to the leader and relays its answer as it is.
+pub async fn forward(
+    state: &AppState,
+    leader_addr: &str,
+    path: &str,
+    body: &impl Serialize,
+) -> Result<Response, BusError> {
+    let url = format!("http://{leader_addr}{path}");
+    let mut req = state
+        .http
+        .post(&url)
+        .header(FORWARDED_HEADER, "1")
+        .json(body);
+    if let Some(token) = &state.config.token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|e| {
+        BusError::NoLeader(format!(
+            "the leader at {leader_addr} is unreachable ({e}); retry"
+        ))
+    })?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let bytes = resp.bytes().await.map_err(|e| {
+        BusError::NoLeader(format!(
+            "the leader at {leader_addr} broke off ({e}); retry"
+        ))
+    })?;
+    Ok((
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(bytes),
+    )
+        .into_response())
+}

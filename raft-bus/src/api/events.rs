@@ -1,0 +1,334 @@
+//! Appends, reads and subscriptions.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::Stream;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use taskpool_api::bus::{
+    AppendRequest, AppendResponse, AppendedEvent, EventsPage, RecordedEvent, StreamPage,
+};
+
+use super::{cluster, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
+use crate::error::BusError;
+use crate::metrics;
+use crate::types::{AppendCommand, ApplyOutcome, ProposedEvent, StoredEvent};
+
+/// How long an append waits to be committed before the client is told to retry.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_NAME_BYTES: usize = 256;
+const MAX_READ_LIMIT: u32 = 10_000;
+/// Events read from disk per step of a subscription: bounds a subscriber's memory.
+const SUBSCRIBE_PAGE: usize = 256;
+
+pub async fn append(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<AppendRequest>,
+) -> Result<Response, BusError> {
+    let started = Instant::now();
+    let command = validate(&request, state.config.max_batch)?;
+    let write = tokio::time::timeout(COMMIT_TIMEOUT, state.raft.client_write(command)).await;
+    let result = match write {
+        Err(_) => Err(BusError::Unavailable(format!(
+            "the append was not committed within {}s (no quorum?); it may still be: retry with the same event ids",
+            COMMIT_TIMEOUT.as_secs()
+        ))),
+        Ok(Ok(resp)) => outcome_response(resp.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            if headers.contains_key(FORWARDED_HEADER) {
+                return Err(BusError::NoLeader("leadership moved while forwarding; retry".into()));
+            }
+            let Some(leader) = f.leader_node else {
+                return Err(BusError::NoLeader("no leader elected yet; retry shortly".into()));
+            };
+            return cluster::forward(&state, &leader.addr, "/v1/append", &request).await;
+        }
+        Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
+    };
+    if let Ok(Json(resp)) = &result {
+        metrics::EVENTS_APPENDED.inc_by(resp.events.len() as u64);
+        metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+    }
+    result.map(IntoResponse::into_response)
+}
+
+fn outcome_response(outcome: ApplyOutcome) -> Result<Json<AppendResponse>, BusError> {
+    match outcome {
+        ApplyOutcome::Appended(events) => Ok(Json(AppendResponse {
+            events: events
+                .into_iter()
+                .map(|a| AppendedEvent {
+                    position: a.position,
+                    stream: a.stream,
+                    version: a.version,
+                    id: a.id,
+                })
+                .collect(),
+        })),
+        ApplyOutcome::WrongExpectedVersion {
+            stream,
+            current_version,
+        } => Err(BusError::WrongExpectedVersion {
+            stream,
+            current_version,
+        }),
+        ApplyOutcome::IdReused { id } => Err(BusError::IdReused { id }),
+        ApplyOutcome::Nothing => Err(BusError::internal("append applied as an empty entry")),
+    }
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), BusError> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(BusError::BadRequest(format!(
+            "{what} `{}` must be 1 to {MAX_NAME_BYTES} bytes without control characters",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Parses the request into the command the log carries; rejects what the bus cannot accept.
+fn validate(request: &AppendRequest, max_batch: usize) -> Result<AppendCommand, BusError> {
+    if request.events.is_empty() {
+        return Err(BusError::BadRequest(
+            "`events` is empty: send at least one event".into(),
+        ));
+    }
+    if request.events.len() > max_batch {
+        return Err(BusError::BadRequest(format!(
+            "{} events in one append; the limit is {max_batch}",
+            request.events.len()
+        )));
+    }
+    let mut ids = HashSet::with_capacity(request.events.len());
+    for e in &request.events {
+        check_name("stream", &e.stream)?;
+        check_name("type", &e.event_type)?;
+        if !ids.insert(e.id) {
+            return Err(BusError::BadRequest(format!(
+                "event id {} appears twice in the batch",
+                e.id
+            )));
+        }
+    }
+    for (stream, version) in &request.expected_versions {
+        check_name("stream", stream)?;
+        if *version < -1 {
+            return Err(BusError::BadRequest(format!(
+                "expected version {version} of `{stream}` is invalid: use -1 (no stream yet) or a version >= 0"
+            )));
+        }
+    }
+    let timestamp_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Ok(AppendCommand {
+        events: request
+            .events
+            .iter()
+            .map(|e| ProposedEvent {
+                stream: e.stream.clone(),
+                event_type: e.event_type.clone(),
+                data: e.data.get().to_owned(),
+                metadata: e.metadata.as_ref().map(|m| m.get().to_owned()),
+                id: e.id,
+            })
+            .collect(),
+        expected_versions: request.expected_versions.clone(),
+        timestamp_ms,
+    })
+}
+
+pub(crate) fn recorded(e: StoredEvent) -> Result<RecordedEvent, BusError> {
+    let raw = |s: String| RawValue::from_string(s).map_err(BusError::internal);
+    let timestamp =
+        humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.timestamp_ms));
+    Ok(RecordedEvent {
+        position: e.position,
+        stream: e.stream,
+        version: e.version,
+        event_type: e.event_type,
+        data: raw(e.data)?,
+        metadata: e.metadata.map(raw).transpose()?,
+        id: e.id,
+        timestamp: timestamp.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    from: Option<u64>,
+    limit: Option<u32>,
+}
+
+fn check_from(from: u64) -> Result<u64, BusError> {
+    if from == 0 {
+        return Err(BusError::BadRequest(
+            "`from` is a position; positions start at 1".into(),
+        ));
+    }
+    Ok(from)
+}
+
+fn check_limit(limit: Option<u32>) -> Result<usize, BusError> {
+    match limit.unwrap_or(100) {
+        l @ 1..=MAX_READ_LIMIT => Ok(l as usize),
+        l => Err(BusError::BadRequest(format!(
+            "`limit` {l} is out of range: use 1 to {MAX_READ_LIMIT}"
+        ))),
+    }
+}
+
+pub async fn read_events(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<EventsPage>, BusError> {
+    let from = check_from(q.from.unwrap_or(1))?;
+    let limit = check_limit(q.limit)?;
+    // The head is read before the events, so `head` never promises less than is returned.
+    let store = state.store.clone();
+    let (head, events) = tokio::task::spawn_blocking(move || {
+        let events = store.read(from, limit)?;
+        let head = events
+            .last()
+            .map(|e| e.position)
+            .unwrap_or(0)
+            .max(store.head());
+        anyhow::Ok((head, events))
+    })
+    .await
+    .map_err(BusError::internal)?
+    .map_err(BusError::internal)?;
+    Ok(Json(EventsPage {
+        events: events.into_iter().map(recorded).collect::<Result<_, _>>()?,
+        head,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StreamQuery {
+    from_version: Option<u64>,
+    limit: Option<u32>,
+}
+
+pub async fn read_stream(
+    State(state): State<AppState>,
+    Path(stream): Path<String>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Json<StreamPage>, BusError> {
+    check_name("stream", &stream)?;
+    let limit = check_limit(q.limit)?;
+    let store = state.store.clone();
+    let from_version = q.from_version.unwrap_or(0);
+    let (events, version) =
+        tokio::task::spawn_blocking(move || store.read_stream(&stream, from_version, limit))
+            .await
+            .map_err(BusError::internal)?
+            .map_err(BusError::internal)?;
+    Ok(Json(StreamPage {
+        events: events.into_iter().map(recorded).collect::<Result<_, _>>()?,
+        version,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeQuery {
+    from: Option<u64>,
+}
+
+/// Counts a live subscription for as long as it exists.
+struct SubscriberGuard(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl SubscriberGuard {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+        metrics::SUBSCRIBERS.inc();
+        SubscriberGuard(permit)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        metrics::SUBSCRIBERS.dec();
+    }
+}
+
+pub async fn subscribe(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<SubscribeQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, BusError> {
+    // A reconnecting EventSource sends the last id it saw: resume right after it.
+    let from = match headers.get("last-event-id") {
+        Some(v) => {
+            let last: u64 = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    BusError::BadRequest("`Last-Event-ID` must be an event position".into())
+                })?;
+            last.checked_add(1)
+                .ok_or_else(|| BusError::BadRequest("`Last-Event-ID` is out of range".into()))?
+        }
+        None => check_from(q.from.unwrap_or(1))?,
+    };
+    let permit = state.subscribers.clone().try_acquire_owned().map_err(|_| {
+        BusError::Unavailable(format!(
+            "this node already serves {} subscriptions (--max-subscribers); try another node",
+            state.config.max_subscribers
+        ))
+    })?;
+    let store = state.store.clone();
+    let shutdown = state.shutdown.clone();
+    let stream = async_stream::stream! {
+        let _guard = SubscriberGuard::new(permit);
+        let mut head = store.watch_head();
+        let mut next = from;
+        loop {
+            let current = *head.borrow_and_update();
+            if next <= current {
+                let s = store.clone();
+                let page = match tokio::task::spawn_blocking(move || s.read(next, SUBSCRIBE_PAGE)).await {
+                    Ok(Ok(page)) => page,
+                    Ok(Err(e)) => { tracing::error!(error = %e, "subscription read failed"); break; }
+                    Err(e) => { tracing::error!(error = %e, "subscription read failed"); break; }
+                };
+                if page.is_empty() {
+                    // The store was replaced by an older snapshot view; wait for it to grow.
+                    tokio::select! { _ = head.changed() => {}, _ = shutdown.cancelled() => break }
+                    continue;
+                }
+                for e in page {
+                    let position = e.position;
+                    next = position + 1;
+                    let Ok(event) = recorded(e) else { break };
+                    let Ok(json) = serde_json::to_string(&event) else { break };
+                    yield Ok(Event::default().id(position.to_string()).data(json));
+                }
+            } else {
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { break },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    };
+    Ok(Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(state.config.sse_heartbeat_secs.max(1)))
+            .text("heartbeat"),
+    ))
+}

@@ -1,0 +1,148 @@
+//! The HTTP surface of a node: the client API (`/v1`), the Raft RPC (`/raft`), `/metrics`
+//! and `/health`, all on one listener.
+
+mod cluster;
+mod events;
+mod ops;
+mod raft_rpc;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::BusError;
+use crate::event_store::EventStore;
+use crate::log_store::LogStore;
+use crate::metrics;
+use crate::types::Raft;
+
+/// Marks a request a follower forwarded to the leader, so it is forwarded at most once.
+pub(crate) const FORWARDED_HEADER: &str = "x-raft-bus-forwarded";
+
+/// Raft RPC bodies carry batches of entries and snapshot chunks: larger than client bodies.
+const RAFT_BODY_LIMIT: usize = 256 << 20;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub raft: Raft,
+    pub store: EventStore,
+    pub log: LogStore,
+    /// Forwards writes from a follower to the leader.
+    pub http: reqwest::Client,
+    pub subscribers: Arc<Semaphore>,
+    /// Cancelled on shutdown, so live subscriptions end and the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let client_api = Router::new()
+        .route("/v1/append", post(events::append))
+        .route("/v1/events", get(events::read_events))
+        .route("/v1/subscribe", get(events::subscribe))
+        .route("/v1/streams/{stream}", get(events::read_stream))
+        .route("/v1/cluster", get(cluster::info))
+        .route("/v1/cluster/learners", post(cluster::add_learner))
+        .route("/v1/cluster/membership", post(cluster::change_membership))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
+    let raft_rpc = Router::new()
+        .route("/raft/append", post(raft_rpc::append))
+        .route("/raft/vote", post(raft_rpc::vote))
+        .route("/raft/snapshot", post(raft_rpc::snapshot))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
+    let protected = client_api
+        .merge(raft_rpc)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .route("/health/live", get(ops::live))
+        .route("/health/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async {
+            BusError::NotFound("no such route; see the API in the README".into())
+        })
+        .layer(middleware::from_fn(track))
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return BusError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Request count and latency by matched route (never by raw path, which is unbounded).
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics::HTTP_SECONDS
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    metrics::HTTP_REQUESTS
+        .with_label_values(&[&route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+/// A JSON body whose every rejection is answered in the project's error format.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = BusError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BusError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(BusError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(r))
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(BusError::PayloadTooLarge)
+            }
+            Err(r) => Err(BusError::InvalidJson(r.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is answered in the project's error format.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = BusError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, BusError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|r: QueryRejection| BusError::BadRequest(r.body_text()))
+    }
+}

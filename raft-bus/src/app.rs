@@ -1,0 +1,162 @@
+//! Building a node from its config and running it until it is told to stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::event_store::EventStore;
+use crate::log_store::LogStore;
+use crate::network::Network;
+use crate::state_machine::StateMachine;
+use crate::types::Raft;
+
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl App {
+    /// Opens the stores, starts the Raft core and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        crate::metrics::init();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
+        let store = EventStore::open(&config.data_dir.join("events.redb"))?;
+        let sm = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))?;
+        let raft_config = openraft::Config {
+            cluster_name: "raft-bus".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms,
+            election_timeout_max: config.election_timeout_ms * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            // Keep some log behind a snapshot so a briefly lagging follower needs no snapshot.
+            max_in_snapshot_log_to_keep: (config.snapshot_logs / 10).min(1000),
+            max_payload_entries: 256,
+            ..Default::default()
+        }
+        .validate()?;
+        let network = Network::new(config.token.clone())?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config),
+            network,
+            log.clone(),
+            sm,
+        )
+        .await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        let state = AppState {
+            subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
+            config: Arc::new(config),
+            raft,
+            store,
+            log,
+            http,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(App { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `stop` resolves, then stops serving, ends subscriptions, stops the Raft
+    /// core and makes the event store durable.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App { listener, state } = self;
+        let router = api::router(state.clone());
+        let shutdown = state.shutdown.clone();
+        tokio::spawn(async move {
+            stop.await;
+            shutdown.cancel();
+        });
+        tokio::spawn(initialize_if_new(state.clone()));
+        let fatal = tokio::spawn(stop_on_fatal(state.clone()));
+        tracing::info!(
+            node_id = state.config.node_id,
+            listen = %listener.local_addr()?,
+            "raft-bus node serving"
+        );
+        let cancelled = state.shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { cancelled.cancelled().await })
+            .await?;
+        tracing::info!("stopping the raft core");
+        if let Err(e) = state.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft core did not stop cleanly");
+        }
+        state.store.flush()?;
+        if fatal.is_finished() {
+            if let Ok(Some(reason)) = fatal.await {
+                anyhow::bail!("the raft core failed: {reason}");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A node with an empty log that is one of `--peers` proposes the initial membership.
+/// Every such node may do so: they all write the same first entry, which openraft allows,
+/// so the cluster forms exactly once whatever order the nodes start in.
+async fn initialize_if_new(state: AppState) {
+    let peers = &state.config.peers;
+    if !peers.contains_key(&state.config.node_id) {
+        tracing::info!("not in --peers: waiting to be added as a learner");
+        return;
+    }
+    match state.raft.is_initialized().await {
+        Ok(true) => {
+            tracing::info!("rejoining the cluster from the data dir");
+            return;
+        }
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "raft core stopped");
+            return;
+        }
+    }
+    let members: BTreeMap<u64, BasicNode> = peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+        .collect();
+    match state.raft.initialize(members).await {
+        Ok(()) => tracing::info!(peers = ?peers, "initialised the cluster membership"),
+        Err(e) => tracing::info!(reason = %e, "not initialising: already part of a cluster"),
+    }
+}
+
+/// A storage failure stops the Raft core for good; then the node stops too (exit code 1),
+/// so that its supervisor restarts it from its data dir instead of keeping a zombie.
+async fn stop_on_fatal(state: AppState) -> Option<String> {
+    let mut metrics = state.raft.metrics();
+    loop {
+        if let Err(e) = &metrics.borrow_and_update().running_state {
+            let reason = e.to_string();
+            tracing::error!(error = %reason, "raft core stopped; shutting the node down");
+            state.shutdown.cancel();
+            return Some(reason);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return None },
+            _ = state.shutdown.cancelled() => return None,
+        }
+    }
+}

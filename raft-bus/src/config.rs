@@ -1,0 +1,119 @@
+//! The one configuration of a bus node: flags, each with an environment fallback.
+//! The flag names of DESIGN.md are a contract: scripts outside the project use them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "raft-bus",
+    version,
+    about = "A node of Taskpool's Raft cluster: durable, replicated event store and command bus.",
+    long_about = "A node of Taskpool's Raft cluster: durable, replicated event store and command bus.\n\n\
+Start three nodes with the same --peers and they form one cluster by themselves; a node restarted \
+with its data dir rejoins. Every node serves the client API, the Raft RPC, /metrics and /health/* \
+on its one --listen address."
+)]
+pub struct Config {
+    /// This node's id; must be one of the ids in --peers for a node of the initial cluster.
+    #[arg(long, env = "RAFT_BUS_NODE_ID")]
+    pub node_id: u64,
+
+    /// Address to listen on, HOST:PORT.
+    #[arg(long, env = "RAFT_BUS_LISTEN", default_value = "127.0.0.1:7101")]
+    pub listen: SocketAddr,
+
+    /// Where the Raft log, the event store and snapshots live.
+    #[arg(long, env = "RAFT_BUS_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The initial cluster, `1=HOST:PORT,2=HOST:PORT,3=HOST:PORT`; the same on every node.
+    #[arg(long, env = "RAFT_BUS_PEERS", value_parser = parse_peers)]
+    pub peers: Peers,
+
+    /// Bearer token every client call and every Raft RPC must carry. Without it the bus is open.
+    #[arg(long, env = "RAFT_BUS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "RAFT_BUS_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Largest number of events in one append.
+    #[arg(long, env = "RAFT_BUS_MAX_BATCH", default_value_t = 10_000)]
+    pub max_batch: usize,
+
+    /// Most concurrent event subscribers per node.
+    #[arg(long, env = "RAFT_BUS_MAX_SUBSCRIBERS", default_value_t = 1024)]
+    pub max_subscribers: usize,
+
+    /// Leader heartbeat interval, in milliseconds.
+    #[arg(long, env = "RAFT_BUS_HEARTBEAT_MS", default_value_t = 100)]
+    pub heartbeat_ms: u64,
+
+    /// Election timeout lower bound in milliseconds (the upper bound is twice this).
+    #[arg(long, env = "RAFT_BUS_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    pub election_timeout_ms: u64,
+
+    /// Build a snapshot (and compact the log) after this many log entries.
+    #[arg(long, env = "RAFT_BUS_SNAPSHOT_LOGS", default_value_t = 100_000)]
+    pub snapshot_logs: u64,
+
+    /// Seconds between SSE heartbeat comments on idle subscriptions.
+    #[arg(long, env = "RAFT_BUS_SSE_HEARTBEAT_SECS", default_value_t = 5)]
+    pub sse_heartbeat_secs: u64,
+
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "RAFT_BUS_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Node id → address.
+pub type Peers = BTreeMap<u64, String>;
+
+fn parse_peers(s: &str) -> Result<Peers, String> {
+    let mut peers = Peers::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer `{part}` is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id `{id}` is not a number"))?;
+        let addr = addr.trim();
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(format!("peer address `{addr}` is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            return Err(format!("peer id {id} appears twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no peers given".into());
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers_and_rejects_bad_ones() {
+        let p = parse_peers("1=127.0.0.1:7101, 2=127.0.0.1:7102,3=h:7103").expect("valid");
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[&3], "h:7103");
+        assert!(parse_peers("1=a:1,1=b:2").is_err());
+        assert!(parse_peers("x=a:1").is_err());
+        assert!(parse_peers("1=nohost").is_err());
+        assert!(parse_peers("").is_err());
+    }
+}

@@ -1,0 +1,362 @@
+//! The replicated state: events by global position, stream versions and the event-id index,
+//! in one redb file. Only the state machine writes here; the HTTP readers read.
+//!
+//! Applies commit without fsync (the Raft log already has every applied entry on disk) and
+//! at most once a second, and before every snapshot, a commit pays for the fsync. After a
+//! crash the state falls back to its last durable commit and openraft re-applies the rest
+//! from the log, deterministically, so the same events land at the same positions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::{EntryPayload, RaftLogId};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use tokio::sync::watch;
+
+use crate::types::{
+    decode, encode, AppendCommand, Appended, ApplyOutcome, Entry, LogId, StoredEvent,
+    StoredMembership,
+};
+
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Stream name → number of events in it (the next version).
+pub(crate) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+/// (stream, version) → position.
+pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), u64> =
+    TableDefinition::new("stream_events");
+/// Event id → position, for idempotent retries.
+pub(crate) const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_APPLIED: &str = "last_applied";
+const KEY_MEMBERSHIP: &str = "membership";
+const KEY_HEAD: &str = "head";
+
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// A cheap, cloneable handle on the event store.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    head: watch::Sender<u64>,
+    last_flush: Mutex<Instant>,
+}
+
+/// The applied state that openraft asks for at start.
+#[derive(Debug, Clone, Default)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub head: u64,
+}
+
+impl EventStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Database::builder().set_cache_size(32 << 20).create(path)?;
+        let txn = db.begin_write()?;
+        create_tables(&txn)?;
+        txn.commit()?;
+        let store = EventStore {
+            inner: Arc::new(Inner {
+                db,
+                head: watch::channel(0).0,
+                last_flush: Mutex::new(Instant::now()),
+            }),
+        };
+        let head = store.applied_state()?.head;
+        store.inner.head.send_replace(head);
+        Ok(store)
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// The last applied position; 0 for an empty store.
+    pub fn head(&self) -> u64 {
+        *self.inner.head.borrow()
+    }
+
+    /// Wakes whenever the head moves.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    pub(crate) fn publish_head(&self, head: u64) {
+        self.inner.head.send_replace(head);
+    }
+
+    pub fn applied_state(&self) -> anyhow::Result<AppliedState> {
+        read_applied(&self.inner.db.begin_read()?)
+    }
+
+    /// Applies committed entries in one transaction and returns one outcome per entry.
+    pub fn apply(&self, entries: &[Entry]) -> anyhow::Result<Vec<ApplyOutcome>> {
+        let mut txn = self.inner.db.begin_write()?;
+        let durable = {
+            let mut last = self.inner.last_flush.lock().expect("flush lock");
+            if last.elapsed() >= FLUSH_EVERY {
+                *last = Instant::now();
+                true
+            } else {
+                false
+            }
+        };
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let head;
+        {
+            let mut w = Writer::open(&txn)?;
+            for entry in entries {
+                let outcome = match &entry.payload {
+                    EntryPayload::Blank => ApplyOutcome::Nothing,
+                    EntryPayload::Normal(cmd) => w.append(cmd)?,
+                    EntryPayload::Membership(m) => {
+                        let stored = StoredMembership::new(Some(*entry.get_log_id()), m.clone());
+                        w.meta.insert(KEY_MEMBERSHIP, encode(&stored).as_slice())?;
+                        ApplyOutcome::Nothing
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            if let Some(last) = entries.last() {
+                w.meta
+                    .insert(KEY_APPLIED, encode(&Some(*last.get_log_id())).as_slice())?;
+            }
+            w.meta.insert(KEY_HEAD, encode(&w.head).as_slice())?;
+            head = w.head;
+        }
+        txn.commit()?;
+        self.publish_head(head);
+        Ok(outcomes)
+    }
+
+    /// Makes every applied entry durable.
+    pub fn flush(&self) -> anyhow::Result<()> {
+        let mut txn = self.inner.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        *self.inner.last_flush.lock().expect("flush lock") = Instant::now();
+        Ok(())
+    }
+
+    /// Events from `from` (inclusive), at most `limit`.
+    pub fn read(&self, from: u64, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
+        let txn = self.inner.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for row in events.range(from..)?.take(limit) {
+            let (_, v) = row?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A stream's events from `from_version`, at most `limit`, and its current version
+    /// (-1: no such stream).
+    pub fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<StoredEvent>, i64)> {
+        let txn = self.inner.db.begin_read()?;
+        let streams = txn.open_table(STREAMS)?;
+        let Some(count) = streams.get(stream)?.map(|v| v.value()) else {
+            return Ok((Vec::new(), -1));
+        };
+        let index = txn.open_table(STREAM_EVENTS)?;
+        let events = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for row in index
+            .range((stream, from_version)..(stream, count))?
+            .take(limit)
+        {
+            let (_, pos) = row?;
+            if let Some(v) = events.get(pos.value())? {
+                out.push(decode(v.value())?);
+            }
+        }
+        Ok((out, count as i64 - 1))
+    }
+
+    /// Replaces the whole state with the events of a snapshot, in one durable transaction.
+    pub fn replace(
+        &self,
+        state: &AppliedState,
+        events: impl Iterator<Item = anyhow::Result<StoredEvent>>,
+    ) -> anyhow::Result<()> {
+        let mut txn = self.inner.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.delete_table(EVENTS)?;
+        txn.delete_table(STREAMS)?;
+        txn.delete_table(STREAM_EVENTS)?;
+        txn.delete_table(IDS)?;
+        txn.delete_table(META)?;
+        create_tables(&txn)?;
+        {
+            let mut w = Writer::open(&txn)?;
+            for event in events {
+                w.insert(&event?)?;
+            }
+            anyhow::ensure!(
+                w.head == state.head,
+                "snapshot holds events up to position {} but says {}",
+                w.head,
+                state.head
+            );
+            w.meta
+                .insert(KEY_APPLIED, encode(&state.last_applied).as_slice())?;
+            w.meta
+                .insert(KEY_MEMBERSHIP, encode(&state.membership).as_slice())?;
+            w.meta.insert(KEY_HEAD, encode(&state.head).as_slice())?;
+        }
+        txn.commit()?;
+        self.publish_head(state.head);
+        Ok(())
+    }
+}
+
+/// The applied state as one read transaction sees it.
+pub(crate) fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<AppliedState> {
+    let meta = txn.open_table(META)?;
+    let mut state = AppliedState::default();
+    if let Some(v) = meta.get(KEY_APPLIED)? {
+        state.last_applied = decode(v.value())?;
+    }
+    if let Some(v) = meta.get(KEY_MEMBERSHIP)? {
+        state.membership = decode(v.value())?;
+    }
+    if let Some(v) = meta.get(KEY_HEAD)? {
+        state.head = decode(v.value())?;
+    }
+    Ok(state)
+}
+
+fn create_tables(txn: &WriteTransaction) -> anyhow::Result<()> {
+    txn.open_table(EVENTS)?;
+    txn.open_table(STREAMS)?;
+    txn.open_table(STREAM_EVENTS)?;
+    txn.open_table(IDS)?;
+    txn.open_table(META)?;
+    Ok(())
+}
+
+/// The open tables of one write transaction.
+struct Writer<'t> {
+    events: redb::Table<'t, u64, &'static [u8]>,
+    streams: redb::Table<'t, &'static str, u64>,
+    stream_events: redb::Table<'t, (&'static str, u64), u64>,
+    ids: redb::Table<'t, u128, u64>,
+    meta: redb::Table<'t, &'static str, &'static [u8]>,
+    head: u64,
+}
+
+impl<'t> Writer<'t> {
+    fn open(txn: &'t WriteTransaction) -> anyhow::Result<Self> {
+        let meta = txn.open_table(META)?;
+        let head = match meta.get(KEY_HEAD)? {
+            Some(v) => decode(v.value())?,
+            None => 0,
+        };
+        Ok(Writer {
+            events: txn.open_table(EVENTS)?,
+            streams: txn.open_table(STREAMS)?,
+            stream_events: txn.open_table(STREAM_EVENTS)?,
+            ids: txn.open_table(IDS)?,
+            meta,
+            head,
+        })
+    }
+
+    fn stream_count(&self, stream: &str) -> anyhow::Result<u64> {
+        Ok(self.streams.get(stream)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// The business rule of the bus: idempotency by id, then optimistic concurrency, then
+    /// dense positions and versions. Every node runs it on the same entries in the same order.
+    fn append(&mut self, cmd: &AppendCommand) -> anyhow::Result<ApplyOutcome> {
+        let mut known = Vec::new();
+        for e in &cmd.events {
+            if let Some(pos) = self.ids.get(e.id.as_u128())? {
+                known.push((e.id, pos.value()));
+            }
+        }
+        if !known.is_empty() {
+            if known.len() < cmd.events.len() {
+                return Ok(ApplyOutcome::IdReused { id: known[0].0 });
+            }
+            let mut original = Vec::with_capacity(known.len());
+            for (_, pos) in known {
+                let e: StoredEvent = match self.events.get(pos)? {
+                    Some(v) => decode(v.value())?,
+                    None => anyhow::bail!("event id index points at missing position {pos}"),
+                };
+                original.push(Appended {
+                    position: e.position,
+                    stream: e.stream,
+                    version: e.version,
+                    id: e.id,
+                });
+            }
+            return Ok(ApplyOutcome::Appended(original));
+        }
+        for (stream, expected) in &cmd.expected_versions {
+            let current = self.stream_count(stream)? as i64 - 1;
+            if current != *expected {
+                return Ok(ApplyOutcome::WrongExpectedVersion {
+                    stream: stream.clone(),
+                    current_version: current,
+                });
+            }
+        }
+        let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut appended = Vec::with_capacity(cmd.events.len());
+        for e in &cmd.events {
+            let version = match next_version.get(e.stream.as_str()) {
+                Some(v) => *v,
+                None => self.stream_count(&e.stream)?,
+            };
+            next_version.insert(&e.stream, version + 1);
+            let stored = StoredEvent {
+                position: self.head + 1,
+                stream: e.stream.clone(),
+                version,
+                event_type: e.event_type.clone(),
+                data: e.data.clone(),
+                metadata: e.metadata.clone(),
+                id: e.id,
+                timestamp_ms: cmd.timestamp_ms,
+            };
+            self.insert(&stored)?;
+            appended.push(Appended {
+                position: stored.position,
+                stream: stored.stream,
+                version,
+                id: e.id,
+            });
+        }
+        Ok(ApplyOutcome::Appended(appended))
+    }
+
+    fn insert(&mut self, e: &StoredEvent) -> anyhow::Result<()> {
+        self.events.insert(e.position, encode(e).as_slice())?;
+        self.stream_events
+            .insert((e.stream.as_str(), e.version), e.position)?;
+        self.streams.insert(e.stream.as_str(), e.version + 1)?;
+        self.ids.insert(e.id.as_u128(), e.position)?;
+        self.head = e.position;
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! raft-bus: one node of Taskpool's Raft cluster, a durable, replicated event store.
+//!
+//! Module map (see ARCHITECTURE.md): [`config`] → [`app`] builds a node from
+//! [`log_store`] (the Raft log), [`state_machine`] over [`event_store`] (the replicated
+//! state), [`network`] (Raft RPC client) and [`api`] (every HTTP route).
+
+// openraft's storage traits fix the (large) error type; boxing it would only add copies.
+#![allow(clippy::result_large_err)]
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod event_store;
+pub mod log_store;
+pub mod metrics;
+pub mod network;
+pub mod state_machine;
+#[cfg(test)]
+mod storage_suite;
+pub mod types;
+
+pub use app::App;
+pub use config::Config;
+
+/// Logs to stderr as text, or as JSON lines when asked; `RUST_LOG` filters.
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,396 @@
+//! The durable Raft log (and vote) in a redb file, with group commit.
+//!
+//! `append` makes entries readable at once (an in-memory tail) and hands them to one writer
+//! thread. The writer drains everything queued, writes it in one redb transaction and pays for
+//! one fsync, then reports every batch in it as flushed. So concurrent appends share an fsync,
+//! and the Raft core never blocks on the disk. All writes, vote included, go through the same
+//! queue, which keeps them in the order they were issued, as openraft requires.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::metrics;
+use crate::types::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+
+const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_VOTE: &str = "vote";
+const KEY_PURGED: &str = "last_purged";
+const KEY_COMMITTED: &str = "committed";
+
+fn write_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_logs(AnyError::error(e.to_string())).into()
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::read_logs(AnyError::error(e.to_string())).into()
+}
+
+/// State that must be visible before the disk has it.
+#[derive(Default)]
+struct Memory {
+    /// Appended entries the writer has not committed yet.
+    tail: BTreeMap<u64, Entry>,
+    last_log_id: Option<LogId>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+struct Shared {
+    db: Database,
+    mem: Mutex<Memory>,
+}
+
+enum Op {
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    Vote(Vote, oneshot::Sender<Result<(), String>>),
+    Committed(Option<LogId>),
+    Truncate(u64, oneshot::Sender<Result<(), String>>),
+    Purge(LogId, oneshot::Sender<Result<(), String>>),
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    ops: mpsc::Sender<Op>,
+}
+
+/// Reads entries for replication; cheap to clone.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path` and starts its writer thread.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        let mut mem = Memory::default();
+        {
+            let txn = db.begin_write()?;
+            txn.open_table(LOGS)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let get = |k: &str| -> anyhow::Result<Option<Vec<u8>>> {
+                Ok(meta.get(k)?.map(|v| v.value().to_vec()))
+            };
+            if let Some(b) = get(KEY_VOTE)? {
+                mem.vote = Some(decode(&b)?);
+            }
+            if let Some(b) = get(KEY_PURGED)? {
+                mem.last_purged = Some(decode(&b)?);
+            }
+            if let Some(b) = get(KEY_COMMITTED)? {
+                mem.committed = decode(&b)?;
+            }
+            let logs = txn.open_table(LOGS)?;
+            mem.last_log_id = match logs.last()? {
+                Some((_, v)) => Some(*decode::<Entry>(v.value())?.get_log_id()),
+                None => mem.last_purged,
+            };
+        }
+        let shared = Arc::new(Shared {
+            db,
+            mem: Mutex::new(mem),
+        });
+        let (tx, rx) = mpsc::channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || run_writer(writer, rx))?;
+        Ok(LogStore { shared, ops: tx })
+    }
+
+    fn send(&self, op: Op) -> Result<(), StorageError> {
+        self.ops
+            .send(op)
+            .map_err(|_| write_err("the log writer thread has stopped"))
+    }
+
+    async fn send_and_wait(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), String>>) -> Op,
+    ) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await
+            .map_err(|_| write_err("the log writer thread has stopped"))?
+            .map_err(write_err)
+    }
+}
+
+/// The writer thread: drain the queue, one transaction, one fsync, then report.
+fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let started = std::time::Instant::now();
+        let result = write_batch(&shared.db, &batch).map_err(|e| e.to_string());
+        metrics::LOG_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            // Committed entries are now read from disk; drop them from the tail unless a
+            // truncate already replaced them with entries of another term.
+            let mut mem = shared.mem.lock().expect("log memory lock");
+            for op in &batch {
+                if let Op::Append(entries, _) = op {
+                    for e in entries {
+                        let idx = e.get_log_id().index;
+                        if mem.tail.get(&idx).map(|t| t.get_log_id()) == Some(e.get_log_id()) {
+                            mem.tail.remove(&idx);
+                        }
+                    }
+                }
+            }
+        }
+        for op in batch {
+            match op {
+                Op::Append(_, cb) => cb.log_io_completed(
+                    result
+                        .clone()
+                        .map_err(|e| std::io::Error::other(e.to_string())),
+                ),
+                Op::Vote(_, done) | Op::Truncate(_, done) | Op::Purge(_, done) => {
+                    let _ = done.send(result.clone());
+                }
+                Op::Committed(_) => {}
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[Op]) -> anyhow::Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut logs = txn.open_table(LOGS)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                Op::Append(entries, _) => {
+                    for e in entries {
+                        logs.insert(e.get_log_id().index, encode(e).as_slice())?;
+                    }
+                }
+                Op::Vote(v, _) => {
+                    meta.insert(KEY_VOTE, encode(v).as_slice())?;
+                }
+                Op::Committed(c) => {
+                    meta.insert(KEY_COMMITTED, encode(c).as_slice())?;
+                }
+                Op::Truncate(from, _) => {
+                    logs.retain_in(*from.., |_, _| false)?;
+                }
+                Op::Purge(upto, _) => {
+                    logs.retain_in(..=upto.index, |_, _| false)?;
+                    meta.insert(KEY_PURGED, encode(upto).as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Turns any range into `start..end`.
+fn bounds(range: impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl LogReader {
+    fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>, StorageError> {
+        let (start, end) = bounds(range);
+        self.read_between(start, end)
+    }
+
+    fn read_between(&self, start: u64, end: u64) -> Result<Vec<Entry>, StorageError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // Copy the tail before opening the read transaction: an entry leaves the tail only
+        // after its transaction committed, so it is always in one of the two.
+        let tail: BTreeMap<u64, Entry> = {
+            let mem = self.shared.mem.lock().expect("log memory lock");
+            mem.tail
+                .range(start..end)
+                .map(|(k, v)| (*k, v.clone()))
+                .collect()
+        };
+        let txn = self.shared.db.begin_read().map_err(read_err)?;
+        let logs = txn.open_table(LOGS).map_err(read_err)?;
+        let mut merged = tail;
+        for row in logs.range(start..end).map_err(read_err)? {
+            let (k, v) = row.map_err(read_err)?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = merged.entry(k.value()) {
+                slot.insert(decode(v.value()).map_err(read_err)?);
+            }
+        }
+        // Return the run of consecutive entries from the first one present.
+        let mut out: Vec<Entry> = Vec::with_capacity(merged.len());
+        for (idx, entry) in merged {
+            if out
+                .last()
+                .is_some_and(|prev| prev.get_log_id().index + 1 != idx)
+            {
+                break;
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let reader = self.clone();
+        let (start, end) = bounds(range);
+        tokio::task::spawn_blocking(move || reader.read_between(start, end))
+            .await
+            .map_err(read_err)?
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+        .try_get_log_entries(range)
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let mem = self.shared.mem.lock().expect("log memory lock");
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: mem.last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let v = *vote;
+        self.send_and_wait(|done| Op::Vote(v, done)).await?;
+        self.shared.mem.lock().expect("log memory lock").vote = Some(v);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.shared.mem.lock().expect("log memory lock").vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not waited for: losing it only means re-learning the commit index from the leader.
+        self.shared.mem.lock().expect("log memory lock").committed = committed;
+        self.send(Op::Committed(committed))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.shared.mem.lock().expect("log memory lock").committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        {
+            let mut mem = self.shared.mem.lock().expect("log memory lock");
+            for e in &entries {
+                mem.tail.insert(e.get_log_id().index, e.clone());
+            }
+            if let Some(last) = entries.last() {
+                mem.last_log_id = Some(*last.get_log_id());
+            }
+        }
+        self.send(Op::Append(entries, callback))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut mem = self.shared.mem.lock().expect("log memory lock");
+            let _ = mem.tail.split_off(&log_id.index);
+        }
+        self.send_and_wait(|done| Op::Truncate(log_id.index, done))
+            .await?;
+        // The new last log id is whatever precedes the truncated index.
+        let prev = if log_id.index == 0 {
+            Vec::new()
+        } else {
+            self.get_log_reader()
+                .await
+                .read_range(log_id.index - 1..log_id.index)?
+        };
+        let mut mem = self.shared.mem.lock().expect("log memory lock");
+        mem.last_log_id = match prev.last() {
+            Some(e) => Some(*e.get_log_id()),
+            None => mem.last_purged,
+        };
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut mem = self.shared.mem.lock().expect("log memory lock");
+            mem.last_purged = Some(log_id);
+            if mem.last_log_id < Some(log_id) {
+                mem.last_log_id = Some(log_id);
+            }
+            mem.tail.retain(|idx, _| *idx > log_id.index);
+        }
+        self.send_and_wait(|done| Op::Purge(log_id, done)).await
+    }
+}
+
+impl LogStore {
+    /// The last committed log id this node knows of.
+    pub fn committed(&self) -> Option<LogId> {
+        self.shared.mem.lock().expect("log memory lock").committed
+    }
+}

@@ -1,0 +1,163 @@
+//! Every metric of the bus, registered once; `/metrics` renders them in the text format.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
+    REGISTRY
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+macro_rules! gauge {
+    ($name:ident, $metric:literal, $help:literal) => {
+        pub static $name: LazyLock<IntGauge> =
+            LazyLock::new(|| register(IntGauge::new($metric, $help).expect("valid gauge")));
+    };
+}
+
+gauge!(TERM, "raftbus_term", "Current Raft term");
+gauge!(
+    LEADER_ID,
+    "raftbus_leader_id",
+    "Id of the leader this node knows, 0 when none"
+);
+gauge!(
+    IS_LEADER,
+    "raftbus_is_leader",
+    "1 when this node is the leader"
+);
+gauge!(
+    COMMIT_INDEX,
+    "raftbus_commit_index",
+    "Last committed log index this node knows"
+);
+gauge!(
+    APPLIED_INDEX,
+    "raftbus_applied_index",
+    "Last log index applied to the event store"
+);
+gauge!(
+    HEAD_POSITION,
+    "raftbus_head_position",
+    "Last event position in this node's event store"
+);
+gauge!(
+    SUBSCRIBERS,
+    "raftbus_subscribers",
+    "Open event subscriptions on this node"
+);
+
+pub static EVENTS_APPENDED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "raftbus_events_appended_total",
+            "Events appended through this node and acknowledged",
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static EVENTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "raftbus_events_applied_total",
+            "Events applied to this node's event store",
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "raftbus_append_seconds",
+                "Time from receiving an append to acknowledging it",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid histogram"),
+    )
+});
+
+pub static LOG_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "raftbus_log_flush_seconds",
+                "Time of one group commit of the Raft log (write and fsync)",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid histogram"),
+    )
+});
+
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "raftbus_http_requests_total",
+                "HTTP requests by matched route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register(
+        HistogramVec::new(
+            HistogramOpts::new(
+                "raftbus_http_request_seconds",
+                "HTTP request latency by matched route",
+            )
+            .buckets(latency_buckets()),
+            &["route"],
+        )
+        .expect("valid histogram"),
+    )
+});
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Registers every metric, so `/metrics` lists them before they first change.
+pub fn init() {
+    for g in [
+        &TERM,
+        &LEADER_ID,
+        &IS_LEADER,
+        &COMMIT_INDEX,
+        &APPLIED_INDEX,
+        &HEAD_POSITION,
+        &SUBSCRIBERS,
+    ] {
+        LazyLock::force(g);
+    }
+    LazyLock::force(&EVENTS_APPENDED);
+    LazyLock::force(&EVENTS_APPLIED);
+    LazyLock::force(&APPEND_SECONDS);
+    LazyLock::force(&LOG_FLUSH_SECONDS);
+    LazyLock::force(&HTTP_REQUESTS);
+    LazyLock::force(&HTTP_SECONDS);
+}
