@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::command_router::CommandRouter;
 use crate::config::Config;
 use crate::event_store::EventStore;
 use crate::log_store::LogStore;
@@ -55,7 +56,10 @@ impl App {
         let listener = TcpListener::bind(config.listen).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        let http_stream = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .build()?;
         let state = AppState {
@@ -65,6 +69,8 @@ impl App {
             store,
             log,
             http,
+            http_stream,
+            router: CommandRouter::default(),
             shutdown: CancellationToken::new(),
         };
         Ok(App { listener, state })
@@ -89,6 +95,7 @@ impl App {
         });
         tokio::spawn(initialize_if_new(state.clone()));
         let fatal = tokio::spawn(stop_on_fatal(state.clone()));
+        tokio::spawn(follow_leadership(state.clone()));
         tracing::info!(
             node_id = state.config.node_id,
             listen = %listener.local_addr()?,
@@ -158,5 +165,26 @@ async fn stop_on_fatal(state: AppState) -> Option<String> {
             changed = metrics.changed() => if changed.is_err() { return None },
             _ = state.shutdown.cancelled() => return None,
         }
+    }
+}
+
+/// Commands are routed by the leader only while it has a quorum behind it: a leader cut off
+/// from the majority lets go of its handlers so they reconnect to the side that can elect one.
+async fn follow_leadership(state: AppState) {
+    let quorum_window = state.config.election_timeout_ms;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.shutdown.cancelled() => {
+                state.router.set_leading(false);
+                return;
+            }
+        }
+        let m = state.raft.metrics().borrow().clone();
+        let leading = m.current_leader == Some(m.id)
+            && m.millis_since_quorum_ack
+                .is_some_and(|ms| ms <= quorum_window);
+        state.router.set_leading(leading);
     }
 }

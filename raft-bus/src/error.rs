@@ -26,6 +26,8 @@ pub enum BusError {
     },
     #[error("event id {id} was appended before in another batch; a retry must resend the whole original batch")]
     IdReused { id: uuid::Uuid },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
     #[error("{0}")]
     NoLeader(String),
     #[error("{0}")]
@@ -49,6 +51,7 @@ impl BusError {
                 (StatusCode::CONFLICT, "wrong_expected_version")
             }
             BusError::IdReused { .. } => (StatusCode::CONFLICT, "event_id_reused"),
+            BusError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             BusError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             BusError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             BusError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod app;
+pub mod command_router;
 pub mod config;
 pub mod error;
 pub mod event_store;

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
@@ -134,6 +134,65 @@ pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     )
 });
 
+pub static COMMANDS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "raftbus_commands_sent_total",
+            "Commands accepted for routing by this node as leader",
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static COMMANDS_ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register(
+        IntCounter::new(
+            "raftbus_commands_routed_total",
+            "Deliveries of commands to handlers (a redelivery after a handler left counts again)",
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static COMMANDS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "raftbus_commands_total",
+                "Commands answered to senders, by outcome: ok or the error code (timeout, no_handler, ...)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid counter"),
+    )
+});
+
+pub static COMMAND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "raftbus_command_seconds",
+                "Command round trip on the leader, sender to result",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid histogram"),
+    )
+});
+
+pub static COMMAND_HANDLERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register(
+        IntGaugeVec::new(
+            Opts::new(
+                "raftbus_command_handlers",
+                "Handler connections on the leader, by routing key",
+            ),
+            &["routing_key"],
+        )
+        .expect("valid gauge"),
+    )
+});
+
 /// The text exposition of every metric.
 pub fn render() -> String {
     let mut buf = Vec::new();
@@ -160,4 +219,9 @@ pub fn init() {
     LazyLock::force(&LOG_FLUSH_SECONDS);
     LazyLock::force(&HTTP_REQUESTS);
     LazyLock::force(&HTTP_SECONDS);
+    LazyLock::force(&COMMANDS_SENT);
+    LazyLock::force(&COMMANDS_ROUTED);
+    LazyLock::force(&COMMANDS_DONE);
+    LazyLock::force(&COMMAND_SECONDS);
+    LazyLock::force(&COMMAND_HANDLERS);
 }

@@ -124,6 +124,15 @@ impl BusClient {
         self.call(Method::GET, &path, None::<&()>).await
     }
 
+    /// Sends a command and waits for its result. Retrying with the same id (as this does across
+    /// nodes and leader changes) never executes it twice.
+    pub async fn send_command(
+        &self,
+        command: &crate::commands::CommandRequest,
+    ) -> Result<crate::commands::CommandResponse, ClientError> {
+        self.call(Method::POST, "/v1/commands", Some(command)).await
+    }
+
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
         self.call(Method::GET, "/v1/cluster", None::<&()>).await
     }
@@ -195,13 +204,35 @@ impl BusClient {
                 serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string())),
             );
         }
-        if is_retryable(status) {
-            return Attempt::Retry(format!(
-                "{url}: {status} {}",
-                String::from_utf8_lossy(&bytes)
-            ));
+        let error = api_error(status, &bytes);
+        if is_retryable(status, error.code()) {
+            return Attempt::Retry(format!("{url}: {error}"));
         }
-        Attempt::Done(Err(api_error(status, &bytes)))
+        Attempt::Done(Err(error))
+    }
+
+    /// Opens a long-lived GET (an SSE stream) on the node `attempt` steps after the preferred
+    /// one; `None` when that node does not answer with success.
+    pub async fn open_stream(&self, path: &str, attempt: usize) -> Option<reqwest::Response> {
+        let n = self.config.nodes.len();
+        let index = (self.preferred.load(Ordering::Relaxed) + attempt) % n;
+        let url = format!("{}{}", self.config.nodes[index], path);
+        let mut req = self.http.get(&url).header("accept", "text/event-stream");
+        if let Some(token) = &self.config.token {
+            req = req.bearer_auth(token);
+        }
+        match tokio::time::timeout(self.config.request_timeout, req.send()).await {
+            Ok(Ok(resp)) if resp.status().is_success() => Some(resp),
+            Ok(Ok(resp)) => {
+                tracing::debug!(%url, status = %resp.status(), "stream refused");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%url, error = %e, "stream failed");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Every committed event from `from` on, in order, each exactly once, following the live
@@ -232,12 +263,13 @@ impl BusClient {
                 let status = resp.status();
                 if !status.is_success() {
                     let bytes = resp.bytes().await.unwrap_or_default();
-                    if is_retryable(status) {
+                    let error = api_error(status, &bytes);
+                    if is_retryable(status, error.code()) {
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
                         continue;
                     }
-                    yield Err(api_error(status, &bytes));
+                    yield Err(error);
                     return;
                 }
                 backoff = Duration::from_millis(20);
@@ -273,11 +305,16 @@ impl BusClient {
     }
 }
 
-fn is_retryable(status: StatusCode) -> bool {
-    matches!(
-        status,
-        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-    )
+/// Worth trying again, on this or another node: the cluster is between leaders or a node is
+/// going away. Not a command's own `no_handler` or `timeout`, which already waited their time.
+fn is_retryable(status: StatusCode, code: Option<&str>) -> bool {
+    match status {
+        StatusCode::BAD_GATEWAY => true,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+            !matches!(code, Some("no_handler" | "timeout" | "overloaded"))
+        }
+        _ => false,
+    }
 }
 
 fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {

@@ -8,7 +8,9 @@
 
 pub mod bus;
 pub mod client;
+pub mod commands;
 pub mod error;
+pub mod handler;
 pub mod sse;
 
 pub use client::{BusClient, ClientConfig, ClientError};

@@ -1,6 +1,7 @@
 //! The cluster view, membership changes, and forwarding to the leader.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -97,7 +98,9 @@ async fn membership_error(
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             match (f.leader_node, headers.contains_key(FORWARDED_HEADER)) {
-                (Some(leader), false) => forward(state, &leader.addr, path, body).await,
+                (Some(leader), false) => {
+                    forward(state, &leader.addr, path, body, Duration::from_secs(60)).await
+                }
                 _ => Err(BusError::NoLeader(
                     "no leader to change membership; retry shortly".into(),
                 )),
@@ -116,11 +119,13 @@ pub async fn forward(
     leader_addr: &str,
     path: &str,
     body: &impl Serialize,
+    timeout: Duration,
 ) -> Result<Response, BusError> {
     let url = format!("http://{leader_addr}{path}");
     let mut req = state
         .http
         .post(&url)
+        .timeout(timeout)
         .header(FORWARDED_HEADER, "1")
         .json(body);
     if let Some(token) = &state.config.token {
@@ -137,6 +142,9 @@ pub async fn forward(
             "the leader at {leader_addr} broke off ({e}); retry"
         ))
     })?;
+    if bytes.is_empty() {
+        return Ok(status.into_response());
+    }
     Ok((
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -50,7 +50,7 @@ pub async fn append(
             let Some(leader) = f.leader_node else {
                 return Err(BusError::NoLeader("no leader elected yet; retry shortly".into()));
             };
-            return cluster::forward(&state, &leader.addr, "/v1/append", &request).await;
+            return cluster::forward(&state, &leader.addr, "/v1/append", &request, COMMIT_TIMEOUT + Duration::from_secs(2)).await;
         }
         Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
     };
@@ -86,7 +86,7 @@ fn outcome_response(outcome: ApplyOutcome) -> Result<Json<AppendResponse>, BusEr
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), BusError> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), BusError> {
     if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(BusError::BadRequest(format!(
             "{what} `{}` must be 1 to {MAX_NAME_BYTES} bytes without control characters",

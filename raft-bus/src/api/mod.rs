@@ -2,6 +2,7 @@
 //! and `/health`, all on one listener.
 
 mod cluster;
+mod commands;
 mod events;
 mod ops;
 mod raft_rpc;
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::command_router::CommandRouter;
 use crate::config::Config;
 use crate::error::BusError;
 use crate::event_store::EventStore;
@@ -42,6 +44,9 @@ pub struct AppState {
     pub log: LogStore,
     /// Forwards writes from a follower to the leader.
     pub http: reqwest::Client,
+    /// Relays handler streams from the leader: no overall timeout.
+    pub http_stream: reqwest::Client,
+    pub router: CommandRouter,
     pub subscribers: Arc<Semaphore>,
     /// Cancelled on shutdown, so live subscriptions end and the server can stop.
     pub shutdown: CancellationToken,
@@ -53,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", get(events::read_events))
         .route("/v1/subscribe", get(events::subscribe))
         .route("/v1/streams/{stream}", get(events::read_stream))
+        .route("/v1/commands", post(commands::send))
+        .route("/v1/commands/{id}/result", post(commands::result))
+        .route("/v1/handlers/subscribe", get(commands::subscribe_handler))
         .route("/v1/cluster", get(cluster::info))
         .route("/v1/cluster/learners", post(cluster::add_learner))
         .route("/v1/cluster/membership", post(cluster::change_membership))

@@ -1,5 +1,6 @@
 //! Cluster tests: three real `raft-bus` processes on loopback per test.
 
+mod commands;
 mod harness;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,0 +1,246 @@
+//! Command calls. The leader routes (see `command_router`); every other node forwards the call
+//! to the leader, and proxies a handler's stream from it, so senders and handlers may use any node.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use taskpool_api::commands::{
+    CommandRequest, CommandResponse, CommandResult, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+};
+use taskpool_api::error::ErrorBody;
+use uuid::Uuid;
+
+use super::{cluster, events::check_name, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
+use crate::command_router::{Outcome, ResultRefused};
+use crate::error::BusError;
+
+/// Heartbeats on handler streams: a handler that died is noticed at the next write.
+const HANDLER_HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// Where to send a command call this node cannot route itself.
+fn leader_addr(state: &AppState, headers: &HeaderMap) -> Result<String, BusError> {
+    let m = state.raft.metrics().borrow().clone();
+    let leader = m
+        .current_leader
+        .filter(|l| *l != m.id && !headers.contains_key(FORWARDED_HEADER))
+        .ok_or_else(|| BusError::NoLeader("no leader routes commands right now; retry".into()))?;
+    m.membership_config
+        .membership()
+        .get_node(&leader)
+        .map(|n| n.addr.clone())
+        .ok_or_else(|| BusError::NoLeader("the leader's address is unknown; retry".into()))
+}
+
+fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Ok(result) => Json(CommandResponse { id, result }).into_response(),
+        Outcome::Failed {
+            status,
+            code,
+            message,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, Json(ErrorBody::new(code, message))).into_response()
+        }
+    }
+}
+
+pub async fn send(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CommandRequest>,
+) -> Result<Response, BusError> {
+    check_name("type", &req.command_type)?;
+    check_name("routingKey", &req.routing_key)?;
+    let timeout_ms = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
+    if !(1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Err(BusError::BadRequest(format!(
+            "`timeoutMs` {timeout_ms} is out of range: use 1 to {MAX_TIMEOUT_MS}"
+        )));
+    }
+    let timeout = Duration::from_millis(timeout_ms);
+    if state.router.is_leading() {
+        let id = req.id;
+        return Ok(outcome_response(id, state.router.send(req, timeout).await));
+    }
+    let leader = leader_addr(&state, &headers)?;
+    cluster::forward(
+        &state,
+        &leader,
+        "/v1/commands",
+        &req,
+        timeout + Duration::from_secs(2),
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubscribeQuery {
+    handler_id: String,
+    types: String,
+    routing_keys: String,
+}
+
+fn split_list(what: &str, list: &str) -> Result<HashSet<String>, BusError> {
+    let items: HashSet<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if items.is_empty() {
+        return Err(BusError::BadRequest(format!(
+            "`{what}` names no entry: give a comma-separated list"
+        )));
+    }
+    for item in &items {
+        check_name(what, item)?;
+    }
+    Ok(items)
+}
+
+pub async fn subscribe_handler(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(q): ApiQuery<SubscribeQuery>,
+) -> Result<Response, BusError> {
+    check_name("handlerId", &q.handler_id)?;
+    let types = split_list("types", &q.types)?;
+    let keys = split_list("routingKeys", &q.routing_keys)?;
+    if let Some((registration, mut rx)) = state.router.register(q.handler_id.clone(), types, keys) {
+        tracing::info!(handler = %q.handler_id, "command handler connected");
+        let shutdown = state.shutdown.clone();
+        let stream = async_stream::stream! {
+            let _registration = registration;
+            loop {
+                tokio::select! {
+                    msg = rx.recv() => match msg {
+                        Some(msg) => match serde_json::to_string(&*msg) {
+                            Ok(json) => yield Ok::<_, Infallible>(Event::default().data(json)),
+                            Err(e) => tracing::error!(error = %e, "command not encodable"),
+                        },
+                        // Replaced by a newer connection, or leadership moved: end the stream.
+                        None => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        };
+        return Ok(Sse::new(stream)
+            .keep_alive(
+                KeepAlive::new()
+                    .interval(HANDLER_HEARTBEAT)
+                    .text("heartbeat"),
+            )
+            .into_response());
+    }
+    // Not the leader: relay the leader's stream. When the leader goes, the stream ends and the
+    // handler reconnects, to be relayed to the new leader.
+    let leader = leader_addr(&state, &headers)?;
+    let url = format!(
+        "http://{leader}/v1/handlers/subscribe?handlerId={}&types={}&routingKeys={}",
+        encode(&q.handler_id),
+        encode(&q.types),
+        encode(&q.routing_keys)
+    );
+    let mut req = state.http_stream.get(&url).header(FORWARDED_HEADER, "1");
+    if let Some(token) = &state.config.token {
+        req = req.bearer_auth(token);
+    }
+    let upstream = req.send().await.map_err(|e| {
+        BusError::NoLeader(format!(
+            "the leader at {leader} is unreachable ({e}); retry"
+        ))
+    })?;
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/event-stream")
+        .to_owned();
+    Ok((
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache".into()),
+        ],
+        Body::from_stream(upstream.bytes_stream()),
+    )
+        .into_response())
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+pub async fn result(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<CommandResult>,
+) -> Result<Response, BusError> {
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        BusError::BadRequest(format!("command id `{}` is not a UUID", id.escape_debug()))
+    })?;
+    check_name("handlerId", &body.handler_id)?;
+    let outcome = if body.ok {
+        Outcome::Ok(body.result.clone().unwrap_or(serde_json::Value::Null))
+    } else {
+        let status = body
+            .status
+            .filter(|s| (400..=599).contains(s))
+            .ok_or_else(|| {
+                BusError::BadRequest("a failed result needs `status` between 400 and 599".into())
+            })?;
+        let error = body.error.clone().ok_or_else(|| {
+            BusError::BadRequest("a failed result needs `error` with `code` and `message`".into())
+        })?;
+        Outcome::Failed {
+            status,
+            code: error.code,
+            message: error.message,
+        }
+    };
+    if !state.router.is_leading() {
+        let leader = leader_addr(&state, &headers)?;
+        let path = format!("/v1/commands/{id}/result");
+        return cluster::forward(&state, &leader, &path, &body, Duration::from_secs(10)).await;
+    }
+    match state.router.complete(id, &body.handler_id, outcome) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Err(ResultRefused::Unknown) => Err(BusError::NotFound(format!(
+            "no command {id} is waiting for a result (it may have timed out)"
+        ))),
+        Err(ResultRefused::AlreadyAnswered) => Err(BusError::Conflict {
+            code: "already_answered",
+            message: format!("command {id} was answered already"),
+        }),
+        Err(ResultRefused::Expired) => Err(BusError::Conflict {
+            code: "expired",
+            message: format!("the sender of command {id} stopped waiting; a resend with the same id will ask again"),
+        }),
+        Err(ResultRefused::NotYours) => Err(BusError::Conflict {
+            code: "not_chosen",
+            message: format!("command {id} was not given to handler {}", body.handler_id),
+        }),
+    }
+}
