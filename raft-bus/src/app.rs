@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use openraft::{BasicNode, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -16,11 +17,13 @@ use crate::config::Config;
 use crate::event_store::EventStore;
 use crate::log_store::LogStore;
 use crate::network::Network;
+use crate::proposer::{Forwarding, Proposer};
 use crate::state_machine::StateMachine;
 use crate::types::Raft;
 
 pub struct App {
     listener: TcpListener,
+    raft_runtime: tokio::runtime::Runtime,
     state: AppState,
 }
 
@@ -36,23 +39,30 @@ impl App {
             cluster_name: "raft-bus".into(),
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_ms,
-            election_timeout_max: config.election_timeout_ms * 2,
+            election_timeout_max: config.election_timeout_ms * 3 / 2,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             // Keep some log behind a snapshot so a briefly lagging follower needs no snapshot.
             max_in_snapshot_log_to_keep: (config.snapshot_logs / 10).min(1000),
-            max_payload_entries: 256,
+            // Entries carry gathered appends (up to 5,000 events): keep RPCs to a few MB.
+            max_payload_entries: 16,
             ..Default::default()
         }
         .validate()?;
-        let network = Network::new(config.token.clone())?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config),
-            network,
-            log.clone(),
-            sm,
-        )
-        .await?;
+        // The Raft core, replication and the state machine get a runtime of their own: on the
+        // HTTP runtime, hundreds of request tasks queue ahead of the core and every
+        // replication round waits behind them.
+        let raft_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("raft-core")
+            .enable_all()
+            .build()?;
+        let (node_id, raft_log, token) = (config.node_id, log.clone(), config.token.clone());
+        let raft = raft_runtime
+            .spawn(async move {
+                let network = Network::new(token)?;
+                anyhow::Ok(Raft::new(node_id, Arc::new(raft_config), network, raft_log, sm).await?)
+            })
+            .await??;
         let listener = TcpListener::bind(config.listen).await?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
@@ -62,6 +72,12 @@ impl App {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .build()?;
+        let forwarding = Forwarding {
+            http: http.clone(),
+            token: config.token.clone(),
+        };
+        let proposer =
+            Proposer::start(raft.clone(), forwarding, crate::api::events::COMMIT_TIMEOUT);
         let state = AppState {
             subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
             config: Arc::new(config),
@@ -71,9 +87,14 @@ impl App {
             http,
             http_stream,
             router: CommandRouter::default(),
+            proposer,
             shutdown: CancellationToken::new(),
         };
-        Ok(App { listener, state })
+        Ok(App {
+            listener,
+            raft_runtime,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -86,7 +107,11 @@ impl App {
         self,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let App { listener, state } = self;
+        let App {
+            listener,
+            raft_runtime,
+            state,
+        } = self;
         let router = api::router(state.clone());
         let shutdown = state.shutdown.clone();
         tokio::spawn(async move {
@@ -102,6 +127,13 @@ impl App {
             "raft-bus node serving"
         );
         let cancelled = state.shutdown.clone();
+        // Without TCP_NODELAY, small responses written in two segments wait for the peer's
+        // delayed ACK (up to 40 ms) under Nagle's algorithm: fatal for Raft RPC latency.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { cancelled.cancelled().await })
             .await?;
@@ -110,6 +142,8 @@ impl App {
             tracing::warn!(error = %e, "raft core did not stop cleanly");
         }
         state.store.flush()?;
+        // Its tasks are done; a runtime must not be dropped (blocking) inside async code.
+        raft_runtime.shutdown_background();
         if fatal.is_finished() {
             if let Ok(Some(reason)) = fatal.await {
                 anyhow::bail!("the raft core failed: {reason}");
@@ -185,6 +219,13 @@ async fn follow_leadership(state: AppState) {
         let leading = m.current_leader == Some(m.id)
             && m.millis_since_quorum_ack
                 .is_some_and(|ms| ms <= quorum_window);
+        if leading != state.router.is_leading() {
+            if leading {
+                tracing::info!(term = m.current_term, "leading the cluster");
+            } else {
+                tracing::info!(term = m.current_term, leader = ?m.current_leader, "not leading");
+            }
+        }
         state.router.set_leading(leading);
     }
 }

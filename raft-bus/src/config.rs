@@ -51,11 +51,13 @@ pub struct Config {
     pub max_subscribers: usize,
 
     /// Leader heartbeat interval, in milliseconds.
-    #[arg(long, env = "RAFT_BUS_HEARTBEAT_MS", default_value_t = 100)]
+    #[arg(long, env = "RAFT_BUS_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
 
-    /// Election timeout lower bound in milliseconds (the upper bound is twice this).
-    #[arg(long, env = "RAFT_BUS_ELECTION_TIMEOUT_MS", default_value_t = 400)]
+    /// Election timeout lower bound in milliseconds; the upper bound is 1.5 times this. A
+    /// follower that heard from a leader waits the upper bound (the leader's lease) plus a
+    /// random timeout between the bounds before it stands: 500-600 ms by default.
+    #[arg(long, env = "RAFT_BUS_ELECTION_TIMEOUT_MS", default_value_t = 200)]
     pub election_timeout_ms: u64,
 
     /// Build a snapshot (and compact the log) after this many log entries.

@@ -18,7 +18,7 @@ use redb::{
 use tokio::sync::watch;
 
 use crate::types::{
-    decode, encode, AppendCommand, Appended, ApplyOutcome, Entry, LogId, StoredEvent,
+    decode, encode, AppendBatch, Appended, ApplyOutcome, BatchOutcome, Entry, LogId, StoredEvent,
     StoredMembership,
 };
 
@@ -121,7 +121,12 @@ impl EventStore {
             for entry in entries {
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => ApplyOutcome::Nothing,
-                    EntryPayload::Normal(cmd) => w.append(cmd)?,
+                    EntryPayload::Normal(cmd) => ApplyOutcome::Batches(
+                        cmd.batches
+                            .iter()
+                            .map(|b| w.append(b, cmd.timestamp_ms))
+                            .collect::<anyhow::Result<_>>()?,
+                    ),
                     EntryPayload::Membership(m) => {
                         let stored = StoredMembership::new(Some(*entry.get_log_id()), m.clone());
                         w.meta.insert(KEY_MEMBERSHIP, encode(&stored).as_slice())?;
@@ -286,7 +291,7 @@ impl<'t> Writer<'t> {
 
     /// The business rule of the bus: idempotency by id, then optimistic concurrency, then
     /// dense positions and versions. Every node runs it on the same entries in the same order.
-    fn append(&mut self, cmd: &AppendCommand) -> anyhow::Result<ApplyOutcome> {
+    fn append(&mut self, cmd: &AppendBatch, timestamp_ms: u64) -> anyhow::Result<BatchOutcome> {
         let mut known = Vec::new();
         for e in &cmd.events {
             if let Some(pos) = self.ids.get(e.id.as_u128())? {
@@ -295,7 +300,7 @@ impl<'t> Writer<'t> {
         }
         if !known.is_empty() {
             if known.len() < cmd.events.len() {
-                return Ok(ApplyOutcome::IdReused { id: known[0].0 });
+                return Ok(BatchOutcome::IdReused { id: known[0].0 });
             }
             let mut original = Vec::with_capacity(known.len());
             for (_, pos) in known {
@@ -310,12 +315,12 @@ impl<'t> Writer<'t> {
                     id: e.id,
                 });
             }
-            return Ok(ApplyOutcome::Appended(original));
+            return Ok(BatchOutcome::Appended(original));
         }
         for (stream, expected) in &cmd.expected_versions {
             let current = self.stream_count(stream)? as i64 - 1;
             if current != *expected {
-                return Ok(ApplyOutcome::WrongExpectedVersion {
+                return Ok(BatchOutcome::WrongExpectedVersion {
                     stream: stream.clone(),
                     current_version: current,
                 });
@@ -337,7 +342,7 @@ impl<'t> Writer<'t> {
                 data: e.data.clone(),
                 metadata: e.metadata.clone(),
                 id: e.id,
-                timestamp_ms: cmd.timestamp_ms,
+                timestamp_ms,
             };
             self.insert(&stored)?;
             appended.push(Appended {
@@ -347,7 +352,7 @@ impl<'t> Writer<'t> {
                 id: e.id,
             });
         }
-        Ok(ApplyOutcome::Appended(appended))
+        Ok(BatchOutcome::Appended(appended))
     }
 
     fn insert(&mut self, e: &StoredEvent) -> anyhow::Result<()> {

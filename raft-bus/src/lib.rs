@@ -16,6 +16,7 @@ pub mod event_store;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
+pub mod proposer;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;

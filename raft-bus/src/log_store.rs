@@ -35,15 +35,48 @@ fn read_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_logs(AnyError::error(e.to_string())).into()
 }
 
+/// Recently written entries kept in memory, for replication to read without the disk.
+const RECENT_BYTES: usize = 32 << 20;
+
 /// State that must be visible before the disk has it.
 #[derive(Default)]
 struct Memory {
     /// Appended entries the writer has not committed yet.
     tail: BTreeMap<u64, Entry>,
+    /// Committed entries still cached, at most `RECENT_BYTES` of them.
+    recent: BTreeMap<u64, (Entry, usize)>,
+    recent_bytes: usize,
     last_log_id: Option<LogId>,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+}
+
+impl Memory {
+    fn remember(&mut self, idx: u64, entry: Entry) {
+        let weight = crate::types::entry_weight(&entry);
+        if let Some((_, old)) = self.recent.insert(idx, (entry, weight)) {
+            self.recent_bytes -= old;
+        }
+        self.recent_bytes += weight;
+        while self.recent_bytes > RECENT_BYTES {
+            match self.recent.pop_first() {
+                Some((_, (_, w))) => self.recent_bytes -= w,
+                None => break,
+            }
+        }
+    }
+
+    fn forget(&mut self, keep: impl Fn(u64) -> bool) {
+        let before = std::mem::take(&mut self.recent);
+        for (idx, (entry, w)) in before {
+            if keep(idx) {
+                self.recent.insert(idx, (entry, w));
+            } else {
+                self.recent_bytes -= w;
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -145,7 +178,7 @@ fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
         let result = write_batch(&shared.db, &batch).map_err(|e| e.to_string());
         metrics::LOG_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
-            // Committed entries are now read from disk; drop them from the tail unless a
+            // Committed entries move from the tail to the cache of recent entries, unless a
             // truncate already replaced them with entries of another term.
             let mut mem = shared.mem.lock().expect("log memory lock");
             for op in &batch {
@@ -153,7 +186,9 @@ fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
                     for e in entries {
                         let idx = e.get_log_id().index;
                         if mem.tail.get(&idx).map(|t| t.get_log_id()) == Some(e.get_log_id()) {
-                            mem.tail.remove(&idx);
+                            if let Some(entry) = mem.tail.remove(&idx) {
+                                mem.remember(idx, entry);
+                            }
                         }
                     }
                 }
@@ -233,15 +268,22 @@ impl LogReader {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Copy the tail before opening the read transaction: an entry leaves the tail only
-        // after its transaction committed, so it is always in one of the two.
+        // Copy the tail and the cache before opening the read transaction: an entry leaves
+        // the tail only after its transaction committed, so it is always in one of them.
         let tail: BTreeMap<u64, Entry> = {
             let mem = self.shared.mem.lock().expect("log memory lock");
-            mem.tail
+            let mut found: BTreeMap<u64, Entry> = mem
+                .recent
                 .range(start..end)
-                .map(|(k, v)| (*k, v.clone()))
-                .collect()
+                .map(|(k, (v, _))| (*k, v.clone()))
+                .collect();
+            found.extend(mem.tail.range(start..end).map(|(k, v)| (*k, v.clone())));
+            found
         };
+        // Served from memory when the range starts there (the usual case for replication).
+        if tail.keys().next() == Some(&start) && tail.len() as u64 == end.saturating_sub(start) {
+            return Ok(tail.into_values().collect());
+        }
         let txn = self.shared.db.begin_read().map_err(read_err)?;
         let logs = txn.open_table(LOGS).map_err(read_err)?;
         let mut merged = tail;
@@ -356,6 +398,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut mem = self.shared.mem.lock().expect("log memory lock");
             let _ = mem.tail.split_off(&log_id.index);
+            let from = log_id.index;
+            mem.forget(|idx| idx < from);
         }
         self.send_and_wait(|done| Op::Truncate(log_id.index, done))
             .await?;
@@ -383,6 +427,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 mem.last_log_id = Some(log_id);
             }
             mem.tail.retain(|idx, _| *idx > log_id.index);
+            let upto = log_id.index;
+            mem.forget(|idx| idx > upto);
         }
         self.send_and_wait(|done| Op::Purge(log_id, done)).await
     }

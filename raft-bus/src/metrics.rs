@@ -107,6 +107,34 @@ pub static LOG_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 
+pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "raftbus_apply_seconds",
+                "Time to apply one batch of committed entries to the event store",
+            )
+            .buckets(latency_buckets()),
+        )
+        .expect("valid histogram"),
+    )
+});
+
+pub static APPLY_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
+    register(
+        Histogram::with_opts(
+            HistogramOpts::new(
+                "raftbus_apply_batch_entries",
+                "Committed log entries applied together",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+            ]),
+        )
+        .expect("valid histogram"),
+    )
+});
+
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(
@@ -217,6 +245,8 @@ pub fn init() {
     LazyLock::force(&EVENTS_APPLIED);
     LazyLock::force(&APPEND_SECONDS);
     LazyLock::force(&LOG_FLUSH_SECONDS);
+    LazyLock::force(&APPLY_SECONDS);
+    LazyLock::force(&APPLY_BATCH_ENTRIES);
     LazyLock::force(&HTTP_REQUESTS);
     LazyLock::force(&HTTP_SECONDS);
     LazyLock::force(&COMMANDS_SENT);

@@ -17,6 +17,8 @@ use serde::Serialize;
 
 use crate::types::{decode, encode, NodeId, TypeConfig};
 
+const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct Network {
     http: reqwest::Client,
@@ -55,24 +57,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 impl Peer {
-    async fn call<Req, Resp, E>(
-        &self,
-        route: &str,
-        req: &Req,
-        option: &RPCOption,
-    ) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(&self, route: &str, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let url = format!("http://{}/raft/{route}", self.addr);
-        let mut builder = self
-            .net
-            .http
-            .post(&url)
-            .timeout(option.hard_ttl())
-            .body(encode(req));
+        let mut builder = self.net.http.post(&url).timeout(ttl).body(encode(req));
         if let Some(token) = &self.net.token {
             builder = builder.bearer_auth(token);
         }
@@ -109,7 +101,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("append", &rpc, &option).await
+        // openraft gives AppendEntries one heartbeat interval; a batch that carries thousands
+        // of events to a busy follower (which must fsync it) needs longer, or it is sent again
+        // and again and a new leader cannot commit.
+        let ttl = option.hard_ttl().max(APPEND_TIMEOUT_FLOOR);
+        self.call("append", &rpc, ttl).await
     }
 
     async fn install_snapshot(
@@ -117,7 +113,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("snapshot", &rpc, &option).await
+        self.call("snapshot", &rpc, option.hard_ttl()).await
     }
 
     async fn vote(
@@ -125,6 +121,6 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        self.call("vote", &rpc, &option).await
+        self.call("vote", &rpc, option.hard_ttl()).await
     }
 }

@@ -240,11 +240,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        crate::metrics::APPLY_BATCH_ENTRIES.observe(entries.len() as f64);
         let store = self.store.clone();
+        let started = std::time::Instant::now();
         let outcomes = blocking(move || store.apply(&entries), sm_err).await?;
+        crate::metrics::APPLY_SECONDS.observe(started.elapsed().as_secs_f64());
         for o in &outcomes {
-            if let ApplyOutcome::Appended(a) = o {
-                crate::metrics::EVENTS_APPLIED.inc_by(a.len() as u64);
+            if let ApplyOutcome::Batches(batches) = o {
+                for b in batches {
+                    if let crate::types::BatchOutcome::Appended(a) = b {
+                        crate::metrics::EVENTS_APPLIED.inc_by(a.len() as u64);
+                    }
+                }
             }
         }
         Ok(outcomes)

@@ -4,6 +4,7 @@
 //! HTTP types in `taskpool-api` are converted at the edge.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -20,11 +21,20 @@ pub struct ProposedEvent {
     pub id: Uuid,
 }
 
-/// The application data of a log entry: one atomic append.
+/// One client's atomic append.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppendCommand {
+pub struct AppendBatch {
     pub events: Vec<ProposedEvent>,
     pub expected_versions: BTreeMap<String, i64>,
+}
+
+/// The application data of a log entry: the appends of many clients, gathered while the
+/// previous entries were being written (see `proposer`). Each batch succeeds or fails alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppendCommand {
+    /// Shared, so the copies openraft makes of an entry (for replication, for the state
+    /// machine) cost a pointer, not the events.
+    pub batches: Arc<Vec<AppendBatch>>,
     /// Milliseconds since the epoch, stamped by the leader so every node records the same time.
     pub timestamp_ms: u64,
 }
@@ -42,12 +52,18 @@ pub struct StoredEvent {
     pub timestamp_ms: u64,
 }
 
-/// What applying one log entry produced. Rejections are decided by the state machine, so
-/// every node decides the same.
+/// What applying one log entry produced: one outcome per batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ApplyOutcome {
     /// Blank and membership entries.
     Nothing,
+    Batches(Vec<BatchOutcome>),
+}
+
+/// What became of one client's append. Rejections are decided by the state machine, so
+/// every node decides the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BatchOutcome {
     Appended(Vec<Appended>),
     WrongExpectedVersion {
         stream: String,
@@ -94,4 +110,21 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
     bincode::deserialize(bytes)
+}
+
+/// Roughly how many bytes an entry holds, to bound the log store's cache of recent entries.
+pub fn entry_weight(entry: &Entry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(cmd) => {
+            cmd.batches
+                .iter()
+                .flat_map(|b| &b.events)
+                .map(|e| {
+                    e.data.len() + e.metadata.as_ref().map_or(0, String::len) + e.stream.len() + 64
+                })
+                .sum::<usize>()
+                + 64
+        }
+        _ => 256,
+    }
 }

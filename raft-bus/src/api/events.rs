@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 use std::convert::Infallible;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -10,20 +10,20 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::Stream;
-use openraft::error::{ClientWriteError, RaftError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use taskpool_api::bus::{
     AppendRequest, AppendResponse, AppendedEvent, EventsPage, RecordedEvent, StreamPage,
 };
 
-use super::{cluster, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
+use super::{ApiJson, ApiQuery, AppState};
 use crate::error::BusError;
 use crate::metrics;
-use crate::types::{AppendCommand, ApplyOutcome, ProposedEvent, StoredEvent};
+use crate::proposer::ProposeError;
+use crate::types::{AppendBatch, BatchOutcome, ProposedEvent, StoredEvent};
 
 /// How long an append waits to be committed before the client is told to retry.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_NAME_BYTES: usize = 256;
 const MAX_READ_LIMIT: u32 = 10_000;
 /// Events read from disk per step of a subscription: bounds a subscriber's memory.
@@ -31,39 +31,32 @@ const SUBSCRIBE_PAGE: usize = 256;
 
 pub async fn append(
     State(state): State<AppState>,
-    headers: HeaderMap,
     ApiJson(request): ApiJson<AppendRequest>,
 ) -> Result<Response, BusError> {
     let started = Instant::now();
-    let command = validate(&request, state.config.max_batch)?;
-    let write = tokio::time::timeout(COMMIT_TIMEOUT, state.raft.client_write(command)).await;
-    let result = match write {
-        Err(_) => Err(BusError::Unavailable(format!(
-            "the append was not committed within {}s (no quorum?); it may still be: retry with the same event ids",
-            COMMIT_TIMEOUT.as_secs()
-        ))),
-        Ok(Ok(resp)) => outcome_response(resp.data),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            if headers.contains_key(FORWARDED_HEADER) {
-                return Err(BusError::NoLeader("leadership moved while forwarding; retry".into()));
-            }
-            let Some(leader) = f.leader_node else {
-                return Err(BusError::NoLeader("no leader elected yet; retry shortly".into()));
-            };
-            return cluster::forward(&state, &leader.addr, "/v1/append", &request, COMMIT_TIMEOUT + Duration::from_secs(2)).await;
+    let batch = validate(&request, state.config.max_batch)?;
+    let outcome = match state.proposer.propose(batch).await {
+        Ok(outcome) => outcome,
+        Err(ProposeError::NoLeader) => {
+            return Err(BusError::NoLeader("no leader elected yet; retry shortly".into()))
         }
-        Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
+        Err(ProposeError::Timeout) => {
+            return Err(BusError::Unavailable(format!(
+                "the append was not committed within {}s (no quorum?); it may still be: retry with the same event ids",
+                COMMIT_TIMEOUT.as_secs()
+            )))
+        }
+        Err(ProposeError::Unavailable(why)) => return Err(BusError::Unavailable(why)),
     };
-    if let Ok(Json(resp)) = &result {
-        metrics::EVENTS_APPENDED.inc_by(resp.events.len() as u64);
-        metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
-    }
-    result.map(IntoResponse::into_response)
+    let resp = outcome_response(outcome)?;
+    metrics::EVENTS_APPENDED.inc_by(resp.events.len() as u64);
+    metrics::APPEND_SECONDS.observe(started.elapsed().as_secs_f64());
+    Ok(Json(resp).into_response())
 }
 
-fn outcome_response(outcome: ApplyOutcome) -> Result<Json<AppendResponse>, BusError> {
+fn outcome_response(outcome: BatchOutcome) -> Result<AppendResponse, BusError> {
     match outcome {
-        ApplyOutcome::Appended(events) => Ok(Json(AppendResponse {
+        BatchOutcome::Appended(events) => Ok(AppendResponse {
             events: events
                 .into_iter()
                 .map(|a| AppendedEvent {
@@ -73,16 +66,15 @@ fn outcome_response(outcome: ApplyOutcome) -> Result<Json<AppendResponse>, BusEr
                     id: a.id,
                 })
                 .collect(),
-        })),
-        ApplyOutcome::WrongExpectedVersion {
+        }),
+        BatchOutcome::WrongExpectedVersion {
             stream,
             current_version,
         } => Err(BusError::WrongExpectedVersion {
             stream,
             current_version,
         }),
-        ApplyOutcome::IdReused { id } => Err(BusError::IdReused { id }),
-        ApplyOutcome::Nothing => Err(BusError::internal("append applied as an empty entry")),
+        BatchOutcome::IdReused { id } => Err(BusError::IdReused { id }),
     }
 }
 
@@ -97,7 +89,7 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), BusError> {
 }
 
 /// Parses the request into the command the log carries; rejects what the bus cannot accept.
-fn validate(request: &AppendRequest, max_batch: usize) -> Result<AppendCommand, BusError> {
+fn validate(request: &AppendRequest, max_batch: usize) -> Result<AppendBatch, BusError> {
     if request.events.is_empty() {
         return Err(BusError::BadRequest(
             "`events` is empty: send at least one event".into(),
@@ -128,11 +120,7 @@ fn validate(request: &AppendRequest, max_batch: usize) -> Result<AppendCommand, 
             )));
         }
     }
-    let timestamp_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Ok(AppendCommand {
+    Ok(AppendBatch {
         events: request
             .events
             .iter()
@@ -145,7 +133,6 @@ fn validate(request: &AppendRequest, max_batch: usize) -> Result<AppendCommand, 
             })
             .collect(),
         expected_versions: request.expected_versions.clone(),
-        timestamp_ms,
     })
 }
 

@@ -3,7 +3,7 @@
 
 mod cluster;
 mod commands;
-mod events;
+pub(crate) mod events;
 mod ops;
 mod raft_rpc;
 
@@ -28,6 +28,7 @@ use crate::error::BusError;
 use crate::event_store::EventStore;
 use crate::log_store::LogStore;
 use crate::metrics;
+use crate::proposer::Proposer;
 use crate::types::Raft;
 
 /// Marks a request a follower forwarded to the leader, so it is forwarded at most once.
@@ -47,6 +48,7 @@ pub struct AppState {
     /// Relays handler streams from the leader: no overall timeout.
     pub http_stream: reqwest::Client,
     pub router: CommandRouter,
+    pub proposer: Proposer,
     pub subscribers: Arc<Semaphore>,
     /// Cancelled on shutdown, so live subscriptions end and the server can stop.
     pub shutdown: CancellationToken,
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/raft/append", post(raft_rpc::append))
         .route("/raft/vote", post(raft_rpc::vote))
         .route("/raft/snapshot", post(raft_rpc::snapshot))
+        .route("/raft/propose", post(raft_rpc::propose))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
     let protected = client_api
         .merge(raft_rpc)

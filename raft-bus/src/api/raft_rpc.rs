@@ -36,3 +36,9 @@ pub async fn snapshot(State(state): State<AppState>, body: Bytes) -> Result<Resp
     let req = decode(&body).map_err(bad_body)?;
     Ok(reply(&state.raft.install_snapshot(req).await))
 }
+
+/// A group of appends a follower gathered: answered one outcome per append.
+pub async fn propose(State(state): State<AppState>, body: Bytes) -> Result<Response, BusError> {
+    let batches: Vec<crate::types::AppendBatch> = decode(&body).map_err(bad_body)?;
+    Ok(reply(&state.proposer.propose_forwarded(batches).await))
+}

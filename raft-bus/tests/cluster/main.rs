@@ -466,6 +466,8 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("bad Last-Event-ID", http.get(format!("{base}/v1/subscribe")).bearer_auth(TOKEN).header("Last-Event-ID", "x"), 400, "bad_request"),
         ("unknown route", http.get(format!("{base}/v1/nope")).bearer_auth(TOKEN), 404, "not_found"),
         ("raft rpc without token", http.post(format!("{base}/raft/vote")).body("x"), 401, "unauthorized"),
+        ("propose without token", http.post(format!("{base}/raft/propose")).body("x"), 401, "unauthorized"),
+        ("propose garbage", http.post(format!("{base}/raft/propose")).bearer_auth(TOKEN).body("garbage"), 400, "bad_request"),
         ("raft rpc garbage", http.post(format!("{base}/raft/vote")).bearer_auth(TOKEN).body("garbage"), 400, "bad_request"),
         ("bad learner address", http.post(format!("{base}/v1/cluster/learners")).bearer_auth(TOKEN).json(&json!({"nodeId":9,"addr":"nope"})), 400, "bad_request"),
     ];

@@ -1,0 +1,251 @@
+//! Gathers concurrent appends into one Raft log entry, and carries a follower's appends to
+//! the leader in one request.
+//!
+//! openraft 0.9 writes each proposed entry to disk before it takes the next one, so one entry
+//! per client append would cost one fsync per append, in series. The proposer keeps a few
+//! entries in flight; while they are being written, replicated and applied, new appends queue
+//! up, and the next entry carries all of them. Under load an fsync covers hundreds of appends;
+//! alone, an append still goes out at once. On a follower the same gathering happens, and the
+//! group travels to the leader as one internal request (`/raft/propose`), where it joins the
+//! leader's own queue: followers never forward appends one by one.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::types::{decode, encode, AppendBatch, AppendCommand, ApplyOutcome, BatchOutcome, Raft};
+
+/// Groups being committed or forwarded at once.
+const IN_FLIGHT: usize = 4;
+/// Appends gathered into one entry at most.
+const MAX_BATCHES: usize = 1024;
+/// Events gathered into one entry at most.
+const MAX_EVENTS: usize = 5_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// No leader to take the append right now; the client retries.
+    NoLeader,
+    /// Not committed in time: it may still be; the client retries with the same ids.
+    Timeout,
+    Unavailable(String),
+}
+
+struct Job {
+    batch: AppendBatch,
+    /// Jobs that came from another node are not forwarded again.
+    forwardable: bool,
+    reply: oneshot::Sender<Result<BatchOutcome, ProposeError>>,
+}
+
+/// How to reach the leader from a follower.
+#[derive(Clone)]
+pub struct Forwarding {
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Proposer {
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+impl Proposer {
+    pub fn start(raft: Raft, forwarding: Forwarding, commit_timeout: Duration) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(raft, forwarding, rx, commit_timeout));
+        Proposer { jobs: tx }
+    }
+
+    /// Appends one client's batch, on this node or through the leader.
+    pub async fn propose(&self, batch: AppendBatch) -> Result<BatchOutcome, ProposeError> {
+        self.submit(batch, true).await
+    }
+
+    /// Appends batches a follower forwarded; never forwards them again.
+    pub async fn propose_forwarded(
+        &self,
+        batches: Vec<AppendBatch>,
+    ) -> Vec<Result<BatchOutcome, ProposeError>> {
+        let pending: Vec<_> = batches.into_iter().map(|b| self.submit(b, false)).collect();
+        futures::future::join_all(pending).await
+    }
+
+    async fn submit(
+        &self,
+        batch: AppendBatch,
+        forwardable: bool,
+    ) -> Result<BatchOutcome, ProposeError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || ProposeError::Unavailable("the proposer has stopped".into());
+        self.jobs
+            .send(Job {
+                batch,
+                forwardable,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(
+    raft: Raft,
+    forwarding: Forwarding,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    commit_timeout: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        // Wait for a free slot first: appends arriving meanwhile join this group.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut events = first.batch.events.len();
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCHES && events < MAX_EVENTS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    events += job.batch.events.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (raft, forwarding) = (raft.clone(), forwarding.clone());
+        tokio::spawn(async move {
+            let leader = leader_addr(&raft);
+            match leader {
+                Leader::Me => commit(&raft, &forwarding, jobs, commit_timeout).await,
+                Leader::At(addr) => forward(&forwarding, &addr, jobs, commit_timeout).await,
+                Leader::Unknown => answer_all(jobs, ProposeError::NoLeader),
+            }
+            drop(slot);
+        });
+    }
+}
+
+enum Leader {
+    Me,
+    At(String),
+    Unknown,
+}
+
+fn leader_addr(raft: &Raft) -> Leader {
+    let m = raft.metrics().borrow().clone();
+    match m.current_leader {
+        Some(l) if l == m.id => Leader::Me,
+        Some(l) => match m.membership_config.membership().get_node(&l) {
+            Some(node) => Leader::At(node.addr.clone()),
+            None => Leader::Unknown,
+        },
+        None => Leader::Unknown,
+    }
+}
+
+fn answer_all(jobs: Vec<Job>, error: ProposeError) {
+    for job in jobs {
+        let _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+async fn commit(raft: &Raft, forwarding: &Forwarding, jobs: Vec<Job>, commit_timeout: Duration) {
+    let mut batches = Vec::with_capacity(jobs.len());
+    let mut waiting = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        batches.push(job.batch);
+        waiting.push((job.forwardable, job.reply));
+    }
+    let batches = Arc::new(batches);
+    let command = AppendCommand {
+        batches: batches.clone(),
+        timestamp_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let error = match tokio::time::timeout(commit_timeout, raft.client_write(command)).await {
+        Err(_) => ProposeError::Timeout,
+        Ok(Ok(resp)) => match resp.data {
+            ApplyOutcome::Batches(outcomes) if outcomes.len() == waiting.len() => {
+                for ((_, reply), outcome) in waiting.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                return;
+            }
+            other => ProposeError::Unavailable(format!(
+                "the state machine answered {other:?} for {} appends",
+                waiting.len()
+            )),
+        },
+        // Leadership moved since the group was gathered.
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => match f.leader_node {
+            Some(node) => {
+                let jobs = waiting
+                    .into_iter()
+                    .zip(batches.iter().cloned())
+                    .map(|((forwardable, reply), batch)| Job {
+                        batch,
+                        forwardable,
+                        reply,
+                    })
+                    .collect();
+                return forward(forwarding, &node.addr, jobs, commit_timeout).await;
+            }
+            None => ProposeError::NoLeader,
+        },
+        Ok(Err(e)) => ProposeError::Unavailable(e.to_string()),
+    };
+    for (_, reply) in waiting {
+        let _ = reply.send(Err(error.clone()));
+    }
+}
+
+/// Sends a group to the leader's `/raft/propose`; jobs that came from another node are not
+/// sent on, so an append crosses at most one hop.
+async fn forward(forwarding: &Forwarding, addr: &str, jobs: Vec<Job>, commit_timeout: Duration) {
+    let (jobs, local): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.forwardable);
+    answer_all(local, ProposeError::NoLeader);
+    if jobs.is_empty() {
+        return;
+    }
+    let batches: Vec<&AppendBatch> = jobs.iter().map(|j| &j.batch).collect();
+    let mut req = forwarding
+        .http
+        .post(format!("http://{addr}/raft/propose"))
+        .timeout(commit_timeout + Duration::from_secs(2))
+        .body(encode(&batches));
+    if let Some(token) = &forwarding.token {
+        req = req.bearer_auth(token);
+    }
+    let outcomes = async {
+        let resp = req.send().await.map_err(|_| ProposeError::NoLeader)?;
+        if !resp.status().is_success() {
+            return Err(ProposeError::Unavailable(format!(
+                "the leader at {addr} answered {}",
+                resp.status()
+            )));
+        }
+        let bytes = resp.bytes().await.map_err(|_| ProposeError::NoLeader)?;
+        decode::<Vec<Result<BatchOutcome, ProposeError>>>(&bytes)
+            .map_err(|e| ProposeError::Unavailable(format!("undecodable answer from {addr}: {e}")))
+    }
+    .await;
+    match outcomes {
+        Ok(outcomes) if outcomes.len() == jobs.len() => {
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+        }
+        Ok(_) => answer_all(
+            jobs,
+            ProposeError::Unavailable(
+                "the leader answered for a different number of appends".into(),
+            ),
+        ),
+        Err(e) => answer_all(jobs, e),
+    }
+}
