@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use rand::distributions::{Alphanumeric, DistString};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -117,6 +118,44 @@ fn free_ports(n: usize) -> Result<Vec<u16>> {
         .iter()
         .map(|l| l.local_addr().map(|a| a.port()))
         .collect::<std::io::Result<Vec<_>>>()?)
+}
+
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts a three-node cluster of `kind` from `bin` in a fresh dir under `dir`, and waits
+/// until every node is healthy and knows the leader.
+pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> Result<Cluster> {
+    let name = kind.name();
+    if !bin.exists() {
+        match kind {
+            Kind::Etcd => bail!("{} not found: run scripts/install-etcd", bin.display()),
+            Kind::Bus => bail!(
+                "{} not found: run cargo build --release -p raft-bus",
+                bin.display()
+            ),
+        }
+    }
+    // A fresh dir per cluster, so a reused --work-dir never starts from old data and two
+    // benchmarks of one run never share one.
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{name}-"))
+        .tempdir_in(dir)?
+        .keep();
+    let mut cluster = match kind {
+        Kind::Etcd => Cluster::start_etcd(bin, &dir)?,
+        Kind::Bus => {
+            let token = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+            Cluster::start_bus(bin, &dir, &token)?
+        }
+    };
+    let started = Instant::now();
+    cluster.wait_ready(READY_TIMEOUT).await?;
+    eprintln!(
+        "[{name}] cluster ready in {:?} ({})",
+        started.elapsed(),
+        dir.display()
+    );
+    Ok(cluster)
 }
 
 pub struct Cluster {
@@ -291,6 +330,23 @@ impl Cluster {
         }
         let resp = req.send().await?.error_for_status()?;
         Ok(resp.json().await?)
+    }
+
+    /// The value of one series (name and labels, as `/metrics` prints it) on node `i`.
+    pub async fn metric(&self, i: usize, series: &str) -> Result<Option<f64>> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.urls[i]))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        }))
     }
 
     /// Index (into `nodes`) of the current leader, asked of the running nodes.

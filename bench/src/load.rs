@@ -1,7 +1,9 @@
 //! Closed-loop load: each connection sends one request, waits for the answer, sends the next.
-//! The same generator drives etcd and raft-bus; only the request body and path differ.
+//! One generator drives every benchmark: an [`Op`] says what one request is; [`Http`] is
+//! the append / put of the bus benchmark, where etcd and raft-bus differ only in body and path.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,7 +110,29 @@ pub struct Running {
     workers: JoinSet<Stats>,
 }
 
+/// One request of a closed loop.
+pub trait Op: Send + Sync + 'static {
+    /// Sends request `seq` of loop `conn` and waits for its answer. Returns the node it went
+    /// to (for the failover gap) and `Err` with a short label that groups errors in the report.
+    fn call(
+        &self,
+        conn: usize,
+        seq: u64,
+    ) -> impl Future<Output = (usize, Result<(), String>)> + Send;
+}
+
+/// Starts the bus benchmark's appends (or etcd puts) on `target.connections` connections.
 pub fn start(target: &Target) -> anyhow::Result<Running> {
+    let http = Http::new(target)?;
+    Ok(start_op(
+        Arc::new(http),
+        target.connections,
+        target.batch as u64,
+    ))
+}
+
+/// Starts `loops` closed loops of `op`; each answered request counts `events`.
+pub fn start_op<O: Op>(op: Arc<O>, loops: usize, events: u64) -> Running {
     let shared = Arc::new(Shared {
         origin: Instant::now(),
         record_from: AtomicU64::new(NONE),
@@ -118,19 +142,19 @@ pub fn start(target: &Target) -> anyhow::Result<Running> {
         first_ack: AtomicU64::new(NONE),
         cancel: CancellationToken::new(),
     });
-    // A fresh key prefix per run keeps etcd keys unique across phases.
-    let run_id = rand::thread_rng().next_u32();
     let mut workers = JoinSet::new();
-    for conn in 0..target.connections {
-        // One client per worker: exactly one keep-alive connection each (HTTP/1.1).
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        workers.spawn(worker(target.clone(), conn, run_id, client, shared.clone()));
+    for conn in 0..loops {
+        workers.spawn(worker(op.clone(), conn, events, shared.clone()));
     }
-    Ok(Running { shared, workers })
+    Running { shared, workers }
+}
+
+/// Warm-up, then a measured window. The sleeps set the window; they synchronise nothing.
+pub async fn measure(run: Running, warmup: Duration, duration: Duration) -> Stats {
+    tokio::time::sleep(warmup).await;
+    run.record_from_now();
+    tokio::time::sleep(duration).await;
+    run.finish().await
 }
 
 impl Running {
@@ -175,54 +199,18 @@ impl Running {
     }
 }
 
-async fn worker(
-    target: Target,
-    conn: usize,
-    run_id: u32,
-    client: reqwest::Client,
-    shared: Arc<Shared>,
-) -> Stats {
-    let node = conn % target.urls.len();
-    let (path, payload) = match target.kind {
-        Kind::Bus => (
-            "/v1/append",
-            Alphanumeric.sample_string(&mut rand::thread_rng(), target.payload_bytes),
-        ),
-        Kind::Etcd => {
-            let mut raw = vec![0u8; target.payload_bytes];
-            rand::thread_rng().fill_bytes(&mut raw);
-            let path = if target.batch == 1 {
-                "/v3/kv/put"
-            } else {
-                "/v3/kv/txn"
-            };
-            (path, B64.encode(raw))
-        }
-    };
-    let url = format!("{}{path}", target.urls[node]);
+async fn worker<O: Op>(op: Arc<O>, conn: usize, events: u64, shared: Arc<Shared>) -> Stats {
     let mut stats = Stats::default();
-    let mut seq = 0u64;
-    loop {
-        let body = body(&target, conn, run_id, seq, &payload);
-        seq += 1;
-        let mut req = client
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = &target.token {
-            req = req.bearer_auth(token);
-        }
+    for seq in 0u64.. {
         let sent = Instant::now();
-        let result = tokio::select! {
+        let (node, result) = tokio::select! {
             _ = shared.cancel.cancelled() => break,
-            r = send(req) => r,
+            r = op.call(conn, seq) => r,
         };
         let done = Instant::now();
         let ok = result.is_ok();
         if ok {
-            shared
-                .acked_events
-                .fetch_add(target.batch as u64, Ordering::Relaxed);
+            shared.acked_events.fetch_add(events, Ordering::Relaxed);
             let dead_at = shared.dead_at.load(Ordering::Relaxed);
             if dead_at != NONE
                 && shared.nanos(sent) >= dead_at
@@ -237,7 +225,7 @@ async fn worker(
             match result {
                 Ok(()) => {
                     stats.ok += 1;
-                    stats.events += target.batch as u64;
+                    stats.events += events;
                     let us = u64::try_from(done.duration_since(sent).as_micros()).unwrap_or(0);
                     stats.latencies_us.push(us);
                 }
@@ -251,6 +239,66 @@ async fn worker(
         }
     }
     stats
+}
+
+/// Appends to raft-bus or puts to etcd over plain HTTP, one keep-alive connection per loop.
+struct Http {
+    target: Target,
+    clients: Vec<reqwest::Client>,
+    /// Random once per run: the benchmark measures the servers, not the payload generator.
+    payload: String,
+    /// A fresh key prefix per run keeps etcd keys unique across phases.
+    run_id: u32,
+}
+
+impl Http {
+    fn new(target: &Target) -> anyhow::Result<Self> {
+        // One client per loop: exactly one keep-alive connection each (HTTP/1.1).
+        let clients = (0..target.connections)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .pool_max_idle_per_host(1)
+                    .tcp_nodelay(true)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+            })
+            .collect::<reqwest::Result<Vec<_>>>()?;
+        let payload = match target.kind {
+            Kind::Bus => Alphanumeric.sample_string(&mut rand::thread_rng(), target.payload_bytes),
+            Kind::Etcd => {
+                let mut raw = vec![0u8; target.payload_bytes];
+                rand::thread_rng().fill_bytes(&mut raw);
+                B64.encode(raw)
+            }
+        };
+        Ok(Http {
+            target: target.clone(),
+            clients,
+            payload,
+            run_id: rand::thread_rng().next_u32(),
+        })
+    }
+}
+
+impl Op for Http {
+    async fn call(&self, conn: usize, seq: u64) -> (usize, Result<(), String>) {
+        let target = &self.target;
+        let node = conn % target.urls.len();
+        let path = match target.kind {
+            Kind::Bus => "/v1/append",
+            Kind::Etcd if target.batch == 1 => "/v3/kv/put",
+            Kind::Etcd => "/v3/kv/txn",
+        };
+        let body = body(target, conn, self.run_id, seq, &self.payload);
+        let mut req = self.clients[conn]
+            .post(format!("{}{path}", target.urls[node]))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = &target.token {
+            req = req.bearer_auth(token);
+        }
+        (node, send(req).await)
+    }
 }
 
 /// Sends one request and reads the whole answer (so the connection is reused).

@@ -1,0 +1,247 @@
+//! `taskpool-bench bus`: raft-bus against a three-node etcd on the same machine.
+//! Both get the same closed-loop HTTP load; results go to stdout as one table,
+//! progress to stderr.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::cluster::{self, Cluster, Kind, READY_TIMEOUT};
+use crate::load::{self, Stats, Target};
+use crate::{ms, render_table, report, BusArgs, CommonArgs};
+
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
+const FILL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs the benchmark and prints its table; false if either half failed.
+pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
+    // etcd first: it is the baseline, and it still runs when raft-bus does not start.
+    let etcd = if args.skip_etcd {
+        Ok(None)
+    } else {
+        bench(Kind::Etcd, common, args, dir).await.map(Some)
+    };
+    let bus = if args.skip_bus {
+        Ok(None)
+    } else {
+        bench(Kind::Bus, common, args, dir).await.map(Some)
+    };
+    let mut failed = false;
+    let [etcd, bus] = [(Kind::Etcd, etcd), (Kind::Bus, bus)].map(|(kind, r)| {
+        r.unwrap_or_else(|e| {
+            eprintln!("{} benchmark failed: {e:#}", kind.name());
+            failed = true;
+            None
+        })
+    });
+    print!("{}", table(common, args, bus.as_ref(), etcd.as_ref()));
+    !failed
+}
+
+struct Results {
+    single: Stats,
+    batched: Stats,
+    /// None: no acknowledged append within FAILOVER_TIMEOUT.
+    failover_gap: Option<Duration>,
+    rss_mib: Option<f64>,
+}
+
+async fn bench(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> Result<Results> {
+    let name = kind.name();
+    let bin = match kind {
+        Kind::Etcd => &args.etcd_bin,
+        Kind::Bus => &common.raft_bus_bin,
+    };
+    let mut cluster = cluster::start(kind, bin, dir).await?;
+
+    let (urls, token) = (cluster.urls.clone(), cluster.token.clone());
+    let target = |batch| Target {
+        kind,
+        urls: urls.clone(),
+        token: token.clone(),
+        batch,
+        payload_bytes: args.payload_bytes,
+        connections: args.connections,
+    };
+    let warmup = Duration::from_secs(common.warmup_secs);
+    let duration = Duration::from_secs(common.duration_secs);
+
+    eprintln!("[{name}] single appends");
+    let single = timed(&target(1), warmup, duration).await?;
+    report(name, "single", &single);
+
+    eprintln!("[{name}] batches of {}", args.batch);
+    let batched = timed(&target(args.batch), warmup, duration).await?;
+    report(name, "batched", &batched);
+
+    eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
+    let failover_gap = failover(&mut cluster, &target(1), warmup).await?;
+    match failover_gap {
+        Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
+        None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
+    }
+
+    let rss_mib = if args.rss_events > 0 {
+        eprintln!("[{name}] appending {} events for RSS", args.rss_events);
+        fill(&target(args.batch), args.rss_events).await?;
+        let rss = cluster.max_rss_mib()?;
+        eprintln!("[{name}] max node RSS {rss:.0} MiB");
+        Some(rss)
+    } else {
+        None
+    };
+
+    cluster.stop().await;
+    Ok(Results {
+        single,
+        batched,
+        failover_gap,
+        rss_mib,
+    })
+}
+
+async fn timed(target: &Target, warmup: Duration, duration: Duration) -> Result<Stats> {
+    Ok(load::measure(load::start(target)?, warmup, duration).await)
+}
+
+/// Kills the leader under load and measures the time from the kill to the first 2xx of
+/// a request that was sent, after the leader was gone, to a surviving node. Counting
+/// only requests sent after the kill keeps answers the old leader committed out of it.
+/// The killed node is then restarted with its data dir.
+async fn failover(
+    cluster: &mut Cluster,
+    target: &Target,
+    warmup: Duration,
+) -> Result<Option<Duration>> {
+    let run = load::start(target)?;
+    tokio::time::sleep(warmup).await;
+    let leader = cluster.leader().await?;
+    let killed_at = Instant::now();
+    cluster.kill(leader).await?; // returns once the process is reaped
+    run.mark_dead(leader);
+    let deadline = killed_at + FAILOVER_TIMEOUT;
+    while run.first_ack_after_kill().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gap = run.first_ack_after_kill().map(|t| t - killed_at);
+    run.finish().await;
+    cluster.restart(leader)?;
+    cluster.wait_ready(READY_TIMEOUT).await?;
+    Ok(gap)
+}
+
+/// Appends `events` (in batches, over all connections) and waits until all are acknowledged.
+async fn fill(target: &Target, events: u64) -> Result<()> {
+    let run = load::start(target)?;
+    let started = Instant::now();
+    let mut last_report = started;
+    while run.acked_events() < events {
+        if started.elapsed() > FILL_TIMEOUT {
+            let acked = run.acked_events();
+            run.finish().await;
+            bail!("only {acked} of {events} events acknowledged in {FILL_TIMEOUT:?}");
+        }
+        if last_report.elapsed() > Duration::from_secs(10) {
+            eprintln!("  {} events acknowledged", run.acked_events());
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = run.finish().await;
+    if stats.error_count() > 0 {
+        eprintln!("  errors while filling: {}", stats.error_summary());
+    }
+    eprintln!(
+        "  {events} events in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// How a row's two values compare.
+#[derive(Clone, Copy, PartialEq)]
+enum Better {
+    Higher,
+    Lower,
+    /// No ratio (error counts).
+    NoRatio,
+}
+
+/// The result table. Every ratio is oriented so that > 1 means raft-bus is better.
+fn table(
+    common: &CommonArgs,
+    args: &BusArgs,
+    bus: Option<&Results>,
+    etcd: Option<&Results>,
+) -> String {
+    type Pick = fn(&Results) -> Option<f64>;
+    let single_rate: Pick = |r| Some(r.single.requests_per_sec());
+    let p50: Pick = |r| r.single.percentile_ms(0.5);
+    let p99: Pick = |r| r.single.percentile_ms(0.99);
+    let single_errors: Pick = |r| Some(r.single.error_count() as f64);
+    let batched_rate: Pick = |r| Some(r.batched.events_per_sec());
+    let batched_errors: Pick = |r| Some(r.batched.error_count() as f64);
+    let gap: Pick = |r| r.failover_gap.map(ms);
+    let rss: Pick = |r| r.rss_mib;
+    // (metric, value, comparison, decimals); a failover without a value never got an ack.
+    let rows: Vec<(String, Pick, Better, usize)> = vec![
+        ("single appends/s".into(), single_rate, Better::Higher, 0),
+        ("single p50 latency ms".into(), p50, Better::Lower, 2),
+        ("single p99 latency ms".into(), p99, Better::Lower, 2),
+        ("single errors".into(), single_errors, Better::NoRatio, 0),
+        (
+            format!("batched events/s ({}/request)", args.batch),
+            batched_rate,
+            Better::Higher,
+            0,
+        ),
+        ("batched errors".into(), batched_errors, Better::NoRatio, 0),
+        ("failover gap ms".into(), gap, Better::Lower, 0),
+        (
+            format!("max node RSS MiB (after +{} events)", args.rss_events),
+            rss,
+            Better::Lower,
+            0,
+        ),
+    ];
+    let mut lines = vec![[
+        "metric".to_string(),
+        "raft-bus".to_string(),
+        "etcd".to_string(),
+        "ratio (>1 = raft-bus better)".to_string(),
+    ]];
+    for (metric, pick, better, decimals) in rows {
+        let (b, e) = (bus.and_then(pick), etcd.and_then(pick));
+        let no_ack = metric.starts_with("failover");
+        let cell = |v: Option<f64>, ran: bool| match v {
+            Some(v) => format!("{v:.decimals$}"),
+            None if ran && no_ack => "no ack".into(),
+            None => "-".into(),
+        };
+        let ratio = match (b, e, better) {
+            (Some(b), Some(e), Better::Higher) if e > 0.0 => format!("{:.2}x (bus/etcd)", b / e),
+            (Some(b), Some(e), Better::Lower) if b > 0.0 => format!("{:.2}x (etcd/bus)", e / b),
+            _ => String::new(),
+        };
+        lines.push([
+            metric,
+            cell(b, bus.is_some()),
+            cell(e, etcd.is_some()),
+            ratio,
+        ]);
+    }
+    let mut out =
+        "appends: raft-bus vs etcd, 3 nodes each, connections round-robin over the nodes\n"
+            .to_string();
+    out.push_str(&render_table(&lines));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    out.push_str(&format!(
+        "{} connections, {} B payloads, {} s measured after {} s warm-up, \
+         3 nodes + load generator on {cores} cores.\n\
+         failover gap: SIGKILL of the leader to the first 2xx for a request sent after it \
+         died to a surviving node.\n",
+        args.connections, args.payload_bytes, common.duration_secs, common.warmup_secs
+    ));
+    out
+}
