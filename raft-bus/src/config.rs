@@ -56,8 +56,8 @@ pub struct Config {
 
     /// Election timeout lower bound in milliseconds; the upper bound is 1.5 times this. A
     /// follower that heard from a leader waits the upper bound (the leader's lease) plus a
-    /// random timeout between the bounds before it stands: 500-600 ms by default.
-    #[arg(long, env = "RAFT_BUS_ELECTION_TIMEOUT_MS", default_value_t = 200)]
+    /// random timeout between the bounds before it stands: 375-450 ms by default.
+    #[arg(long, env = "RAFT_BUS_ELECTION_TIMEOUT_MS", default_value_t = 150)]
     pub election_timeout_ms: u64,
 
     /// Build a snapshot (and compact the log) after this many log entries.

@@ -59,7 +59,7 @@ pub struct AppliedState {
 
 impl EventStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::builder().set_cache_size(32 << 20).create(path)?;
+        let db = Database::builder().set_cache_size(8 << 20).create(path)?;
         let txn = db.begin_write()?;
         create_tables(&txn)?;
         txn.commit()?;

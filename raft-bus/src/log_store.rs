@@ -36,7 +36,7 @@ fn read_err(e: impl std::fmt::Display) -> StorageError {
 }
 
 /// Recently written entries kept in memory, for replication to read without the disk.
-const RECENT_BYTES: usize = 32 << 20;
+const RECENT_BYTES: usize = 8 << 20;
 
 /// State that must be visible before the disk has it.
 #[derive(Default)]
@@ -107,7 +107,7 @@ pub struct LogReader {
 impl LogStore {
     /// Opens (or creates) the log at `path` and starts its writer thread.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::builder().set_cache_size(16 << 20).create(path)?;
+        let db = Database::builder().set_cache_size(8 << 20).create(path)?;
         let mut mem = Memory::default();
         {
             let txn = db.begin_write()?;

@@ -124,17 +124,24 @@ async fn optimistic_concurrency_and_idempotent_retries() {
         ..Default::default()
     };
     let original = client.append(&batch).await.expect("batch");
-    let head_before = client.events(1, 1).await.expect("read").head;
+    let last = original.events.last().expect("events").position;
     let again = client.append(&batch).await.expect("retry");
     assert_eq!(again, original);
-    assert_eq!(client.events(1, 1).await.expect("read").head, head_before);
+    // The next new event lands right after the original batch: the retry appended nothing.
+    let next = client.append(&one("sentinel", 0)).await.expect("sentinel");
+    assert_eq!(next.events[0].position, last + 1);
 
     // A new batch that reuses one old id is not a retry.
     let mut mixed = batch.clone();
     mixed.events[1] = event("retry", 9);
     let err = client.append(&mixed).await.expect_err("reused id");
     assert_eq!(err.code(), Some("event_id_reused"));
-    assert_eq!(client.events(1, 1).await.expect("read").head, head_before);
+    let next = client.append(&one("sentinel", 1)).await.expect("sentinel");
+    assert_eq!(
+        next.events[0].position,
+        last + 2,
+        "the refused batch appended nothing"
+    );
 }
 
 /// Appends single events from `writers` tasks until `stop`, recording each acknowledged id
