@@ -6,7 +6,7 @@
 //! crash the state falls back to its last durable commit and openraft re-applies the rest
 //! from the log, deterministically, so the same events land at the same positions.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -139,7 +139,7 @@ impl EventStore {
                 w.meta
                     .insert(KEY_APPLIED, encode(&Some(*last.get_log_id())).as_slice())?;
             }
-            w.meta.insert(KEY_HEAD, encode(&w.head).as_slice())?;
+            w.finish()?;
             head = w.head;
         }
         txn.commit()?;
@@ -225,7 +225,7 @@ impl EventStore {
                 .insert(KEY_APPLIED, encode(&state.last_applied).as_slice())?;
             w.meta
                 .insert(KEY_MEMBERSHIP, encode(&state.membership).as_slice())?;
-            w.meta.insert(KEY_HEAD, encode(&state.head).as_slice())?;
+            w.finish()?;
         }
         txn.commit()?;
         self.publish_head(state.head);
@@ -266,6 +266,8 @@ struct Writer<'t> {
     ids: redb::Table<'t, u128, u64>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     head: u64,
+    /// Stream versions changed in this transaction, written once each by `finish`.
+    stream_counts: HashMap<String, u64>,
 }
 
 impl<'t> Writer<'t> {
@@ -282,11 +284,24 @@ impl<'t> Writer<'t> {
             ids: txn.open_table(IDS)?,
             meta,
             head,
+            stream_counts: HashMap::new(),
         })
     }
 
     fn stream_count(&self, stream: &str) -> anyhow::Result<u64> {
+        if let Some(n) = self.stream_counts.get(stream) {
+            return Ok(*n);
+        }
         Ok(self.streams.get(stream)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Writes the stream versions and the head this transaction moved.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        for (stream, count) in &self.stream_counts {
+            self.streams.insert(stream.as_str(), *count)?;
+        }
+        self.meta.insert(KEY_HEAD, encode(&self.head).as_slice())?;
+        Ok(())
     }
 
     /// The business rule of the bus: idempotency by id, then optimistic concurrency, then
@@ -326,14 +341,9 @@ impl<'t> Writer<'t> {
                 });
             }
         }
-        let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
         let mut appended = Vec::with_capacity(cmd.events.len());
         for e in &cmd.events {
-            let version = match next_version.get(e.stream.as_str()) {
-                Some(v) => *v,
-                None => self.stream_count(&e.stream)?,
-            };
-            next_version.insert(&e.stream, version + 1);
+            let version = self.stream_count(&e.stream)?;
             let stored = StoredEvent {
                 position: self.head + 1,
                 stream: e.stream.clone(),
@@ -359,9 +369,105 @@ impl<'t> Writer<'t> {
         self.events.insert(e.position, encode(e).as_slice())?;
         self.stream_events
             .insert((e.stream.as_str(), e.version), e.position)?;
-        self.streams.insert(e.stream.as_str(), e.version + 1)?;
+        match self.stream_counts.get_mut(e.stream.as_str()) {
+            Some(n) => *n = e.version + 1,
+            None => {
+                self.stream_counts.insert(e.stream.clone(), e.version + 1);
+            }
+        }
         self.ids.insert(e.id.as_u128(), e.position)?;
         self.head = e.position;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::types::{AppendCommand, ProposedEvent};
+
+    fn batch(stream: &str, n: usize, expected: Option<i64>) -> AppendBatch {
+        AppendBatch {
+            events: (0..n)
+                .map(|i| ProposedEvent {
+                    stream: stream.into(),
+                    event_type: "T".into(),
+                    data: format!("{{\"i\":{i}}}"),
+                    metadata: None,
+                    id: Uuid::new_v4(),
+                })
+                .collect(),
+            expected_versions: expected
+                .map(|v| BTreeMap::from([(stream.to_string(), v)]))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn entry(index: u64, batches: Vec<AppendBatch>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(AppendCommand {
+                batches: Arc::new(batches),
+                timestamp_ms: 1,
+            }),
+        }
+    }
+
+    fn appended(outcome: &BatchOutcome) -> Vec<(u64, u64)> {
+        match outcome {
+            BatchOutcome::Appended(a) => a.iter().map(|e| (e.position, e.version)).collect(),
+            other => panic!("expected an append, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_of_one_entry_see_each_other_and_fail_alone() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let store = EventStore::open(&dir.path().join("events.redb"))?;
+        let first = batch("s", 2, Some(-1));
+        let outcomes = store.apply(&[entry(
+            1,
+            vec![
+                first.clone(),
+                batch("s", 1, Some(1)),
+                batch("s", 1, Some(1)),
+                batch("other", 1, None),
+                first.clone(),
+            ],
+        )])?;
+        let ApplyOutcome::Batches(b) = &outcomes[0] else {
+            panic!("batches")
+        };
+        assert_eq!(appended(&b[0]), vec![(1, 0), (2, 1)]);
+        assert_eq!(appended(&b[1]), vec![(3, 2)]);
+        assert_eq!(
+            b[2],
+            BatchOutcome::WrongExpectedVersion {
+                stream: "s".into(),
+                current_version: 2
+            }
+        );
+        assert_eq!(appended(&b[3]), vec![(4, 0)]);
+        // The retry inside the same entry answers the original positions.
+        assert_eq!(appended(&b[4]), vec![(1, 0), (2, 1)]);
+        assert_eq!(store.head(), 4);
+
+        // The versions written at the end of the transaction are what the next one sees.
+        let next = store.apply(&[entry(2, vec![batch("s", 1, Some(2))])])?;
+        let ApplyOutcome::Batches(b) = &next[0] else {
+            panic!("batches")
+        };
+        assert_eq!(appended(&b[0]), vec![(5, 3)]);
+        let (events, version) = store.read_stream("s", 0, 100)?;
+        assert_eq!(version, 3);
+        let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, vec![1, 2, 3, 5]);
         Ok(())
     }
 }

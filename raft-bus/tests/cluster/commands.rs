@@ -28,6 +28,16 @@ fn command(key: &str, n: u64, timeout_ms: u64) -> CommandRequest {
     }
 }
 
+/// A handler of `ClaimTask` for one routing key.
+fn claim_handler(id: &str, key: &str) -> HandlerConfig {
+    HandlerConfig {
+        handler_id: id.into(),
+        types: vec!["ClaimTask".into()],
+        routing_keys: vec![key.into()],
+        concurrency: 4,
+    }
+}
+
 struct TestHandler {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -46,10 +56,8 @@ impl TestHandler {
         let (stop, stop_rx) = watch::channel(false);
         let name = id.to_string();
         let config = HandlerConfig {
-            handler_id: id.into(),
-            types: vec!["ClaimTask".into()],
-            routing_keys: vec![key.into()],
             concurrency: 16,
+            ..claim_handler(id, key)
         };
         let task = tokio::spawn(handler::run(
             client,
@@ -221,12 +229,7 @@ async fn handler_lost_while_holding_a_command_hands_it_to_another() {
     let counter = received.clone();
     let stuck = tokio::spawn(handler::run(
         cluster.client(&[1]),
-        HandlerConfig {
-            handler_id: "stuck".into(),
-            types: vec!["ClaimTask".into()],
-            routing_keys: vec!["app-1".into()],
-            concurrency: 4,
-        },
+        claim_handler("stuck", "app-1"),
         Arc::new(MemoryDedupe::new(10)),
         move |_cmd: CommandMessage| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -386,12 +389,7 @@ async fn no_handler_timeout_and_bad_command_input() {
     let (_stop, stop_rx) = watch::channel(false);
     let silent = tokio::spawn(handler::run(
         cluster.client(&[2]),
-        HandlerConfig {
-            handler_id: "silent".into(),
-            types: vec!["ClaimTask".into()],
-            routing_keys: vec!["quiet".into()],
-            concurrency: 4,
-        },
+        claim_handler("silent", "quiet"),
         Arc::new(MemoryDedupe::new(10)),
         |_cmd: CommandMessage| std::future::pending::<CommandResult>(),
         stop_rx,
@@ -532,12 +530,7 @@ async fn no_handler_timeout_and_bad_command_input() {
     let (gate_tx, gate_rx) = watch::channel(false);
     let gated = tokio::spawn(handler::run(
         cluster.client(&[3]),
-        HandlerConfig {
-            handler_id: "gated".into(),
-            types: vec!["ClaimTask".into()],
-            routing_keys: vec!["gate".into()],
-            concurrency: 4,
-        },
+        claim_handler("gated", "gate"),
         Arc::new(MemoryDedupe::new(10)),
         move |cmd: CommandMessage| {
             let (mut gate, ledger) = (gate_rx.clone(), ledger.clone());
