@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppContext, AppState};
 use crate::command_router::CommandRouter;
 use crate::config::Config;
 use crate::event_store::EventStore;
@@ -78,7 +78,7 @@ impl App {
         };
         let proposer =
             Proposer::start(raft.clone(), forwarding, crate::api::events::COMMIT_TIMEOUT);
-        let state = AppState {
+        let state = Arc::new(AppContext {
             subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
             config: Arc::new(config),
             raft,
@@ -89,7 +89,7 @@ impl App {
             router: CommandRouter::default(),
             proposer,
             shutdown: CancellationToken::new(),
-        };
+        });
         Ok(App {
             listener,
             raft_runtime,

@@ -28,7 +28,7 @@ pub(crate) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("str
 /// (stream, version) → position.
 pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), u64> =
     TableDefinition::new("stream_events");
-/// Event id → position, for idempotent retries.
+/// First event id of each appended batch → its position, for idempotent retries.
 pub(crate) const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_APPLIED: &str = "last_applied";
@@ -304,33 +304,46 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
+    /// When the batch's first event id was appended before: the original batch's positions if
+    /// this is a retry of it (same ids, same order), else a refusal.
+    fn earlier_batch(&self, cmd: &AppendBatch) -> anyhow::Result<Option<BatchOutcome>> {
+        let Some(first) = cmd.events.first() else {
+            return Ok(None);
+        };
+        let Some(start) = self.ids.get(first.id.as_u128())?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let reused = Ok(Some(BatchOutcome::IdReused { id: first.id }));
+        let mut original = Vec::with_capacity(cmd.events.len());
+        for (offset, e) in cmd.events.iter().enumerate() {
+            let position = start + offset as u64;
+            let stored: StoredEvent = match self.events.get(position)? {
+                Some(v) => decode(v.value())?,
+                None => return reused,
+            };
+            let same_batch = if offset == 0 {
+                stored.batch_len as usize == cmd.events.len()
+            } else {
+                stored.batch_len == 0
+            };
+            if !same_batch || stored.id != e.id {
+                return reused;
+            }
+            original.push(Appended {
+                position,
+                stream: stored.stream,
+                version: stored.version,
+                id: stored.id,
+            });
+        }
+        Ok(Some(BatchOutcome::Appended(original)))
+    }
+
     /// The business rule of the bus: idempotency by id, then optimistic concurrency, then
     /// dense positions and versions. Every node runs it on the same entries in the same order.
     fn append(&mut self, cmd: &AppendBatch, timestamp_ms: u64) -> anyhow::Result<BatchOutcome> {
-        let mut known = Vec::new();
-        for e in &cmd.events {
-            if let Some(pos) = self.ids.get(e.id.as_u128())? {
-                known.push((e.id, pos.value()));
-            }
-        }
-        if !known.is_empty() {
-            if known.len() < cmd.events.len() {
-                return Ok(BatchOutcome::IdReused { id: known[0].0 });
-            }
-            let mut original = Vec::with_capacity(known.len());
-            for (_, pos) in known {
-                let e: StoredEvent = match self.events.get(pos)? {
-                    Some(v) => decode(v.value())?,
-                    None => anyhow::bail!("event id index points at missing position {pos}"),
-                };
-                original.push(Appended {
-                    position: e.position,
-                    stream: e.stream,
-                    version: e.version,
-                    id: e.id,
-                });
-            }
-            return Ok(BatchOutcome::Appended(original));
+        if let Some(original) = self.earlier_batch(cmd)? {
+            return Ok(original);
         }
         for (stream, expected) in &cmd.expected_versions {
             let current = self.stream_count(stream)? as i64 - 1;
@@ -342,7 +355,7 @@ impl<'t> Writer<'t> {
             }
         }
         let mut appended = Vec::with_capacity(cmd.events.len());
-        for e in &cmd.events {
+        for (i, e) in cmd.events.iter().enumerate() {
             let version = self.stream_count(&e.stream)?;
             let stored = StoredEvent {
                 position: self.head + 1,
@@ -353,6 +366,7 @@ impl<'t> Writer<'t> {
                 metadata: e.metadata.clone(),
                 id: e.id,
                 timestamp_ms,
+                batch_len: if i == 0 { cmd.events.len() as u32 } else { 0 },
             };
             self.insert(&stored)?;
             appended.push(Appended {
@@ -375,7 +389,9 @@ impl<'t> Writer<'t> {
                 self.stream_counts.insert(e.stream.clone(), e.version + 1);
             }
         }
-        self.ids.insert(e.id.as_u128(), e.position)?;
+        if e.batch_len > 0 {
+            self.ids.insert(e.id.as_u128(), e.position)?;
+        }
         self.head = e.position;
         Ok(())
     }
@@ -466,6 +482,21 @@ mod tests {
         assert_eq!(appended(&b[0]), vec![(5, 3)]);
         let (events, version) = store.read_stream("s", 0, 100)?;
         assert_eq!(version, 3);
+
+        // The first id of an earlier batch with other events after it is not a retry.
+        let mut shorter = first.clone();
+        shorter.events.truncate(1);
+        let mut longer = first.clone();
+        longer.events.push(batch("s", 1, None).events.remove(0));
+        let refused = store.apply(&[entry(3, vec![shorter, longer])])?;
+        let ApplyOutcome::Batches(b) = &refused[0] else {
+            panic!("batches")
+        };
+        let reused = BatchOutcome::IdReused {
+            id: first.events[0].id,
+        };
+        assert_eq!(b, &vec![reused.clone(), reused]);
+        assert_eq!(store.head(), 5);
         let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
         assert_eq!(positions, vec![1, 2, 3, 5]);
         Ok(())

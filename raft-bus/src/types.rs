@@ -50,6 +50,9 @@ pub struct StoredEvent {
     pub metadata: Option<String>,
     pub id: Uuid,
     pub timestamp_ms: u64,
+    /// On the first event of an appended batch, the batch's size; 0 on the others. The id
+    /// index holds first events only: a retry is recognised by its first id.
+    pub batch_len: u32,
 }
 
 /// What applying one log entry produced: one outcome per batch.

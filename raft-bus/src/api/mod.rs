@@ -37,8 +37,10 @@ pub(crate) const FORWARDED_HEADER: &str = "x-raft-bus-forwarded";
 /// Raft RPC bodies carry batches of entries and snapshot chunks: larger than client bodies.
 const RAFT_BODY_LIMIT: usize = 256 << 20;
 
-#[derive(Clone)]
-pub struct AppState {
+/// Shared by every request: cloning it per request is one reference count.
+pub type AppState = Arc<AppContext>;
+
+pub struct AppContext {
     pub config: Arc<Config>,
     pub raft: Raft,
     pub store: EventStore,
