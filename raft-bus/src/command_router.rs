@@ -146,7 +146,8 @@ impl State {
         }
     }
 
-    fn finish(&mut self, id: Uuid, outcome: Outcome) {
+    /// Ends a waiting command: frees its handler's slot and answers everyone waiting on it.
+    fn end(&mut self, id: Uuid, outcome: &Outcome) {
         if let Some(p) = self.pending.remove(&id) {
             if let Some(h) = p.assigned.and_then(|c| self.handlers.get_mut(&c)) {
                 h.in_flight = h.in_flight.saturating_sub(1);
@@ -155,6 +156,20 @@ impl State {
                 let _ = w.send(outcome.clone());
             }
         }
+    }
+
+    /// Hands the command back to the dispatcher: its handler left or was replaced.
+    fn release(&mut self, ids: Vec<Uuid>) {
+        for id in ids {
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.assigned = None;
+            }
+            self.dispatch(id);
+        }
+    }
+
+    fn finish(&mut self, id: Uuid, outcome: Outcome) {
+        self.end(id, &outcome);
         self.expired.remove(&id);
         self.answered.insert(id, outcome);
         self.remember(id);
@@ -306,14 +321,7 @@ impl CommandRouter {
             )
         };
         if p.deadline <= Instant::now() {
-            if let Some(p) = st.pending.remove(&id) {
-                if let Some(h) = p.assigned.and_then(|c| st.handlers.get_mut(&c)) {
-                    h.in_flight = h.in_flight.saturating_sub(1);
-                }
-                for w in p.waiters {
-                    let _ = w.send(outcome.clone());
-                }
-            }
+            st.end(id, &outcome);
             st.expired.insert(id);
             st.remember(id);
         }
@@ -360,12 +368,7 @@ impl CommandRouter {
             .filter(|(_, p)| p.assigned.is_none_or(|c| stale.contains(&c)))
             .map(|(id, _)| *id)
             .collect();
-        for id in waiting {
-            if let Some(p) = st.pending.get_mut(&id) {
-                p.assigned = None;
-            }
-            st.dispatch(id);
-        }
+        st.release(waiting);
         st.handler_gauges();
         Some((
             Registration {
@@ -387,12 +390,7 @@ impl CommandRouter {
             .filter(|(_, p)| p.assigned == Some(conn))
             .map(|(id, _)| *id)
             .collect();
-        for id in orphans {
-            if let Some(p) = st.pending.get_mut(&id) {
-                p.assigned = None;
-            }
-            st.dispatch(id);
-        }
+        st.release(orphans);
         st.handler_gauges();
     }
 

@@ -16,122 +16,95 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
     c
 }
 
-fn latency_buckets() -> Vec<f64> {
-    vec![
-        0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ]
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("valid gauge"))
 }
 
-macro_rules! gauge {
-    ($name:ident, $metric:literal, $help:literal) => {
-        pub static $name: LazyLock<IntGauge> =
-            LazyLock::new(|| register(IntGauge::new($metric, $help).expect("valid gauge")));
-    };
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("valid counter"))
 }
 
-gauge!(TERM, "raftbus_term", "Current Raft term");
-gauge!(
-    LEADER_ID,
-    "raftbus_leader_id",
-    "Id of the leader this node knows, 0 when none"
-);
-gauge!(
-    IS_LEADER,
-    "raftbus_is_leader",
-    "1 when this node is the leader"
-);
-gauge!(
-    COMMIT_INDEX,
-    "raftbus_commit_index",
-    "Last committed log index this node knows"
-);
-gauge!(
-    APPLIED_INDEX,
-    "raftbus_applied_index",
-    "Last log index applied to the event store"
-);
-gauge!(
-    HEAD_POSITION,
-    "raftbus_head_position",
-    "Last event position in this node's event store"
-);
-gauge!(
-    SUBSCRIBERS,
-    "raftbus_subscribers",
-    "Open event subscriptions on this node"
-);
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(Histogram::with_opts(opts).expect("valid histogram"))
+}
+
+pub static TERM: LazyLock<IntGauge> = LazyLock::new(|| gauge("raftbus_term", "Current Raft term"));
+pub static LEADER_ID: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "raftbus_leader_id",
+        "Id of the leader this node knows, 0 when none",
+    )
+});
+pub static IS_LEADER: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge("raftbus_is_leader", "1 when this node is the leader"));
+pub static COMMIT_INDEX: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "raftbus_commit_index",
+        "Last committed log index this node knows",
+    )
+});
+pub static APPLIED_INDEX: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "raftbus_applied_index",
+        "Last log index applied to the event store",
+    )
+});
+pub static HEAD_POSITION: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "raftbus_head_position",
+        "Last event position in this node's event store",
+    )
+});
+pub static SUBSCRIBERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "raftbus_subscribers",
+        "Open event subscriptions on this node",
+    )
+});
 
 pub static EVENTS_APPENDED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "raftbus_events_appended_total",
-            "Events appended through this node and acknowledged",
-        )
-        .expect("valid counter"),
+    counter(
+        "raftbus_events_appended_total",
+        "Events appended through this node and acknowledged",
     )
 });
-
 pub static EVENTS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "raftbus_events_applied_total",
-            "Events applied to this node's event store",
-        )
-        .expect("valid counter"),
+    counter(
+        "raftbus_events_applied_total",
+        "Events applied to this node's event store",
     )
 });
-
 pub static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "raftbus_append_seconds",
-                "Time from receiving an append to acknowledging it",
-            )
-            .buckets(latency_buckets()),
-        )
-        .expect("valid histogram"),
+    histogram(
+        "raftbus_append_seconds",
+        "Time from receiving an append to acknowledging it",
+        LATENCY_BUCKETS,
     )
 });
-
 pub static LOG_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "raftbus_log_flush_seconds",
-                "Time of one group commit of the Raft log (write and fsync)",
-            )
-            .buckets(latency_buckets()),
-        )
-        .expect("valid histogram"),
+    histogram(
+        "raftbus_log_flush_seconds",
+        "Time of one group commit of the Raft log (write and fsync)",
+        LATENCY_BUCKETS,
     )
 });
-
 pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "raftbus_apply_seconds",
-                "Time to apply one batch of committed entries to the event store",
-            )
-            .buckets(latency_buckets()),
-        )
-        .expect("valid histogram"),
+    histogram(
+        "raftbus_apply_seconds",
+        "Time to apply one batch of committed entries to the event store",
+        LATENCY_BUCKETS,
     )
 });
-
 pub static APPLY_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
-    register(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "raftbus_apply_batch_entries",
-                "Committed log entries applied together",
-            )
-            .buckets(vec![
-                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
-            ]),
-        )
-        .expect("valid histogram"),
+    histogram(
+        "raftbus_apply_batch_entries",
+        "Committed log entries applied together",
+        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
     )
 });
 
@@ -147,41 +120,27 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("valid counter"),
     )
 });
-
 pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    register(
-        HistogramVec::new(
-            HistogramOpts::new(
-                "raftbus_http_request_seconds",
-                "HTTP request latency by matched route",
-            )
-            .buckets(latency_buckets()),
-            &["route"],
-        )
-        .expect("valid histogram"),
+    let opts = HistogramOpts::new(
+        "raftbus_http_request_seconds",
+        "HTTP request latency by matched route",
     )
+    .buckets(LATENCY_BUCKETS.to_vec());
+    register(HistogramVec::new(opts, &["route"]).expect("valid histogram"))
 });
 
 pub static COMMANDS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "raftbus_commands_sent_total",
-            "Commands accepted for routing by this node as leader",
-        )
-        .expect("valid counter"),
+    counter(
+        "raftbus_commands_sent_total",
+        "Commands accepted for routing by this node as leader",
     )
 });
-
 pub static COMMANDS_ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register(
-        IntCounter::new(
-            "raftbus_commands_routed_total",
-            "Deliveries of commands to handlers (a redelivery after a handler left counts again)",
-        )
-        .expect("valid counter"),
+    counter(
+        "raftbus_commands_routed_total",
+        "Deliveries of commands to handlers (a redelivery after a handler left counts again)",
     )
 });
-
 pub static COMMANDS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register(
         IntCounterVec::new(
@@ -194,20 +153,13 @@ pub static COMMANDS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("valid counter"),
     )
 });
-
 pub static COMMAND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register(
-        Histogram::with_opts(
-            HistogramOpts::new(
-                "raftbus_command_seconds",
-                "Command round trip on the leader, sender to result",
-            )
-            .buckets(latency_buckets()),
-        )
-        .expect("valid histogram"),
+    histogram(
+        "raftbus_command_seconds",
+        "Command round trip on the leader, sender to result",
+        LATENCY_BUCKETS,
     )
 });
-
 pub static COMMAND_HANDLERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register(
         IntGaugeVec::new(
@@ -241,17 +193,25 @@ pub fn init() {
     ] {
         LazyLock::force(g);
     }
-    LazyLock::force(&EVENTS_APPENDED);
-    LazyLock::force(&EVENTS_APPLIED);
-    LazyLock::force(&APPEND_SECONDS);
-    LazyLock::force(&LOG_FLUSH_SECONDS);
-    LazyLock::force(&APPLY_SECONDS);
-    LazyLock::force(&APPLY_BATCH_ENTRIES);
+    for c in [
+        &EVENTS_APPENDED,
+        &EVENTS_APPLIED,
+        &COMMANDS_SENT,
+        &COMMANDS_ROUTED,
+    ] {
+        LazyLock::force(c);
+    }
+    for h in [
+        &APPEND_SECONDS,
+        &LOG_FLUSH_SECONDS,
+        &APPLY_SECONDS,
+        &APPLY_BATCH_ENTRIES,
+        &COMMAND_SECONDS,
+    ] {
+        LazyLock::force(h);
+    }
     LazyLock::force(&HTTP_REQUESTS);
     LazyLock::force(&HTTP_SECONDS);
-    LazyLock::force(&COMMANDS_SENT);
-    LazyLock::force(&COMMANDS_ROUTED);
     LazyLock::force(&COMMANDS_DONE);
-    LazyLock::force(&COMMAND_SECONDS);
     LazyLock::force(&COMMAND_HANDLERS);
 }

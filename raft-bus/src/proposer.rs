@@ -117,7 +117,7 @@ async fn run(
         }
         let (raft, forwarding) = (raft.clone(), forwarding.clone());
         tokio::spawn(async move {
-            let leader = leader_addr(&raft);
+            let leader = leader(&raft);
             match leader {
                 Leader::Me => commit(&raft, &forwarding, jobs, commit_timeout).await,
                 Leader::At(addr) => forward(&forwarding, &addr, jobs, commit_timeout).await,
@@ -128,13 +128,14 @@ async fn run(
     }
 }
 
-enum Leader {
+/// Who leads, as this node's Raft core knows it.
+pub(crate) enum Leader {
     Me,
     At(String),
     Unknown,
 }
 
-fn leader_addr(raft: &Raft) -> Leader {
+pub(crate) fn leader(raft: &Raft) -> Leader {
     let m = raft.metrics().borrow().clone();
     match m.current_leader {
         Some(l) if l == m.id => Leader::Me,

@@ -21,22 +21,20 @@ use uuid::Uuid;
 use super::{cluster, events::check_name, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
 use crate::command_router::{Outcome, ResultRefused};
 use crate::error::BusError;
+use crate::proposer::{self, Leader};
 
 /// Heartbeats on handler streams: a handler that died is noticed at the next write.
 const HANDLER_HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Where to send a command call this node cannot route itself.
+/// Where to send a command call this node cannot route itself (never a call that was
+/// forwarded here already).
 fn leader_addr(state: &AppState, headers: &HeaderMap) -> Result<String, BusError> {
-    let m = state.raft.metrics().borrow().clone();
-    let leader = m
-        .current_leader
-        .filter(|l| *l != m.id && !headers.contains_key(FORWARDED_HEADER))
-        .ok_or_else(|| BusError::NoLeader("no leader routes commands right now; retry".into()))?;
-    m.membership_config
-        .membership()
-        .get_node(&leader)
-        .map(|n| n.addr.clone())
-        .ok_or_else(|| BusError::NoLeader("the leader's address is unknown; retry".into()))
+    match proposer::leader(&state.raft) {
+        Leader::At(addr) if !headers.contains_key(FORWARDED_HEADER) => Ok(addr),
+        _ => Err(BusError::NoLeader(
+            "no leader routes commands right now; retry".into(),
+        )),
+    }
 }
 
 fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
