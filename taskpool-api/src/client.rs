@@ -119,7 +119,7 @@ impl BusClient {
     ) -> Result<StreamPage, ClientError> {
         let path = format!(
             "/v1/streams/{}?fromVersion={from_version}&limit={limit}",
-            encode_path_segment(stream)
+            percent_encode(stream)
         );
         self.call(Method::GET, &path, None::<&()>).await
     }
@@ -330,8 +330,8 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
     }
 }
 
-/// Percent-encodes a stream name for use as one path segment.
-fn encode_path_segment(s: &str) -> String {
+/// Percent-encodes a value for use as one path segment or query value.
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -17,6 +17,7 @@ use reqwest::Method;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::client::percent_encode;
 use crate::commands::{CommandMessage, CommandResult};
 use crate::sse::SseParser;
 use crate::BusClient;
@@ -114,9 +115,9 @@ pub async fn run<D, F, Fut>(
     let permits = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
     let path = format!(
         "/v1/handlers/subscribe?handlerId={}&types={}&routingKeys={}",
-        config.handler_id,
-        config.types.join(","),
-        config.routing_keys.join(",")
+        percent_encode(&config.handler_id),
+        percent_encode(&config.types.join(",")),
+        percent_encode(&config.routing_keys.join(","))
     );
     let mut attempt = 0usize;
     while !*stop.borrow() {

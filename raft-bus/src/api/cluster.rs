@@ -113,6 +113,16 @@ async fn membership_error(
     }
 }
 
+/// Marks a request to the leader as forwarded (so it is not forwarded again) and adds the
+/// cluster token.
+pub fn to_leader(state: &AppState, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    let req = req.header(FORWARDED_HEADER, "1");
+    match &state.config.token {
+        Some(token) => req.bearer_auth(token),
+        None => req,
+    }
+}
+
 /// Sends a write to the leader and relays its answer as it is.
 pub async fn forward(
     state: &AppState,
@@ -122,16 +132,8 @@ pub async fn forward(
     timeout: Duration,
 ) -> Result<Response, BusError> {
     let url = format!("http://{leader_addr}{path}");
-    let mut req = state
-        .http
-        .post(&url)
-        .timeout(timeout)
-        .header(FORWARDED_HEADER, "1")
-        .json(body);
-    if let Some(token) = &state.config.token {
-        req = req.bearer_auth(token);
-    }
-    let resp = req.send().await.map_err(|e| {
+    let req = state.http.post(&url).timeout(timeout).json(body);
+    let resp = to_leader(state, req).send().await.map_err(|e| {
         BusError::NoLeader(format!(
             "the leader at {leader_addr} is unreachable ({e}); retry"
         ))

@@ -12,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use taskpool_api::client::percent_encode;
 use taskpool_api::commands::{
     CommandRequest, CommandResponse, CommandResult, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
@@ -146,19 +147,18 @@ pub async fn subscribe_handler(
     let leader = leader_addr(&state, &headers)?;
     let url = format!(
         "http://{leader}/v1/handlers/subscribe?handlerId={}&types={}&routingKeys={}",
-        encode(&q.handler_id),
-        encode(&q.types),
-        encode(&q.routing_keys)
+        percent_encode(&q.handler_id),
+        percent_encode(&q.types),
+        percent_encode(&q.routing_keys)
     );
-    let mut req = state.http_stream.get(&url).header(FORWARDED_HEADER, "1");
-    if let Some(token) = &state.config.token {
-        req = req.bearer_auth(token);
-    }
-    let upstream = req.send().await.map_err(|e| {
-        BusError::NoLeader(format!(
-            "the leader at {leader} is unreachable ({e}); retry"
-        ))
-    })?;
+    let upstream = cluster::to_leader(&state, state.http_stream.get(&url))
+        .send()
+        .await
+        .map_err(|e| {
+            BusError::NoLeader(format!(
+                "the leader at {leader} is unreachable ({e}); retry"
+            ))
+        })?;
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let content_type = upstream
@@ -176,18 +176,6 @@ pub async fn subscribe_handler(
         Body::from_stream(upstream.bytes_stream()),
     )
         .into_response())
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b',') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 pub async fn result(
