@@ -1,1 +1,23 @@
-//! Camunda collector: detects user-task changes of a Camunda 7 engine and appends them to the bus. Not built yet (see the open issue for the collector).
+//! camunda-collector: the sidecar of one Camunda 7 engine. It reports every user-task change
+//! to the raft-bus as task events and executes task commands on the engine.
+//!
+//! - [`engine`]: the engine's REST API; [`snapshot`]: REST answers or hooks → observations.
+//! - [`emitter`]: observations → events on the bus, with optimistic concurrency per task.
+//! - [`poller`]: incremental polls and reconciliation; [`hooks`]: the signed hook endpoint.
+//! - [`registry`]: process definitions and users; [`commands`]: task commands.
+//! - [`store`]: state in PostgreSQL and the advisory lock; [`app`]: the wiring.
+
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod dates;
+pub mod emitter;
+pub mod engine;
+pub mod hooks;
+pub mod metrics;
+pub mod poller;
+pub mod registry;
+pub mod snapshot;
+pub mod store;
+
+pub use config::Config;

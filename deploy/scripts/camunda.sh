@@ -5,6 +5,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 APP_DIR="$DEPLOY_DIR/camunda-engine"
+PLUGIN_DIR="$REPO_ROOT/camunda-collector/engine-plugin"
 JAR="$APP_DIR/target/camunda-engine.jar"
 CAMUNDA_LOG="${CAMUNDA_LOG:-$STACK_DIR/camunda.log}"
 CAMUNDA_PID="$STACK_DIR/camunda.pid"
@@ -18,36 +19,80 @@ export CAMUNDA_DB_PASSWORD="${CAMUNDA_DB_PASSWORD:-${PG_PASSWORD:-taskpool}}"
 export CAMUNDA_ADMIN_USER="${CAMUNDA_ADMIN_USER:-demo}"
 export CAMUNDA_ADMIN_PASSWORD="${CAMUNDA_ADMIN_PASSWORD:-demo}"
 BASE_URL="http://127.0.0.1:$CAMUNDA_PORT"
+# Task hooks go to the local collector by default (TASKPOOL_HOOK_URL= turns them off); the
+# secret is shared with the collector and the tests through a file only the owner can read.
+TASKPOOL_HOOK_URL="${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks}"
+HOOK_SECRET_FILE="$STACK_DIR/hook-secret"
+
+# hook_secret_file: the file holding the hook secret, created with a random one if missing
+# (or with TASKPOOL_HOOK_SECRET when that is set).
+hook_secret_file() {
+  mkdir -p "$STACK_DIR"
+  if [ -n "${TASKPOOL_HOOK_SECRET:-}" ]; then
+    (umask 077 && printf '%s' "$TASKPOOL_HOOK_SECRET" >"$HOOK_SECRET_FILE")
+  elif [ ! -s "$HOOK_SECRET_FILE" ]; then
+    (umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$HOOK_SECRET_FILE")
+  fi
+  echo "$HOOK_SECRET_FILE"
+}
+
+# secret_state NAME: "(set)" or "(unset)"; never the value.
+secret_state() { if [ -n "${!1:-}" ]; then echo "(set)"; else echo "(unset)"; fi; }
 
 usage() {
   cat <<USAGE
 usage: $(basename "$0") build|start|stop|status
-  build   mvn package (offline first, online if something is missing) -> $JAR
-  start   build if the jar is missing, start in the background, wait for /engine-rest/engine (no-op if running)
+  build   mvn install of the engine plugin ($PLUGIN_DIR), then mvn package of the app
+          (each offline first, online if something is missing) -> $JAR
+  start   build if the jar is missing or older than the plugin/app sources, start in the background,
+          wait for /engine-rest/engine (no-op if running)
   stop    SIGTERM, then SIGKILL after 60 s
   status  exit 0 if the process runs and the REST API answers
 env: STACK_DIR=$STACK_DIR CAMUNDA_PORT=$CAMUNDA_PORT CAMUNDA_DB_URL=$CAMUNDA_DB_URL
      CAMUNDA_DB_USER=$CAMUNDA_DB_USER CAMUNDA_DB_PASSWORD=(set) CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER
      CAMUNDA_ADMIN_PASSWORD=(set) CAMUNDA_AUTHORIZATION_ENABLED=false TASKPOOL_REST_AUTH_ENABLED=true
      CAMUNDA_JAVA_OPTS="$CAMUNDA_JAVA_OPTS" CAMUNDA_START_TIMEOUT=$CAMUNDA_START_TIMEOUT CAMUNDA_LOG=$CAMUNDA_LOG
+     TASKPOOL_HOOK_URL=${TASKPOOL_HOOK_URL:-(empty: no task hooks)} TASKPOOL_HOOK_SECRET=$(secret_state TASKPOOL_HOOK_SECRET)
+       (default: a random secret kept in $HOOK_SECRET_FILE)
+     TASKPOOL_HOOK_TIMEOUT_MS=${TASKPOOL_HOOK_TIMEOUT_MS:-2000}
 USAGE
 }
 
 build() {
   command -v mvn >/dev/null || apt_install maven
   command -v java >/dev/null || apt_install openjdk-17-jdk-headless
-  say "building $APP_DIR (mvn package)"
-  local log="$STACK_DIR/camunda-build.log"
   mkdir -p "$STACK_DIR"
-  if mvn -B -q -o -f "$APP_DIR/pom.xml" package -DskipTests >"$log" 2>&1; then
+  # The app depends on the plugin as dev.taskpool:camunda-engine-plugin:0.1.0 from ~/.m2.
+  say "building $PLUGIN_DIR (mvn install)"
+  mvn_offline_first "$PLUGIN_DIR/pom.xml" install
+  say "building $APP_DIR (mvn package)"
+  # Spring Boot's repackage skips a jar that is already repackaged, and the thin jar is only rebuilt
+  # when the app's own classes change, so a new plugin would not get in: start from no jar. (A
+  # running engine keeps its open, now unlinked, file.)
+  rm -f "$JAR" "$JAR.original"
+  mvn_offline_first "$APP_DIR/pom.xml" package
+  say "built $JAR"
+}
+
+# mvn_offline_first POM GOAL: quiet build without tests, offline first (fast, no network), online
+# only if something is missing from ~/.m2.
+mvn_offline_first() {
+  local log="$STACK_DIR/camunda-build.log"
+  if mvn -B -q -o -f "$1" "$2" -DskipTests >"$log" 2>&1; then
     :
-  elif mvn -B -q -f "$APP_DIR/pom.xml" package -DskipTests >"$log" 2>&1; then
+  elif mvn -B -q -f "$1" "$2" -DskipTests >"$log" 2>&1; then
     :
   else
     tail -n 30 "$log" >&2
-    die "maven build failed; read $log"
+    die "maven build of $1 failed; read $log"
   fi
-  say "built $JAR"
+}
+
+# jar_outdated: the jar is missing, or a plugin/app source or pom is newer than it.
+jar_outdated() {
+  [ -f "$JAR" ] || return 0
+  [ -n "$(find "$PLUGIN_DIR/pom.xml" "$PLUGIN_DIR/src/main" "$APP_DIR/pom.xml" "$APP_DIR/src/main" \
+    -type f -newer "$JAR" -print -quit 2>/dev/null)" ]
 }
 
 # rest_get PATH: GET $BASE_URL/engine-rest/PATH with basic auth, fails unless 2xx.
@@ -64,7 +109,7 @@ start() {
   if pid_alive "$CAMUNDA_PID"; then
     say "already running (pid $(cat "$CAMUNDA_PID"))"
   else
-    [ -f "$JAR" ] || build
+    if jar_outdated; then build; fi
     if port_open 127.0.0.1 "$CAMUNDA_PORT"; then
       die "port 127.0.0.1:$CAMUNDA_PORT is already in use by another program; stop it or set CAMUNDA_PORT"
     fi
@@ -75,6 +120,11 @@ start() {
     fi
     mkdir -p "$STACK_DIR"
     say "starting Camunda on port $CAMUNDA_PORT (db $CAMUNDA_DB_URL, log $CAMUNDA_LOG)"
+    # The secret reaches the engine through its environment, never the command line.
+    local secret_file; secret_file="$(hook_secret_file)"
+    export TASKPOOL_HOOK_URL
+    TASKPOOL_HOOK_SECRET="$(cat "$secret_file")"
+    export TASKPOOL_HOOK_SECRET
     # shellcheck disable=SC2086  # CAMUNDA_JAVA_OPTS is a list of options
     nohup setsid java $CAMUNDA_JAVA_OPTS -jar "$JAR" >"$CAMUNDA_LOG" 2>&1 </dev/null &
     echo $! >"$CAMUNDA_PID"
@@ -96,6 +146,7 @@ start() {
   say "ready (pid $(cat "$CAMUNDA_PID")):"
   say "  REST     $BASE_URL/engine-rest  (basic auth, user $CAMUNDA_ADMIN_USER)"
   say "  webapps  $BASE_URL/camunda/app/  (Cockpit, Tasklist, Admin)"
+  say "  hooks    ${TASKPOOL_HOOK_URL:-off (TASKPOOL_HOOK_URL empty)} (secret in $HOOK_SECRET_FILE)"
 }
 
 stop() { stop_pid "$CAMUNDA_PID" Camunda 60; }

@@ -27,14 +27,5 @@ pub use config::Config;
 
 /// Logs to stderr as text, or as JSON lines when asked; `RUST_LOG` filters.
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+    taskpool_api::service::init_tracing(json, "info,openraft=warn");
 }

@@ -12,23 +12,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     raft_bus::init_tracing(config.log_json);
     let app = App::build(config).await?;
-    app.run_until_stopped(shutdown_signal()).await
-}
-
-/// SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    app.run_until_stopped(taskpool_api::service::shutdown_signal())
+        .await
 }
 
 /// mimalloc keeps freed pages for a while before it gives them back; a bus node frees large

@@ -200,8 +200,10 @@ impl BusClient {
             Err(e) => return Attempt::Retry(format!("{url}: {e}")),
         };
         if status.is_success() {
+            // 204 and other empty answers read as JSON `null`.
+            let json: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
             return Attempt::Done(
-                serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string())),
+                serde_json::from_slice(json).map_err(|e| ClientError::Decode(e.to_string())),
             );
         }
         let error = api_error(status, &bytes);

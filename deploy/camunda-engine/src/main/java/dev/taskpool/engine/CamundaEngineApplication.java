@@ -1,7 +1,9 @@
 package dev.taskpool.engine;
 
+import dev.taskpool.plugin.TaskpoolHookPlugin;
 import org.camunda.bpm.engine.rest.security.auth.ProcessEngineAuthenticationFilter;
 import org.camunda.bpm.engine.rest.security.auth.impl.HttpBasicAuthenticationProvider;
+import org.springframework.beans.factory.annotation.Value;
 import org.springframework.boot.SpringApplication;
 import org.springframework.boot.autoconfigure.SpringBootApplication;
 import org.springframework.boot.autoconfigure.condition.ConditionalOnProperty;
@@ -34,5 +36,21 @@ public class CamundaEngineApplication {
         ProcessEngineAuthenticationFilter.AUTHENTICATION_PROVIDER_PARAM,
         HttpBasicAuthenticationProvider.class.getName());
     return registration;
+  }
+
+  /**
+   * Signed task hooks to the collector, sent after each commit. The starter adds every
+   * ProcessEnginePlugin bean to the engine; with an empty URL the plugin logs one line and does nothing.
+   */
+  @Bean
+  public TaskpoolHookPlugin taskpoolHookPlugin(
+      @Value("${taskpool.hook.url:}") String url,
+      @Value("${taskpool.hook.secret:}") String secret,
+      @Value("${taskpool.hook.timeout-ms:2000}") int timeoutMs) {
+    TaskpoolHookPlugin plugin = new TaskpoolHookPlugin();
+    plugin.setHookUrl(url);
+    plugin.setHookSecret(secret);
+    plugin.setTimeoutMs(timeoutMs);
+    return plugin;
   }
 }

@@ -1,0 +1,244 @@
+//! Task commands from the bus, executed through the engine's REST API. After the engine has
+//! done it, the task is looked at once more, so the answer names the event that records the
+//! effect (read-your-writes for the caller).
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use taskpool_api::commands::{CommandMessage, CommandResult};
+use taskpool_api::tasks::{
+    AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, TaskCommandResult, UnclaimTask,
+    UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, START_PROCESS, UNCLAIM_TASK,
+    UNDEFER_TASK,
+};
+
+use crate::dates;
+use crate::emitter::{EmitError, Emitter, Head};
+use crate::engine::EngineError;
+use crate::metrics::Metrics;
+use crate::snapshot::{typed_variables, Snapshots};
+
+pub struct Executor {
+    pub snapshots: Arc<Snapshots>,
+    pub emitter: Arc<Emitter>,
+    pub metrics: Metrics,
+}
+
+/// A failed command: the status the sender gets, a stable code and a clear message.
+#[derive(Debug)]
+pub struct Failure {
+    status: u16,
+    code: &'static str,
+    message: String,
+}
+
+fn fail(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+/// Camunda answers most failures with 500 and says what happened in `type` and `message`.
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        match &e {
+            _ if e.is_not_found() => fail(404, "task_not_found", e.to_string()),
+            EngineError::Api { kind, message, .. }
+                if kind.contains("TaskAlreadyClaimed") || message.contains("already claimed") =>
+            {
+                fail(409, "already_claimed", message.clone())
+            }
+            EngineError::Api {
+                code: Some(1),
+                message,
+                ..
+            } => fail(
+                409,
+                "conflict",
+                format!("the engine saw a concurrent change; retry: {message}"),
+            ),
+            EngineError::Api {
+                status: 400,
+                message,
+                ..
+            } => fail(422, "rejected_by_engine", message.clone()),
+            EngineError::Api {
+                status: 403,
+                message,
+                ..
+            } => fail(403, "forbidden_by_engine", message.clone()),
+            EngineError::Api { kind, message, .. }
+                if kind.contains("ProcessEngineException") && message.contains("suspended") =>
+            {
+                fail(409, "suspended", message.clone())
+            }
+            EngineError::Unreachable(m) => fail(503, "engine_unavailable", m.clone()),
+            EngineError::Api { .. } | EngineError::Decode(_) => {
+                fail(502, "engine_error", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<EmitError> for Failure {
+    fn from(e: EmitError) -> Failure {
+        fail(
+            503,
+            "not_recorded",
+            format!("the engine did it but its event is not on the bus yet (it will be): {e}"),
+        )
+    }
+}
+
+fn payload<T: DeserializeOwned>(p: &Value) -> Result<T, Failure> {
+    serde_json::from_value(p.clone()).map_err(|e| fail(422, "bad_payload", format!("payload: {e}")))
+}
+
+impl Executor {
+    pub async fn execute(&self, command: CommandMessage) -> CommandResult {
+        let kind = command.command_type.clone();
+        let answer = match self.run(&command).await {
+            Ok(result) => {
+                let value = serde_json::to_value(result).unwrap_or(Value::Null);
+                CommandResult::success(String::new(), value)
+            }
+            Err(f) => {
+                tracing::info!(id = %command.id, kind, code = f.code, message = %f.message, "command failed");
+                CommandResult::failure(String::new(), f.status, f.code, f.message)
+            }
+        };
+        let outcome = answer.error.as_ref().map_or("ok", |e| e.code.as_str());
+        self.metrics
+            .commands
+            .with_label_values(&[&kind, outcome])
+            .inc();
+        answer
+    }
+
+    async fn run(&self, command: &CommandMessage) -> Result<TaskCommandResult, Failure> {
+        let engine = self.snapshots.engine();
+        let p = &command.payload;
+        let task_id = match command.command_type.as_str() {
+            CLAIM_TASK => {
+                let c: ClaimTask = payload(p)?;
+                engine.claim(&c.task_id, &c.user).await?;
+                c.task_id
+            }
+            UNCLAIM_TASK => {
+                let c: UnclaimTask = payload(p)?;
+                engine.unclaim(&c.task_id).await?;
+                c.task_id
+            }
+            ASSIGN_TASK => {
+                let c: AssignTask = payload(p)?;
+                engine.set_assignee(&c.task_id, c.user.as_deref()).await?;
+                c.task_id
+            }
+            COMPLETE_TASK => {
+                let c: CompleteTask = payload(p)?;
+                let task = engine.task(&c.task_id).await?.ok_or_else(|| {
+                    fail(404, "task_not_found", format!("no open task {}", c.task_id))
+                })?;
+                // Completed by a user: the task records who, as Tasklist does by claiming first.
+                if let (Some(user), None) = (&c.user, &task.assignee) {
+                    engine.claim(&c.task_id, user).await?;
+                }
+                engine
+                    .complete(&c.task_id, typed_variables(&c.variables))
+                    .await?;
+                c.task_id
+            }
+            DEFER_TASK => {
+                let c: DeferTask = payload(p)?;
+                let at = dates::parse(&c.follow_up).ok_or_else(|| {
+                    fail(
+                        422,
+                        "bad_payload",
+                        format!("followUp {:?} is not an RFC 3339 date", c.follow_up),
+                    )
+                })?;
+                self.set_follow_up(&c.task_id, Some(dates::to_engine(at)))
+                    .await?;
+                c.task_id
+            }
+            UNDEFER_TASK => {
+                let c: UndeferTask = payload(p)?;
+                self.set_follow_up(&c.task_id, None).await?;
+                c.task_id
+            }
+            START_PROCESS => return self.start(payload(p)?).await,
+            other => {
+                return Err(fail(
+                    422,
+                    "unknown_command",
+                    format!("this collector does not handle {other}"),
+                ))
+            }
+        };
+        let head = self.record(&task_id).await?;
+        Ok(TaskCommandResult {
+            task_id: Some(task_id),
+            process_instance_id: None,
+            position: head.position,
+            stream: Some(head.stream),
+            version: Some(head.version),
+        })
+    }
+
+    /// Read, modify, write: `PUT /task/{id}` clears every field it is not given.
+    async fn set_follow_up(&self, task_id: &str, follow_up: Option<String>) -> Result<(), Failure> {
+        let engine = self.snapshots.engine();
+        let task = engine
+            .task(task_id)
+            .await?
+            .ok_or_else(|| fail(404, "task_not_found", format!("no open task {task_id}")))?;
+        engine.put_task(&task, follow_up).await?;
+        Ok(())
+    }
+
+    async fn start(&self, c: StartProcess) -> Result<TaskCommandResult, Failure> {
+        let engine = self.snapshots.engine();
+        let started = engine
+            .start_process(
+                &c.process_definition_key,
+                c.business_key.as_deref(),
+                typed_variables(&c.variables),
+            )
+            .await
+            .map_err(|e| match Failure::from(e) {
+                f if f.code == "task_not_found" => fail(404, "process_not_found", f.message),
+                f => f,
+            })?;
+        let tasks = engine.tasks_of_instance(&started.id).await?;
+        let mut first: Option<Head> = None;
+        for t in &tasks {
+            let obs = self.snapshots.open(t).await?;
+            if let Some(head) = self.emitter.observe(&obs, "command").await? {
+                first.get_or_insert(head);
+            }
+        }
+        Ok(TaskCommandResult {
+            task_id: tasks.first().map(|t| t.id.clone()),
+            process_instance_id: Some(started.id),
+            position: first.as_ref().map_or(0, |h| h.position),
+            stream: first.as_ref().map(|h| h.stream.clone()),
+            version: first.as_ref().map(|h| h.version),
+        })
+    }
+
+    /// Looks at the task now and emits its change; the head names the recording event.
+    async fn record(&self, task_id: &str) -> Result<Head, Failure> {
+        let obs = self
+            .snapshots
+            .current(task_id)
+            .await?
+            .ok_or_else(|| fail(404, "task_not_found", format!("task {task_id} vanished")))?;
+        self.emitter
+            .observe(&obs, "command")
+            .await?
+            .ok_or_else(|| fail(503, "not_recorded", "no event recorded the change"))
+    }
+}

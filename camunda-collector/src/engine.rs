@@ -1,0 +1,560 @@
+//! Camunda 7's REST API (`/engine-rest`), the only way the collector talks to the engine.
+//! Field names follow Camunda's DTOs; only what the collector reads is declared.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::metrics::Metrics;
+
+/// `GET /task`, `GET /task/{id}`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineTask {
+    pub id: String,
+    pub name: Option<String>,
+    pub assignee: Option<String>,
+    pub owner: Option<String>,
+    pub created: String,
+    pub due: Option<String>,
+    pub follow_up: Option<String>,
+    pub last_updated: Option<String>,
+    pub description: Option<String>,
+    pub execution_id: Option<String>,
+    pub priority: i64,
+    pub process_definition_id: Option<String>,
+    pub process_instance_id: Option<String>,
+    pub task_definition_key: Option<String>,
+    pub form_key: Option<String>,
+    pub tenant_id: Option<String>,
+    pub case_instance_id: Option<String>,
+    pub parent_task_id: Option<String>,
+}
+
+impl EngineTask {
+    /// When the task last changed as far as the engine says: `lastUpdated`, or `created`
+    /// for a task nobody touched (Camunda leaves `lastUpdated` null then).
+    pub fn changed_at(&self) -> &str {
+        self.last_updated.as_deref().unwrap_or(&self.created)
+    }
+}
+
+/// `GET /task/{id}/identity-links`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityLink {
+    pub user_id: Option<String>,
+    pub group_id: Option<String>,
+    #[serde(rename = "type")]
+    pub link_type: String,
+}
+
+/// `GET /history/task`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricTask {
+    pub id: String,
+    pub process_definition_key: Option<String>,
+    pub process_definition_id: Option<String>,
+    pub process_instance_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub delete_reason: Option<String>,
+    pub owner: Option<String>,
+    pub assignee: Option<String>,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub task_definition_key: Option<String>,
+    #[serde(default)]
+    pub priority: i64,
+    pub due: Option<String>,
+    pub follow_up: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// `GET /history/identity-link-log`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityLinkLog {
+    pub time: String,
+    #[serde(rename = "type")]
+    pub link_type: Option<String>,
+    pub user_id: Option<String>,
+    pub group_id: Option<String>,
+    pub task_id: Option<String>,
+    pub operation_type: Option<String>,
+}
+
+/// `GET /process-definition`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessDefinition {
+    pub id: String,
+    pub key: String,
+    pub name: Option<String>,
+    pub version: i64,
+    pub version_tag: Option<String>,
+    #[serde(default)]
+    pub startable_in_tasklist: bool,
+    pub tenant_id: Option<String>,
+}
+
+/// `GET /history/process-instance/{id}` (also finds instances that ended).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoricProcessInstance {
+    pub business_key: Option<String>,
+}
+
+/// A typed variable value as the REST API shows it with `deserializeValues=false`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableValue {
+    #[serde(rename = "type", default)]
+    pub value_type: Option<String>,
+    #[serde(default)]
+    pub value: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_info: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EngineUser {
+    pub id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineGroup {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StartedInstance {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartForm {
+    key: Option<String>,
+}
+
+/// Camunda's error body: `{type, message, code}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+struct EngineErrorBody {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("engine answered {status} {kind}: {message}")]
+    Api {
+        status: u16,
+        kind: String,
+        message: String,
+        code: Option<i64>,
+    },
+    #[error("engine answer is not what its API documents: {0}")]
+    Decode(String),
+}
+
+impl EngineError {
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            EngineError::Api {
+                status, message, ..
+            } => {
+                *status == 404
+                    || message.contains("Cannot find")
+                    || message.contains("No matching")
+                    || message.contains("task is null")
+                    || message.contains("does not exist")
+            }
+            _ => false,
+        }
+    }
+
+    /// Worth trying again later: the engine was away or overloaded, or lost an optimistic lock.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            EngineError::Unreachable(_) => true,
+            EngineError::Api { status, code, .. } => {
+                *code == Some(1) || matches!(status, 502..=504)
+            }
+            EngineError::Decode(_) => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// e.g. `http://127.0.0.1:8080/engine-rest`
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    http: reqwest::Client,
+    config: EngineConfig,
+    metrics: Metrics,
+}
+
+/// Query strings: Camunda dates contain `+`, which must be sent as `%2B`.
+pub fn q(s: &str) -> String {
+    taskpool_api::client::percent_encode(s)
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, metrics: Metrics) -> anyhow::Result<Engine> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(3))
+            .pool_max_idle_per_host(32)
+            .build()?;
+        Ok(Engine {
+            http,
+            config,
+            metrics,
+        })
+    }
+
+    /// One REST call. `endpoint` is a fixed label for metrics (no ids in it).
+    async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Option<T>, EngineError> {
+        let url = format!("{}{}", self.config.url.trim_end_matches('/'), path);
+        let mut req = self.http.request(method, &url);
+        if let Some(user) = &self.config.user {
+            req = req.basic_auth(user, self.config.password.as_ref());
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let started = Instant::now();
+        let result = req.send().await;
+        let outcome = match &result {
+            Ok(r) => r.status().as_str().to_owned(),
+            Err(_) => "unreachable".to_owned(),
+        };
+        self.metrics
+            .engine_call(endpoint, &outcome, started.elapsed());
+        let resp = result.map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let body: EngineErrorBody =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| EngineErrorBody {
+                    message: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+                    ..Default::default()
+                });
+            return Err(EngineError::Api {
+                status: status.as_u16(),
+                kind: body.kind,
+                message: body.message,
+                code: body.code,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| EngineError::Decode(format!("{endpoint}: {e}")))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+    ) -> Result<T, EngineError> {
+        self.request(Method::GET, endpoint, path, None)
+            .await?
+            .ok_or_else(|| EngineError::Decode(format!("{endpoint}: empty answer")))
+    }
+
+    async fn post(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(), EngineError> {
+        self.request::<Value>(Method::POST, endpoint, path, Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn engine_names(&self) -> Result<Vec<Value>, EngineError> {
+        self.get("engine", "/engine").await
+    }
+
+    /// Tasks changed (or created) after `after` (Camunda format), oldest change first.
+    pub async fn tasks_updated_after(
+        &self,
+        after: &str,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<EngineTask>, EngineError> {
+        let path = format!(
+            "/task?updatedAfter={}&sortBy=lastUpdated&sortOrder=asc&firstResult={first}&maxResults={max}",
+            q(after)
+        );
+        self.get("task_list", &path).await
+    }
+
+    /// Every open task, a page at a time, in id order (for reconciliation).
+    pub async fn tasks_page(&self, first: u32, max: u32) -> Result<Vec<EngineTask>, EngineError> {
+        let path = format!("/task?sortBy=id&sortOrder=asc&firstResult={first}&maxResults={max}");
+        self.get("task_list", &path).await
+    }
+
+    /// `None` when the task does not exist (any more).
+    pub async fn task(&self, id: &str) -> Result<Option<EngineTask>, EngineError> {
+        match self.get("task", &format!("/task/{}", q(id))).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn identity_links(&self, id: &str) -> Result<Vec<IdentityLink>, EngineError> {
+        self.get(
+            "task_identity_links",
+            &format!("/task/{}/identity-links", q(id)),
+        )
+        .await
+    }
+
+    pub async fn identity_link_log_after(
+        &self,
+        after: &str,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<IdentityLinkLog>, EngineError> {
+        let path = format!(
+            "/history/identity-link-log?dateAfter={}&sortBy=time&sortOrder=asc&firstResult={first}&maxResults={max}",
+            q(after)
+        );
+        self.get("identity_link_log", &path).await
+    }
+
+    pub async fn identity_link_log_of(
+        &self,
+        task_id: &str,
+    ) -> Result<Vec<IdentityLinkLog>, EngineError> {
+        let path = format!(
+            "/history/identity-link-log?taskId={}&sortBy=time&sortOrder=asc",
+            q(task_id)
+        );
+        self.get("identity_link_log", &path).await
+    }
+
+    pub async fn historic_tasks(
+        &self,
+        filter: &str,
+        after: &str,
+        sort_by: &str,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<HistoricTask>, EngineError> {
+        let path = format!(
+            "/history/task?{filter}={}&sortBy={sort_by}&sortOrder=asc&firstResult={first}&maxResults={max}",
+            q(after)
+        );
+        self.get("history_task", &path).await
+    }
+
+    pub async fn historic_task(&self, id: &str) -> Result<Option<HistoricTask>, EngineError> {
+        let path = format!("/history/task?taskId={}", q(id));
+        let mut found: Vec<HistoricTask> = self.get("history_task", &path).await?;
+        Ok(found.pop())
+    }
+
+    pub async fn process_definition(&self, id: &str) -> Result<ProcessDefinition, EngineError> {
+        self.get(
+            "process_definition",
+            &format!("/process-definition/{}", q(id)),
+        )
+        .await
+    }
+
+    pub async fn process_definitions(
+        &self,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<ProcessDefinition>, EngineError> {
+        let path = format!(
+            "/process-definition?sortBy=id&sortOrder=asc&firstResult={first}&maxResults={max}"
+        );
+        self.get("process_definition_list", &path).await
+    }
+
+    pub async fn start_form_key(&self, definition_id: &str) -> Result<Option<String>, EngineError> {
+        let path = format!("/process-definition/{}/startForm", q(definition_id));
+        match self.get::<StartForm>("start_form", &path).await {
+            Ok(f) => Ok(f.key),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(EngineError::Api { status: 400, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn historic_process_instance(
+        &self,
+        id: &str,
+    ) -> Result<Option<HistoricProcessInstance>, EngineError> {
+        match self
+            .get(
+                "history_process_instance",
+                &format!("/history/process-instance/{}", q(id)),
+            )
+            .await
+        {
+            Ok(p) => Ok(Some(p)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The variables a task sees (its own and its process instance's), untouched.
+    pub async fn task_variables(&self, task_id: &str) -> Result<Map<String, Value>, EngineError> {
+        let path = format!("/task/{}/variables?deserializeValues=false", q(task_id));
+        match self.get("task_variables", &path).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_not_found() => Ok(Map::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn users(&self, first: u32, max: u32) -> Result<Vec<EngineUser>, EngineError> {
+        self.get(
+            "user_list",
+            &format!("/user?sortBy=userId&sortOrder=asc&firstResult={first}&maxResults={max}"),
+        )
+        .await
+    }
+
+    pub async fn groups_of(&self, user: &str) -> Result<Vec<EngineGroup>, EngineError> {
+        self.get("group_list", &format!("/group?member={}", q(user)))
+            .await
+    }
+
+    pub async fn claim(&self, task_id: &str, user: &str) -> Result<(), EngineError> {
+        let body = serde_json::json!({ "userId": user });
+        self.post("task_claim", &format!("/task/{}/claim", q(task_id)), &body)
+            .await
+    }
+
+    pub async fn unclaim(&self, task_id: &str) -> Result<(), EngineError> {
+        self.post(
+            "task_unclaim",
+            &format!("/task/{}/unclaim", q(task_id)),
+            &Value::Null,
+        )
+        .await
+    }
+
+    pub async fn set_assignee(&self, task_id: &str, user: Option<&str>) -> Result<(), EngineError> {
+        let body = serde_json::json!({ "userId": user });
+        self.post(
+            "task_assignee",
+            &format!("/task/{}/assignee", q(task_id)),
+            &body,
+        )
+        .await
+    }
+
+    pub async fn complete(
+        &self,
+        task_id: &str,
+        variables: Map<String, Value>,
+    ) -> Result<(), EngineError> {
+        let body = serde_json::json!({ "variables": variables, "withVariablesInReturn": false });
+        self.post(
+            "task_complete",
+            &format!("/task/{}/complete", q(task_id)),
+            &body,
+        )
+        .await
+    }
+
+    /// `PUT /task/{id}` replaces every field: read the task, change one thing, write it all.
+    pub async fn put_task(
+        &self,
+        task: &EngineTask,
+        follow_up: Option<String>,
+    ) -> Result<(), EngineError> {
+        let body = serde_json::json!({
+            "name": task.name,
+            "description": task.description,
+            "priority": task.priority,
+            "assignee": task.assignee,
+            "owner": task.owner,
+            "due": task.due,
+            "followUp": follow_up,
+            "parentTaskId": task.parent_task_id,
+            "caseInstanceId": task.case_instance_id,
+            "tenantId": task.tenant_id,
+        });
+        self.request::<Value>(
+            Method::PUT,
+            "task_put",
+            &format!("/task/{}", q(&task.id)),
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn start_process(
+        &self,
+        key: &str,
+        business_key: Option<&str>,
+        variables: Map<String, Value>,
+    ) -> Result<StartedInstance, EngineError> {
+        let body = serde_json::json!({ "businessKey": business_key, "variables": variables });
+        self.request(
+            Method::POST,
+            "process_start",
+            &format!("/process-definition/key/{}/start", q(key)),
+            Some(&body),
+        )
+        .await?
+        .ok_or_else(|| EngineError::Decode("process_start: empty answer".into()))
+    }
+
+    pub async fn tasks_of_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<EngineTask>, EngineError> {
+        let path = format!(
+            "/task?processInstanceId={}&sortBy=created&sortOrder=asc",
+            q(instance_id)
+        );
+        self.get("task_list", &path).await
+    }
+}

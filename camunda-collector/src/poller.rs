@@ -1,0 +1,343 @@
+//! Poll mode: incremental queries on watermarks with an overlap window, and a periodic full
+//! reconciliation of open tasks, so that no change is missed.
+//!
+//! Camunda stamps a change before its transaction commits, so a change can become visible
+//! with a timestamp older than the watermark: each query starts `overlap` before it, and the
+//! emitter's diff makes seeing a change twice harmless. What even the overlap misses (a very
+//! long transaction, a variable change, a suspension) the reconciliation finds.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt, TryStreamExt};
+use tokio::sync::watch;
+
+use crate::dates;
+use crate::emitter::{EmitError, Emitter};
+use crate::engine::{EngineError, EngineTask};
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::snapshot::Snapshots;
+
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub interval: Duration,
+    pub overlap: Duration,
+    pub reconcile_interval: Duration,
+    pub page_size: u32,
+    /// Tasks looked at concurrently.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error("state store: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+pub struct Poller {
+    pub snapshots: Arc<Snapshots>,
+    pub emitter: Arc<Emitter>,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub config: PollConfig,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Incremental,
+    Reconcile,
+}
+
+const TASKS: &str = "tasks_updated";
+const LINKS: &str = "identity_links";
+const FINISHED: &str = "tasks_finished";
+
+impl Poller {
+    /// Polls until `stop` turns true. Reconciliation runs beside the incremental polls, so a
+    /// long one (a first import of many open tasks) does not delay fresh changes; observations
+    /// of one task are serialised by the emitter.
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let reconciling = tokio::spawn(self.clone().repeat(Kind::Reconcile, stop.clone()));
+        self.repeat(Kind::Incremental, stop).await;
+        let _ = reconciling.await;
+    }
+
+    async fn repeat(self: Arc<Self>, kind: Kind, mut stop: watch::Receiver<bool>) {
+        let (label, every) = match kind {
+            Kind::Incremental => ("incremental", self.config.interval),
+            Kind::Reconcile => ("reconcile", self.config.reconcile_interval),
+        };
+        let mut failures = 0u32;
+        while !*stop.borrow() {
+            let started = Instant::now();
+            let cycle = async {
+                match kind {
+                    Kind::Incremental => self.incremental().await,
+                    Kind::Reconcile => self.reconcile().await,
+                }
+            };
+            // Shutdown does not wait for a long cycle: an observation cut short is safe, the
+            // next collector folds the task's stream and goes on.
+            let result = tokio::select! {
+                r = cycle => r,
+                _ = stop.changed() => return,
+            };
+            self.metrics
+                .poll_cycle_seconds
+                .with_label_values(&[label])
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            self.metrics
+                .poll_cycles
+                .with_label_values(&[label, outcome])
+                .inc();
+            let pause = match result {
+                Ok(()) => {
+                    failures = 0;
+                    every
+                }
+                Err(e) => {
+                    failures += 1;
+                    let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
+                    tracing::warn!(kind = label, error = %e, retry_in = ?backoff, "poll cycle failed");
+                    backoff
+                        .min(Duration::from_secs(10))
+                        .max(self.config.interval)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn since(&self, name: &str) -> Result<String, PollError> {
+        let overlap = chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
+        let mark = match self.emitter.store().watermark(name).await? {
+            Some(m) => dates::parse(&m).unwrap_or_else(Utc::now),
+            // Never polled: the first reconciliation covered everything up to its start.
+            None => Utc::now(),
+        };
+        Ok(dates::to_engine(mark - overlap))
+    }
+
+    async fn advance(&self, name: &str, newest: Option<DateTime<Utc>>) -> Result<(), PollError> {
+        if let Some(newest) = newest {
+            let old = self.emitter.store().watermark(name).await?;
+            if old
+                .as_deref()
+                .and_then(dates::parse)
+                .is_none_or(|o| newest > o)
+            {
+                self.emitter
+                    .store()
+                    .set_watermark(name, &dates::to_event(&dates::to_engine(newest)))
+                    .await?;
+            }
+            if name == TASKS {
+                let lag = (Utc::now() - newest).num_seconds().max(0);
+                self.metrics.watermark_lag_seconds.set(lag);
+            }
+        }
+        Ok(())
+    }
+
+    /// The tasks whose engine timestamp differs from what was last emitted for them: only
+    /// those need the per-task calls (a task seen again in the overlap window does not).
+    async fn changed_since_emitted(
+        &self,
+        tasks: &[EngineTask],
+    ) -> Result<Vec<EngineTask>, PollError> {
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let known = self.emitter.store().changed_at_of(&ids).await?;
+        Ok(tasks
+            .iter()
+            .filter(|t| {
+                let at = dates::to_event(t.changed_at());
+                known
+                    .get(&t.id)
+                    .is_none_or(|k| k.as_deref() != Some(at.as_str()))
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Looks at each task of a page and emits what changed (several at once).
+    async fn look_at_open(&self, tasks: &[EngineTask], via: &'static str) -> Result<(), PollError> {
+        stream::iter(tasks.to_vec())
+            .map(|t| async move {
+                match self.snapshots.open(&t).await {
+                    Ok(obs) => {
+                        self.emitter.observe(&obs, via).await?;
+                    }
+                    // Gone without a trace (history cleaned up): nothing left to report.
+                    Err(e) if e.is_not_found() => tracing::debug!(task_id = %t.id, "task vanished"),
+                    Err(e) => return Err(e.into()),
+                }
+                Ok::<_, PollError>(())
+            })
+            .buffer_unordered(self.config.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Looks at tasks by id (open, ended, or gone).
+    async fn look_at_ids(&self, ids: Vec<String>, via: &'static str) -> Result<(), PollError> {
+        stream::iter(ids)
+            .map(|id| async move {
+                match self.snapshots.current(&id).await? {
+                    Some(obs) => {
+                        self.emitter.observe(&obs, via).await?;
+                    }
+                    None => tracing::debug!(task_id = %id, "task unknown to the engine"),
+                }
+                Ok::<_, PollError>(())
+            })
+            .buffer_unordered(self.config.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// One incremental cycle: three list queries when nothing happened.
+    pub async fn incremental(&self) -> Result<(), PollError> {
+        let page = self.config.page_size;
+        // 1. Created or changed tasks.
+        let since = self.since(TASKS).await?;
+        let mut newest = None;
+        let mut seen = HashSet::new();
+        let mut first = 0;
+        loop {
+            let tasks = self
+                .snapshots
+                .engine()
+                .tasks_updated_after(&since, first, page)
+                .await?;
+            let changed = self.changed_since_emitted(&tasks).await?;
+            self.look_at_open(&changed, "poll").await?;
+            for t in &tasks {
+                newest = newest.max(dates::parse(t.changed_at()));
+                seen.insert(t.id.clone());
+            }
+            if tasks.len() < page as usize {
+                break;
+            }
+            first += page;
+        }
+        self.advance(TASKS, newest).await?;
+
+        // 2. Candidate changes (also those made inside listeners, which may not touch the task).
+        let since = self.since(LINKS).await?;
+        let mut newest = None;
+        let mut ids = Vec::new();
+        let mut first = 0;
+        loop {
+            let log = self
+                .snapshots
+                .engine()
+                .identity_link_log_after(&since, first, page)
+                .await?;
+            for entry in &log {
+                newest = newest.max(dates::parse(&entry.time));
+                if let Some(id) = &entry.task_id {
+                    if seen.insert(id.clone()) {
+                        ids.push(id.clone());
+                    }
+                }
+            }
+            if log.len() < page as usize {
+                break;
+            }
+            first += page;
+        }
+        // Only tasks whose candidates differ from what was emitted need a look; the log
+        // cannot say that cheaply, so look at each (few: only changes in the window).
+        self.look_at_ids(ids, "poll").await?;
+        self.advance(LINKS, newest).await?;
+
+        // 3. Completed and deleted tasks, including those created and ended between polls.
+        let since = self.since(FINISHED).await?;
+        let mut newest = None;
+        let mut first = 0;
+        loop {
+            let done = self
+                .snapshots
+                .engine()
+                .historic_tasks("finishedAfter", &since, "endTime", first, page)
+                .await?;
+            let ids: Vec<String> = done.iter().map(|h| h.id.clone()).collect();
+            let known = self.emitter.store().changed_at_of(&ids).await?;
+            let unfinished: Vec<_> = done
+                .iter()
+                .filter(|h| known.get(&h.id).is_none_or(|k| k.is_some()))
+                .cloned()
+                .collect();
+            stream::iter(unfinished)
+                .map(|h| async move {
+                    let obs = self.snapshots.finished(&h).await?;
+                    self.emitter.observe(&obs, "poll").await?;
+                    Ok::<_, PollError>(())
+                })
+                .buffer_unordered(self.config.concurrency)
+                .try_collect::<Vec<_>>()
+                .await?;
+            for h in &done {
+                newest = newest.max(h.end_time.as_deref().and_then(dates::parse));
+            }
+            if done.len() < page as usize {
+                break;
+            }
+            first += page;
+        }
+        self.advance(FINISHED, newest).await?;
+        Ok(())
+    }
+
+    /// Compares every open task of the engine with what was emitted, and every task believed
+    /// open with the engine; also announces process definitions and users.
+    pub async fn reconcile(&self) -> Result<(), PollError> {
+        let started_at = Utc::now();
+        let page = self.config.page_size;
+        let mut open = HashSet::new();
+        let mut first = 0;
+        loop {
+            let tasks = self.snapshots.engine().tasks_page(first, page).await?;
+            let differ = self.changed_since_emitted(&tasks).await?;
+            self.look_at_open(&differ, "reconcile").await?;
+            open.extend(tasks.iter().map(|t| t.id.clone()));
+            if tasks.len() < page as usize {
+                break;
+            }
+            first += page;
+        }
+        let believed = self.emitter.store().open_task_ids().await?;
+        let gone: Vec<String> = believed
+            .into_iter()
+            .filter(|id| !open.contains(id))
+            .collect();
+        self.look_at_ids(gone, "reconcile").await?;
+        self.metrics.open_tasks.set(open.len() as i64);
+        // Everything before the reconciliation's start has been seen: the incremental
+        // queries need not look further back (only matters the first time).
+        for name in [TASKS, LINKS, FINISHED] {
+            if self.emitter.store().watermark(name).await?.is_none() {
+                self.advance(name, Some(started_at)).await?;
+            }
+        }
+        self.registry.sync().await?;
+        self.emitter
+            .store()
+            .prune(Duration::from_secs(24 * 3600))
+            .await?;
+        Ok(())
+    }
+}

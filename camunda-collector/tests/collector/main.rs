@@ -1,0 +1,598 @@
+//! The collector against the real engine on PostgreSQL and a three-node bus: each kind of
+//! task change, made through the engine, must show up as the exact event sequence of its
+//! task stream; commands must take effect on the engine; nothing is lost or doubled when a
+//! collector is killed.
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+mod hooks;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use harness::{app_name, data, expect_stream, stream, wait_for, Cluster, Collector, Engine};
+use reqwest::Method;
+use serde_json::{json, Value};
+use taskpool_api::commands::CommandRequest;
+use taskpool_api::BusClient;
+use uuid::Uuid;
+
+async fn setup(test: &str, extra: &[&str]) -> (Engine, Cluster, BusClient, Collector) {
+    let engine = Engine::connect().await;
+    let bus = Cluster::start(&[]).await;
+    let client = bus.client(&[1, 2, 3]);
+    let collector = Collector::start(&app_name(test), &bus, extra);
+    collector.wait_active(Duration::from_secs(30)).await;
+    (engine, bus, client, collector)
+}
+
+#[tokio::test]
+async fn poll_reports_every_kind_of_change_of_a_task() {
+    let (engine, _bus, bus, _collector) = setup("poll-kinds", &[]).await;
+    let instance = engine
+        .start("simpleUserTask", "order-1", json!({"amount": {"value": 42, "type": "Integer"}, "note": {"value": "hi", "type": "String"}}))
+        .await;
+    let task = engine.task_id(&instance).await;
+
+    let events = expect_stream(&bus, &task, &["TaskCreated"]).await;
+    let created = data(&events[0]);
+    assert_eq!(created["taskId"], task);
+    assert_eq!(created["name"], "Review request");
+    assert_eq!(created["taskDefinitionKey"], "review");
+    assert_eq!(created["candidateGroups"], json!(["reviewers"]));
+    assert_eq!(created["candidateUsers"], json!([]));
+    assert_eq!(created["payload"], json!({"amount": 42, "note": "hi"}));
+    assert_eq!(created["source"]["processDefinitionKey"], "simpleUserTask");
+    assert_eq!(created["source"]["processInstanceId"], instance);
+    assert_eq!(created["source"]["businessKey"], "order-1");
+    assert_eq!(created["source"]["processName"], "Simple user task");
+    assert!(
+        created["created"]
+            .as_str()
+            .is_some_and(|c| c.ends_with('Z')),
+        "{created}"
+    );
+
+    let mut expected = vec!["TaskCreated"];
+    let mut step = |t: &'static str| {
+        expected.push(t);
+        expected.clone()
+    };
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/claim"),
+            Some(json!({"userId": "demo"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    assert_eq!(data(e.last().unwrap())["assignee"], "demo");
+
+    engine
+        .ok(Method::POST, &format!("/task/{task}/unclaim"), None)
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    assert_eq!(data(e.last().unwrap())["assignee"], Value::Null);
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/assignee"),
+            Some(json!({"userId": "mary"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    assert_eq!(data(e.last().unwrap())["assignee"], "mary");
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/identity-links"),
+            Some(json!({"groupId": "managers", "type": "candidate"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    assert_eq!(
+        data(e.last().unwrap())["candidateGroups"],
+        json!(["managers", "reviewers"])
+    );
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/identity-links"),
+            Some(json!({"userId": "kermit", "type": "candidate"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    assert_eq!(data(e.last().unwrap())["candidateUsers"], json!(["kermit"]));
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/identity-links/delete"),
+            Some(json!({"groupId": "reviewers", "type": "candidate"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    assert_eq!(
+        data(e.last().unwrap())["candidateGroups"],
+        json!(["managers"])
+    );
+
+    // PUT replaces every field: send the task back with new priority, due and owner.
+    let mut t = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
+    t["priority"] = json!(80);
+    t["owner"] = json!("boss");
+    t["due"] = json!("2030-01-02T03:04:05.000+0000");
+    t["name"] = json!("Review order 1");
+    engine
+        .ok(Method::PUT, &format!("/task/{task}"), Some(t))
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskUpdated")).await;
+    let update = data(e.last().unwrap());
+    assert_eq!(update["priority"], 80);
+    assert_eq!(update["owner"], "boss");
+    assert_eq!(update["due"], "2030-01-02T03:04:05.000Z");
+    assert_eq!(update["name"], "Review order 1");
+    assert!(
+        update.get("description").is_none(),
+        "unchanged fields are left out: {update}"
+    );
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/complete"),
+            Some(json!({"variables": {}})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskCompleted")).await;
+    assert_eq!(data(e.last().unwrap())["completedBy"], "mary");
+    // Every event names its source; nothing more comes after the end.
+    assert!(e
+        .iter()
+        .all(|ev| data(ev)["source"]["processInstanceId"] == instance));
+}
+
+#[tokio::test]
+async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_standalone_tasks() {
+    let (engine, _bus, bus, _collector) = setup("poll-processes", &[]).await;
+
+    // A create listener adds a candidate user inside the engine's transaction.
+    let instance = engine.start("candidateListener", "l-1", json!({})).await;
+    let task = engine.task_id(&instance).await;
+    let e = expect_stream(&bus, &task, &["TaskCreated"]).await;
+    assert_eq!(data(&e[0])["candidateUsers"], json!(["kermit"]));
+    assert_eq!(data(&e[0])["candidateGroups"], json!(["approvers"]));
+
+    // A boundary timer removes the task.
+    let instance = engine
+        .start(
+            "boundaryTimer",
+            "t-1",
+            json!({"timeout": {"value": "PT1S", "type": "String"}}),
+        )
+        .await;
+    let task = engine.task_id(&instance).await;
+    let e = expect_stream(&bus, &task, &["TaskCreated", "TaskDeleted"]).await;
+    let reason = data(&e[1])["deleteReason"].clone();
+    assert!(
+        reason.is_string() && reason != "completed",
+        "deleteReason {reason}"
+    );
+
+    // Multi-instance: one task per voter, each assigned at creation.
+    let instance = engine
+        .start("multiInstance", "m-1", json!({"voters": {
+            "value": "[\"ann\",\"bob\",\"cid\"]",
+            "type": "Object",
+            "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}
+        }}))
+        .await;
+    let tasks = engine
+        .tasks(&format!("processInstanceId={instance}"), 3)
+        .await;
+    let mut assignees = Vec::new();
+    for t in &tasks {
+        let e = expect_stream(&bus, t["id"].as_str().unwrap(), &["TaskCreated"]).await;
+        assignees.push(
+            data(&e[0])["assignee"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assignees.sort();
+    assert_eq!(assignees, ["ann", "bob", "cid"]);
+    engine.delete_instance(&instance).await;
+    for t in &tasks {
+        expect_stream(
+            &bus,
+            t["id"].as_str().unwrap(),
+            &["TaskCreated", "TaskDeleted"],
+        )
+        .await;
+    }
+
+    // A call activity: the task belongs to the called process, with the business key passed on.
+    let parent = engine.start("callParent", "c-1", json!({})).await;
+    let children = engine
+        .ok(
+            Method::GET,
+            &format!("/process-instance?superProcessInstance={parent}"),
+            None,
+        )
+        .await;
+    let child = children[0]["id"].as_str().expect("called instance");
+    let task = engine.task_id(child).await;
+    let e = expect_stream(&bus, &task, &["TaskCreated"]).await;
+    assert_eq!(
+        data(&e[0])["source"]["processDefinitionKey"],
+        "simpleUserTask"
+    );
+    assert_eq!(data(&e[0])["source"]["businessKey"], "c-1");
+    engine.delete_instance(&parent).await;
+
+    // A standalone task (no process), changed, then deleted.
+    let id = format!("standalone-{}", Uuid::new_v4().simple());
+    engine
+        .ok(
+            Method::POST,
+            "/task/create",
+            Some(json!({"id": id, "name": "Call the customer", "priority": 10})),
+        )
+        .await;
+    let e = expect_stream(&bus, &id, &["TaskCreated"]).await;
+    assert_eq!(data(&e[0])["source"]["processInstanceId"], Value::Null);
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{id}/claim"),
+            Some(json!({"userId": "demo"})),
+        )
+        .await;
+    expect_stream(&bus, &id, &["TaskCreated", "TaskAssigned"]).await;
+    engine
+        .ok(Method::DELETE, &format!("/task/{id}"), None)
+        .await;
+    expect_stream(&bus, &id, &["TaskCreated", "TaskAssigned", "TaskDeleted"]).await;
+}
+
+#[tokio::test]
+async fn a_task_created_and_completed_between_two_polls_is_reported() {
+    // Polls far apart: the task lives and ends before the next look.
+    let (engine, _bus, bus, _collector) = setup("poll-between", &["--poll-interval", "3s"]).await;
+    let instance = engine.start("simpleUserTask", "between-1", json!({})).await;
+    let task = engine.task_id(&instance).await;
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/claim"),
+            Some(json!({"userId": "demo"})),
+        )
+        .await;
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/complete"),
+            Some(json!({})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &["TaskCreated", "TaskCompleted"]).await;
+    assert_eq!(data(&e[0])["candidateGroups"], json!(["reviewers"]));
+    assert_eq!(data(&e[1])["completedBy"], "demo");
+}
+
+async fn send(
+    bus: &BusClient,
+    app: &str,
+    kind: &str,
+    payload: Value,
+) -> Result<Value, (u16, String)> {
+    let request = CommandRequest {
+        id: Uuid::new_v4(),
+        command_type: kind.into(),
+        routing_key: app.into(),
+        payload,
+        timeout_ms: Some(20_000),
+    };
+    match bus.send_command(&request).await {
+        Ok(r) => Ok(r.result),
+        Err(taskpool_api::ClientError::Api { status, body }) => Err((status, body.error.code)),
+        Err(e) => panic!("command {kind}: {e}"),
+    }
+}
+
+/// The result names the event that records the command's effect.
+async fn assert_recorded(bus: &BusClient, result: &Value, event_type: &str) -> Value {
+    let task = result["taskId"].as_str().expect("taskId");
+    let position = result["position"].as_u64().expect("position");
+    // The node that answers the read may apply the event a moment after the leader did.
+    let at = wait_for(
+        &format!("event at {result}"),
+        Duration::from_secs(10),
+        || async move {
+            stream(bus, task)
+                .await
+                .into_iter()
+                .find(|e| e.position == position)
+        },
+    )
+    .await;
+    assert_eq!(at.event_type, event_type, "{result}");
+    data(&at)
+}
+
+#[tokio::test]
+async fn commands_take_effect_on_the_engine_and_name_their_event() {
+    let (engine, _bus, bus, collector) = setup("commands", &[]).await;
+    let app = collector.app.clone();
+
+    let r = send(&bus, &app, "StartProcess", json!({"processDefinitionKey": "simpleUserTask", "businessKey": "cmd-1", "variables": {"amount": 7}})).await.expect("start");
+    let created = assert_recorded(&bus, &r, "TaskCreated").await;
+    assert_eq!(created["payload"]["amount"], 7);
+    assert_eq!(created["source"]["businessKey"], "cmd-1");
+    let task = r["taskId"].as_str().unwrap().to_owned();
+
+    let r = send(
+        &bus,
+        &app,
+        "ClaimTask",
+        json!({"taskId": task, "user": "demo"}),
+    )
+    .await
+    .expect("claim");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        "demo"
+    );
+    assert_eq!(
+        engine.ok(Method::GET, &format!("/task/{task}"), None).await["assignee"],
+        "demo"
+    );
+
+    // Claimed by someone else: a clear conflict, nothing changes.
+    assert_eq!(
+        send(
+            &bus,
+            &app,
+            "ClaimTask",
+            json!({"taskId": task, "user": "mary"})
+        )
+        .await,
+        Err((409, "already_claimed".into()))
+    );
+
+    let r = send(&bus, &app, "UnclaimTask", json!({"taskId": task}))
+        .await
+        .expect("unclaim");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        Value::Null
+    );
+
+    let r = send(
+        &bus,
+        &app,
+        "AssignTask",
+        json!({"taskId": task, "user": "mary"}),
+    )
+    .await
+    .expect("assign");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        "mary"
+    );
+
+    let r = send(
+        &bus,
+        &app,
+        "DeferTask",
+        json!({"taskId": task, "followUp": "2031-05-06T07:08:09.000Z"}),
+    )
+    .await
+    .expect("defer");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskUpdated").await["followUp"],
+        "2031-05-06T07:08:09.000Z"
+    );
+    let t = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
+    assert_eq!(t["followUp"], "2031-05-06T07:08:09.000+0000");
+    assert_eq!(
+        t["assignee"], "mary",
+        "the read-modify-write keeps every other field"
+    );
+
+    let r = send(&bus, &app, "UndeferTask", json!({"taskId": task}))
+        .await
+        .expect("undefer");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskUpdated").await["followUp"],
+        Value::Null
+    );
+
+    let r = send(&bus, &app, "CompleteTask", json!({"taskId": task, "user": "mary", "variables": {"approved": true, "score": 3.5, "comment": "fine"}}))
+        .await
+        .expect("complete");
+    assert_eq!(
+        assert_recorded(&bus, &r, "TaskCompleted").await["completedBy"],
+        "mary"
+    );
+    let vars = engine
+        .ok(
+            Method::GET,
+            &format!(
+                "/history/variable-instance?processInstanceId={}",
+                created["source"]["processInstanceId"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let by_name: HashMap<String, Value> = vars
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap().to_owned(), v["value"].clone()))
+        .collect();
+    assert_eq!(by_name.get("approved"), Some(&json!(true)));
+    assert_eq!(by_name.get("score"), Some(&json!(3.5)));
+    assert_eq!(by_name.get("comment"), Some(&json!("fine")));
+
+    // Errors map to clear statuses.
+    assert_eq!(
+        send(
+            &bus,
+            &app,
+            "ClaimTask",
+            json!({"taskId": "no-such-task", "user": "demo"})
+        )
+        .await,
+        Err((404, "task_not_found".into()))
+    );
+    assert_eq!(
+        send(&bus, &app, "CompleteTask", json!({"taskId": task})).await,
+        Err((404, "task_not_found".into()))
+    );
+    assert_eq!(
+        send(&bus, &app, "ClaimTask", json!({"taskId": task})).await,
+        Err((422, "bad_payload".into()))
+    );
+    assert_eq!(
+        send(
+            &bus,
+            &app,
+            "DeferTask",
+            json!({"taskId": task, "followUp": "tomorrow"})
+        )
+        .await,
+        Err((422, "bad_payload".into()))
+    );
+    assert_eq!(
+        send(
+            &bus,
+            &app,
+            "StartProcess",
+            json!({"processDefinitionKey": "noSuchProcess"})
+        )
+        .await
+        .map_err(|e| e.0),
+        Err(404)
+    );
+}
+
+#[tokio::test]
+async fn a_burst_arrives_complete_even_when_the_collector_is_killed_mid_burst() {
+    let (engine, _bus, bus, mut collector) = setup("burst", &["--concurrency", "16"]).await;
+    const N: usize = 1000;
+    let business = format!("burst-{}", Uuid::new_v4().simple());
+    let starts = futures::stream::iter(0..N)
+        .map(|i| {
+            let engine = engine.clone();
+            let bk = format!("{business}-{i}");
+            async move {
+                engine
+                    .start(
+                        "simpleUserTask",
+                        &bk,
+                        json!({"i": {"value": i, "type": "Integer"}}),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(8);
+    let mut starts = Box::pin(starts);
+    let mut instances = Vec::new();
+    while let Some(id) = starts.next().await {
+        instances.push(id);
+        if instances.len() == N / 2 {
+            collector.kill();
+            collector.spawn();
+        }
+    }
+    // Every task of the burst, from the engine's side.
+    let mut tasks = Vec::new();
+    for chunk in instances.chunks(100) {
+        let ids = chunk.join(",");
+        let found = engine
+            .tasks(
+                &format!("processInstanceIdIn={ids}&maxResults=1000"),
+                chunk.len(),
+            )
+            .await;
+        tasks.extend(found.iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(tasks.len(), N);
+    collector.wait_active(Duration::from_secs(30)).await;
+    for task in &tasks {
+        let e = expect_stream(&bus, task, &["TaskCreated"]).await;
+        assert!(data(&e[0])["source"]["businessKey"]
+            .as_str()
+            .unwrap()
+            .starts_with(&business));
+    }
+    futures::stream::iter(&instances)
+        .for_each_concurrent(8, |id| engine.delete_instance(id))
+        .await;
+    for task in &tasks {
+        expect_stream(&bus, task, &["TaskCreated", "TaskDeleted"]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_standby_collector_takes_over_when_the_active_one_dies() {
+    let (engine, bus_cluster, bus, mut first) = setup("failover", &[]).await;
+    let second = Collector::start(&first.app, &bus_cluster, &[]);
+    // Only one of the two works.
+    wait_for("second collector up", Duration::from_secs(30), || async {
+        reqwest::get(format!("{}/health/ready", second.url()))
+            .await
+            .ok()
+            .filter(|r| r.status().is_success())
+    })
+    .await;
+    assert!(first.is_active().await);
+    assert!(!second.is_active().await);
+
+    let instance = engine.start("simpleUserTask", "fo-1", json!({})).await;
+    let task = engine.task_id(&instance).await;
+    expect_stream(&bus, &task, &["TaskCreated"]).await;
+
+    first.kill();
+    let killed_at = std::time::Instant::now();
+    second.wait_active(Duration::from_secs(10)).await;
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(10),
+        "takeover took {takeover:?}"
+    );
+
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/claim"),
+            Some(json!({"userId": "demo"})),
+        )
+        .await;
+    expect_stream(&bus, &task, &["TaskCreated", "TaskAssigned"]).await;
+    // Commands reach the new active collector too.
+    let r = send(&bus, &second.app, "UnclaimTask", json!({"taskId": task}))
+        .await
+        .expect("unclaim");
+    assert_recorded(&bus, &r, "TaskAssigned").await;
+    expect_stream(
+        &bus,
+        &task,
+        &["TaskCreated", "TaskAssigned", "TaskAssigned"],
+    )
+    .await;
+    engine.delete_instance(&instance).await;
+    let metrics = second.metrics().await;
+    assert!(metrics.contains("collector_active 1"), "{metrics}");
+    // SIGTERM: steps down, releases the lock, exits cleanly.
+    let mut second = second;
+    second.stop().await;
+}

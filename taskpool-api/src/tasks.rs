@@ -1,0 +1,573 @@
+//! Task events (what the collector appends, what taskpool-core projects) and the task commands
+//! that flow the other way. One stream per task: `task-{taskId}`.
+//!
+//! Dates are RFC 3339 in UTC with milliseconds (`2026-11-23T20:40:05.123Z`), so they sort as
+//! text. The state of a task is the fold of its stream ([`Task::apply`]).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::bus::RecordedEvent;
+
+pub const TASK_CREATED: &str = "TaskCreated";
+pub const TASK_ASSIGNED: &str = "TaskAssigned";
+pub const TASK_CANDIDATES_CHANGED: &str = "TaskCandidatesChanged";
+pub const TASK_UPDATED: &str = "TaskUpdated";
+pub const TASK_COMPLETED: &str = "TaskCompleted";
+pub const TASK_DELETED: &str = "TaskDeleted";
+pub const PROCESS_DEFINITION_REGISTERED: &str = "ProcessDefinitionRegistered";
+pub const IDENTITY_SYNCED: &str = "IdentitySynced";
+
+pub fn task_stream(task_id: &str) -> String {
+    format!("task-{task_id}")
+}
+
+pub fn process_definition_stream(definition_id: &str) -> String {
+    format!("process-definition-{definition_id}")
+}
+
+pub fn identity_stream(application: &str) -> String {
+    format!("identity-{application}")
+}
+
+/// Where a task comes from; every task event carries it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceReference {
+    pub application: String,
+    pub engine: String,
+    pub process_definition_key: Option<String>,
+    pub process_definition_id: Option<String>,
+    pub process_instance_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub process_name: Option<String>,
+    pub business_key: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// A whole task: the data of `TaskCreated`, and the fold of a task stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub task_id: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub task_definition_key: Option<String>,
+    pub priority: i64,
+    pub created: String,
+    pub due: Option<String>,
+    pub follow_up: Option<String>,
+    pub assignee: Option<String>,
+    pub owner: Option<String>,
+    pub candidate_users: Vec<String>,
+    pub candidate_groups: Vec<String>,
+    pub form_key: Option<String>,
+    /// Process variables as plain JSON, filtered by the collector's include/exclude lists.
+    pub payload: Map<String, Value>,
+    pub source: SourceReference,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskAssigned {
+    pub task_id: String,
+    /// `None`: unclaimed.
+    pub assignee: Option<String>,
+    pub source: SourceReference,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCandidatesChanged {
+    pub task_id: String,
+    pub candidate_users: Vec<String>,
+    pub candidate_groups: Vec<String>,
+    pub source: SourceReference,
+}
+
+/// Only the attributes that changed are present; `null` means the attribute was cleared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUpdated {
+    pub task_id: String,
+    pub source: SourceReference,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub name: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub description: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub due: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub follow_up: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub owner: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub form_key: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Map<String, Value>>,
+}
+
+impl TaskUpdated {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.description.is_none()
+            && self.priority.is_none()
+            && self.due.is_none()
+            && self.follow_up.is_none()
+            && self.owner.is_none()
+            && self.form_key.is_none()
+            && self.payload.is_none()
+    }
+}
+
+/// A field that is present in the JSON (even as `null`) becomes `Some(..)`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCompleted {
+    pub task_id: String,
+    /// The assignee when the task was completed.
+    pub completed_by: Option<String>,
+    pub source: SourceReference,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDeleted {
+    pub task_id: String,
+    pub delete_reason: Option<String>,
+    pub source: SourceReference,
+}
+
+/// One event of a task stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    Created(Task),
+    Assigned(TaskAssigned),
+    CandidatesChanged(TaskCandidatesChanged),
+    Updated(TaskUpdated),
+    Completed(TaskCompleted),
+    Deleted(TaskDeleted),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event type {0} is not a task event")]
+    UnknownType(String),
+    #[error("bad {event_type} data: {source}")]
+    Data {
+        event_type: String,
+        source: serde_json::Error,
+    },
+}
+
+impl TaskEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            TaskEvent::Created(_) => TASK_CREATED,
+            TaskEvent::Assigned(_) => TASK_ASSIGNED,
+            TaskEvent::CandidatesChanged(_) => TASK_CANDIDATES_CHANGED,
+            TaskEvent::Updated(_) => TASK_UPDATED,
+            TaskEvent::Completed(_) => TASK_COMPLETED,
+            TaskEvent::Deleted(_) => TASK_DELETED,
+        }
+    }
+
+    pub fn task_id(&self) -> &str {
+        match self {
+            TaskEvent::Created(e) => &e.task_id,
+            TaskEvent::Assigned(e) => &e.task_id,
+            TaskEvent::CandidatesChanged(e) => &e.task_id,
+            TaskEvent::Updated(e) => &e.task_id,
+            TaskEvent::Completed(e) => &e.task_id,
+            TaskEvent::Deleted(e) => &e.task_id,
+        }
+    }
+
+    /// Completed or deleted: nothing follows in the stream.
+    pub fn is_final(&self) -> bool {
+        matches!(self, TaskEvent::Completed(_) | TaskEvent::Deleted(_))
+    }
+
+    pub fn to_json(&self) -> serde_json::Result<Box<serde_json::value::RawValue>> {
+        use serde_json::value::to_raw_value;
+        match self {
+            TaskEvent::Created(e) => to_raw_value(e),
+            TaskEvent::Assigned(e) => to_raw_value(e),
+            TaskEvent::CandidatesChanged(e) => to_raw_value(e),
+            TaskEvent::Updated(e) => to_raw_value(e),
+            TaskEvent::Completed(e) => to_raw_value(e),
+            TaskEvent::Deleted(e) => to_raw_value(e),
+        }
+    }
+
+    pub fn decode(event_type: &str, data: &str) -> Result<TaskEvent, DecodeError> {
+        fn de<T: serde::de::DeserializeOwned>(t: &str, data: &str) -> Result<T, DecodeError> {
+            serde_json::from_str(data).map_err(|source| DecodeError::Data {
+                event_type: t.to_owned(),
+                source,
+            })
+        }
+        Ok(match event_type {
+            TASK_CREATED => TaskEvent::Created(de(event_type, data)?),
+            TASK_ASSIGNED => TaskEvent::Assigned(de(event_type, data)?),
+            TASK_CANDIDATES_CHANGED => TaskEvent::CandidatesChanged(de(event_type, data)?),
+            TASK_UPDATED => TaskEvent::Updated(de(event_type, data)?),
+            TASK_COMPLETED => TaskEvent::Completed(de(event_type, data)?),
+            TASK_DELETED => TaskEvent::Deleted(de(event_type, data)?),
+            other => return Err(DecodeError::UnknownType(other.to_owned())),
+        })
+    }
+
+    pub fn from_recorded(event: &RecordedEvent) -> Result<TaskEvent, DecodeError> {
+        TaskEvent::decode(&event.event_type, event.data.get())
+    }
+}
+
+/// Where a task stream's fold stands.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum TaskFold {
+    #[default]
+    Absent,
+    Open(Task),
+    /// Completed or deleted; the last known state.
+    Finished(Task),
+}
+
+impl TaskFold {
+    pub fn apply(&mut self, event: &TaskEvent) {
+        let next = match (std::mem::take(self), event) {
+            (_, TaskEvent::Created(task)) => TaskFold::Open(task.clone()),
+            (TaskFold::Open(mut task), event) => {
+                let finished = event.is_final();
+                task.apply(event);
+                if finished {
+                    TaskFold::Finished(task)
+                } else {
+                    TaskFold::Open(task)
+                }
+            }
+            (state, _) => state,
+        };
+        *self = next;
+    }
+
+    pub fn task(&self) -> Option<&Task> {
+        match self {
+            TaskFold::Absent => None,
+            TaskFold::Open(t) | TaskFold::Finished(t) => Some(t),
+        }
+    }
+}
+
+impl Task {
+    /// Applies a change to an open task (a `Created` event replaces it).
+    pub fn apply(&mut self, event: &TaskEvent) {
+        match event {
+            TaskEvent::Created(task) => *self = task.clone(),
+            TaskEvent::Assigned(e) => self.assignee = e.assignee.clone(),
+            TaskEvent::CandidatesChanged(e) => {
+                self.candidate_users = e.candidate_users.clone();
+                self.candidate_groups = e.candidate_groups.clone();
+            }
+            TaskEvent::Updated(e) => {
+                if let Some(v) = &e.name {
+                    self.name = v.clone();
+                }
+                if let Some(v) = &e.description {
+                    self.description = v.clone();
+                }
+                if let Some(v) = e.priority {
+                    self.priority = v;
+                }
+                if let Some(v) = &e.due {
+                    self.due = v.clone();
+                }
+                if let Some(v) = &e.follow_up {
+                    self.follow_up = v.clone();
+                }
+                if let Some(v) = &e.owner {
+                    self.owner = v.clone();
+                }
+                if let Some(v) = &e.form_key {
+                    self.form_key = v.clone();
+                }
+                if let Some(v) = &e.payload {
+                    self.payload = v.clone();
+                }
+            }
+            TaskEvent::Completed(_) | TaskEvent::Deleted(_) => {}
+        }
+    }
+
+    /// The events that turn `self` into `new` (same task), in a fixed order.
+    pub fn changes_to(&self, new: &Task) -> Vec<TaskEvent> {
+        let mut events = Vec::new();
+        let source = new.source.clone();
+        let id = new.task_id.clone();
+        if self.assignee != new.assignee {
+            events.push(TaskEvent::Assigned(TaskAssigned {
+                task_id: id.clone(),
+                assignee: new.assignee.clone(),
+                source: source.clone(),
+            }));
+        }
+        if self.candidate_users != new.candidate_users
+            || self.candidate_groups != new.candidate_groups
+        {
+            events.push(TaskEvent::CandidatesChanged(TaskCandidatesChanged {
+                task_id: id.clone(),
+                candidate_users: new.candidate_users.clone(),
+                candidate_groups: new.candidate_groups.clone(),
+                source: source.clone(),
+            }));
+        }
+        fn diff<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+            (old != new).then(|| new.clone())
+        }
+        let update = TaskUpdated {
+            task_id: id,
+            source,
+            name: diff(&self.name, &new.name),
+            description: diff(&self.description, &new.description),
+            priority: diff(&self.priority, &new.priority),
+            due: diff(&self.due, &new.due),
+            follow_up: diff(&self.follow_up, &new.follow_up),
+            owner: diff(&self.owner, &new.owner),
+            form_key: diff(&self.form_key, &new.form_key),
+            payload: diff(&self.payload, &new.payload),
+        };
+        if !update.is_empty() {
+            events.push(TaskEvent::Updated(update));
+        }
+        events
+    }
+}
+
+/// `ProcessDefinitionRegistered`, stream `process-definition-{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessDefinitionRegistered {
+    pub application: String,
+    pub key: String,
+    pub id: String,
+    pub version: i64,
+    pub name: Option<String>,
+    pub version_tag: Option<String>,
+    pub startable_in_tasklist: bool,
+    pub candidate_starter_users: Vec<String>,
+    pub candidate_starter_groups: Vec<String>,
+    pub form_key: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// `IdentitySynced`, stream `identity-{application}`: every user the engine knows and the ids
+/// of its groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySynced {
+    pub application: String,
+    pub users: Vec<IdentityUser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityUser {
+    pub id: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// Task command types (routing key: the collector's application name).
+pub const CLAIM_TASK: &str = "ClaimTask";
+pub const UNCLAIM_TASK: &str = "UnclaimTask";
+pub const ASSIGN_TASK: &str = "AssignTask";
+pub const COMPLETE_TASK: &str = "CompleteTask";
+pub const DEFER_TASK: &str = "DeferTask";
+pub const UNDEFER_TASK: &str = "UndeferTask";
+pub const START_PROCESS: &str = "StartProcess";
+pub const TASK_COMMAND_TYPES: [&str; 7] = [
+    CLAIM_TASK,
+    UNCLAIM_TASK,
+    ASSIGN_TASK,
+    COMPLETE_TASK,
+    DEFER_TASK,
+    UNDEFER_TASK,
+    START_PROCESS,
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimTask {
+    pub task_id: String,
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UnclaimTask {
+    pub task_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AssignTask {
+    pub task_id: String,
+    /// `None` unassigns.
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompleteTask {
+    pub task_id: String,
+    pub user: Option<String>,
+    /// Plain JSON values; the collector converts them to Camunda typed values.
+    #[serde(default)]
+    pub variables: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeferTask {
+    pub task_id: String,
+    /// RFC 3339.
+    pub follow_up: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UndeferTask {
+    pub task_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartProcess {
+    pub process_definition_key: String,
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub variables: Map<String, Value>,
+    pub user: Option<String>,
+}
+
+/// What a task command answers: the event that records its effect, so the caller can wait
+/// until a projection has reached `position` (read-your-writes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskCommandResult {
+    /// The task (for StartProcess: the first task of the new instance, if any).
+    pub task_id: Option<String>,
+    pub process_instance_id: Option<String>,
+    /// Global position of the last event of the affected stream after the command.
+    pub position: u64,
+    pub stream: Option<String>,
+    pub version: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        Task {
+            task_id: "t1".into(),
+            name: Some("Review".into()),
+            priority: 50,
+            created: "2026-11-23T20:40:05.123Z".into(),
+            candidate_groups: vec!["reviewers".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn changes_fold_back_to_the_new_state() {
+        let old = task();
+        let mut new = old.clone();
+        new.assignee = Some("demo".into());
+        new.candidate_users = vec!["kermit".into()];
+        new.follow_up = Some("2026-12-01T00:00:00.000Z".into());
+        new.name = None;
+        let events = old.changes_to(&new);
+        let types: Vec<_> = events.iter().map(|e| e.event_type()).collect();
+        assert_eq!(
+            types,
+            [TASK_ASSIGNED, TASK_CANDIDATES_CHANGED, TASK_UPDATED]
+        );
+        let mut folded = TaskFold::Open(old);
+        for e in &events {
+            let json = e.to_json().expect("encode");
+            let back = TaskEvent::decode(e.event_type(), json.get()).expect("decode");
+            assert_eq!(&back, e);
+            folded.apply(&back);
+        }
+        assert_eq!(folded, TaskFold::Open(new.clone()));
+        assert!(new.changes_to(&new).is_empty());
+    }
+
+    #[test]
+    fn an_update_says_which_fields_were_cleared() {
+        let old = task();
+        let mut new = old.clone();
+        new.name = None;
+        let events = old.changes_to(&new);
+        let [TaskEvent::Updated(update)] = events.as_slice() else {
+            panic!("expected one TaskUpdated, got {events:?}")
+        };
+        let json = serde_json::to_value(update).expect("encode");
+        assert_eq!(json["name"], Value::Null);
+        assert!(json.get("priority").is_none());
+    }
+
+    #[test]
+    fn a_finished_task_ignores_later_events() {
+        let mut fold = TaskFold::default();
+        fold.apply(&TaskEvent::Created(task()));
+        fold.apply(&TaskEvent::Completed(TaskCompleted {
+            task_id: "t1".into(),
+            completed_by: None,
+            source: SourceReference::default(),
+        }));
+        fold.apply(&TaskEvent::Assigned(TaskAssigned {
+            task_id: "t1".into(),
+            assignee: Some("x".into()),
+            source: SourceReference::default(),
+        }));
+        assert_eq!(fold, TaskFold::Finished(task()));
+    }
+}

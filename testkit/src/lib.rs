@@ -1,0 +1,307 @@
+//! Test support shared by the workspace's integration tests: real three-node clusters of
+//! `raft-bus` processes on loopback, and waiting for a condition with a deadline.
+
+#![allow(clippy::unwrap_used)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use taskpool_api::bus::{ClusterInfo, RecordedEvent};
+use taskpool_api::{BusClient, ClientConfig};
+use tokio::time::Instant;
+
+pub const TOKEN: &str = "test-token";
+
+/// Waits for `check` to give `Some`, polling, until the deadline; panics with `what` after it.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `raft-bus` binary next to the running test's directory (`target/<profile>/`), or
+/// `RAFT_BUS_BIN`. `cargo test --workspace` builds it before any test runs.
+pub fn raft_bus_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RAFT_BUS_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/raft-bus
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("raft-bus"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p raft-bus` (or set RAFT_BUS_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+pub struct Node {
+    pub id: u64,
+    pub addr: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.with_extension("log")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("node is running").id() as i32)
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    peers: String,
+    extra_args: Vec<String>,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// Starts three nodes with the same `--peers` and waits until every one is ready.
+    pub async fn start(extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nodes: Vec<Node> = (1..=3)
+            .map(|id| Node {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            peers,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
+        for id in 1..=3 {
+            cluster.spawn(id);
+        }
+        for id in 1..=3 {
+            cluster.wait_ready(id).await;
+        }
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    /// Starts (or restarts, with its data dir) node `id`.
+    pub fn spawn(&mut self, id: u64) {
+        let peers = self.peers.clone();
+        let extra = self.extra_args.clone();
+        let node = &mut self.nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.log_path())
+            .expect("node log file");
+        let child = Command::new(raft_bus_binary())
+            .args(["--node-id", &id.to_string(), "--listen", &node.addr])
+            .arg("--data-dir")
+            .arg(&node.dir)
+            .args(["--peers", &peers, "--token", TOKEN])
+            .args(&extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start raft-bus");
+        node.child = Some(child);
+    }
+
+    /// Starts one more node that is not in `--peers`: it waits to be added as a learner.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let dir = self._dir.path().join(format!("node-{id}"));
+        self.nodes.push(Node {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            dir,
+            child: None,
+        });
+        self.spawn(id);
+        id
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[(id - 1) as usize];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, id: u64, signal: Signal) {
+        kill(self.node(id).pid(), signal).expect("signal node");
+    }
+
+    pub async fn wait_ready(&self, id: u64) {
+        let url = format!("{}/health/ready", self.node(id).url());
+        let http = self.http.clone();
+        wait_for(&format!("node {id} ready"), Duration::from_secs(30), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let r = http.get(&url).send().await.ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// A client that knows only the given nodes.
+    pub fn client(&self, ids: &[u64]) -> BusClient {
+        let urls = ids.iter().map(|id| self.node(*id).url()).collect();
+        let mut config = ClientConfig::new(urls, Some(TOKEN.into()));
+        config.idle_timeout = Duration::from_secs(5);
+        BusClient::new(config).expect("client")
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    pub async fn cluster_info(&self, id: u64) -> Option<ClusterInfo> {
+        self.client(&[id]).cluster().await.ok()
+    }
+
+    /// The leader that every running node agrees on.
+    pub async fn leader(&self) -> u64 {
+        let running = self.running();
+        wait_for("an agreed leader", Duration::from_secs(30), || {
+            let running = running.clone();
+            async move {
+                let mut leader = None;
+                for id in running {
+                    let l = self.cluster_info(id).await?.leader_id?;
+                    if leader.is_some_and(|x| x != l) {
+                        return None;
+                    }
+                    leader = Some(l);
+                }
+                leader
+            }
+        })
+        .await
+    }
+
+    /// The agreed leader and one running follower.
+    pub async fn leader_and_follower(&self) -> (u64, u64) {
+        let leader = self.leader().await;
+        let follower = self
+            .running()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a running follower");
+        (leader, follower)
+    }
+
+    /// Every event on node `id`, read page by page.
+    pub async fn all_events(&self, id: u64) -> Vec<RecordedEvent> {
+        let client = self.client(&[id]);
+        let mut out = Vec::new();
+        loop {
+            let page = client
+                .events(out.len() as u64 + 1, 1000)
+                .await
+                .expect("read events");
+            if page.events.is_empty() {
+                return out;
+            }
+            out.extend(page.events);
+        }
+    }
+
+    /// Waits until node `id` has applied at least `head` positions.
+    pub async fn wait_head(&self, id: u64, head: u64) {
+        wait_for(
+            &format!("node {id} to reach position {head}"),
+            Duration::from_secs(60),
+            || async move {
+                let info = self.cluster_info(id).await?;
+                (info.head_position >= head).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The nodes' own words are the best clue to a failed test.
+            for node in &self.nodes {
+                let log = std::fs::read_to_string(node.log_path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- last lines of node {} ---", node.id);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGCONT);
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
