@@ -1,0 +1,210 @@
+package dev.taskpool.plugin;
+
+import java.time.ZoneId;
+import java.time.format.DateTimeFormatter;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Date;
+import java.util.List;
+import java.util.Set;
+import org.camunda.bpm.engine.impl.core.variable.CoreVariableInstance;
+import org.camunda.bpm.engine.impl.db.entitymanager.DbEntityManager;
+import org.camunda.bpm.engine.impl.interceptor.CommandContext;
+import org.camunda.bpm.engine.impl.persistence.entity.ExecutionEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.IdentityLinkEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.ProcessDefinitionEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.VariableInstanceEntity;
+import org.camunda.bpm.engine.task.IdentityLinkType;
+import org.camunda.bpm.engine.variable.value.SerializableValue;
+import org.camunda.bpm.engine.variable.value.TypedValue;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Renders what the engine knows about one task, inside the command context, as the part of a hook
+ * record after {@code "event"}: task, candidateUsers, candidateGroups, processDefinitionKey,
+ * processName, businessKey, variables. The caller adds event and deleteReason, which depend on
+ * everything that happened to the task in the transaction.
+ */
+final class TaskSnapshot {
+
+  private static final Logger LOG = LoggerFactory.getLogger(TaskSnapshot.class);
+
+  /** Camunda REST's date format; like the REST API, in the JVM's default time zone. */
+  private static final DateTimeFormatter DATE_FORMAT =
+      DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSSZ").withZone(ZoneId.systemDefault());
+
+  /** Variable types sent, by Camunda's type name; everything else (object, bytes, file, xml…) is left out. */
+  private static final Set<String> SENT_TYPES =
+      Set.of("null", "string", "boolean", "short", "integer", "long", "double", "date", "json");
+
+  private TaskSnapshot() {}
+
+  static String formatDate(Date date) {
+    return date == null ? null : DATE_FORMAT.format(date.toInstant());
+  }
+
+  static String render(CommandContext commandContext, TaskEntity task, int maxVariableChars) {
+    JsonWriter json = new JsonWriter();
+    json.beginObject(); // only to get the commas right; stripped below
+    writeTask(json.name("task"), task);
+
+    List<String> users = new ArrayList<>();
+    List<String> groups = new ArrayList<>();
+    candidates(commandContext, task, users, groups);
+    writeStrings(json.name("candidateUsers"), users);
+    writeStrings(json.name("candidateGroups"), groups);
+
+    ProcessDefinitionEntity definition = task.getProcessDefinitionId() == null ? null : task.getProcessDefinition();
+    ExecutionEntity processInstance = task.getProcessInstanceId() == null ? null : task.getProcessInstance();
+    json.name("processDefinitionKey").value(definition == null ? null : definition.getKey());
+    json.name("processName").value(definition == null ? null : definition.getName());
+    json.name("businessKey").value(processInstance == null ? null : processInstance.getBusinessKey());
+
+    // Process tasks carry their process instance's variables, standalone tasks their own.
+    List<CoreVariableInstance> variables =
+        processInstance != null ? processInstance.getVariableInstancesLocal() : task.getVariableInstancesLocal();
+    writeVariables(json.name("variables"), commandContext.getDbEntityManager(), variables, maxVariableChars);
+    json.endObject();
+
+    String object = json.toString();
+    return object.substring(1, object.length() - 1);
+  }
+
+  /** The fields of Camunda REST's TaskDto that the contract names, with the same names. */
+  private static void writeTask(JsonWriter json, TaskEntity task) {
+    json.beginObject()
+        .name("id").value(task.getId())
+        .name("name").value(task.getName())
+        .name("description").value(task.getDescription())
+        .name("assignee").value(task.getAssignee())
+        .name("owner").value(task.getOwner())
+        .name("created").value(formatDate(task.getCreateTime()))
+        .name("due").value(formatDate(task.getDueDate()))
+        .name("followUp").value(formatDate(task.getFollowUpDate()))
+        .name("lastUpdated").value(formatDate(task.getLastUpdated()))
+        .name("priority").value(task.getPriority())
+        .name("processDefinitionId").value(task.getProcessDefinitionId())
+        .name("processInstanceId").value(task.getProcessInstanceId())
+        .name("executionId").value(task.getExecutionId())
+        .name("taskDefinitionKey").value(task.getTaskDefinitionKey())
+        .name("formKey").value(formKey(task))
+        .name("tenantId").value(task.getTenantId())
+        .name("caseInstanceId").value(task.getCaseInstanceId())
+        .name("parentTaskId").value(task.getParentTaskId())
+        .endObject();
+  }
+
+  /** The form key may be an expression; REST evaluates it per read, so do the same, but never fail over it. */
+  private static String formKey(TaskEntity task) {
+    try {
+      task.initializeFormKey();
+      return task.getFormKey();
+    } catch (RuntimeException e) {
+      LOG.debug("Taskpool hook: cannot evaluate the form key of task {}: {}", task.getId(), e.toString());
+      return null;
+    }
+  }
+
+  /**
+   * Candidate links as they will be after this transaction commits. TaskEntity's own cached link
+   * list is not updated when a single link is deleted, so read the entity cache instead: first load
+   * the persisted links into it (a brand-new task has none), then take the task's links that are
+   * not marked deleted, including ones inserted in this transaction and not yet flushed.
+   */
+  private static void candidates(CommandContext commandContext, TaskEntity task, List<String> users, List<String> groups) {
+    DbEntityManager db = commandContext.getDbEntityManager();
+    if (!db.getDbEntityCache().isTransient(task)) {
+      commandContext.getIdentityLinkManager().findIdentityLinksByTaskId(task.getId());
+    }
+    for (IdentityLinkEntity link : db.getCachedEntitiesByType(IdentityLinkEntity.class)) {
+      if (task.getId().equals(link.getTaskId()) && IdentityLinkType.CANDIDATE.equals(link.getType()) && !db.isDeleted(link)) {
+        if (link.getUserId() != null) {
+          users.add(link.getUserId());
+        }
+        if (link.getGroupId() != null) {
+          groups.add(link.getGroupId());
+        }
+      }
+    }
+    Collections.sort(users);
+    Collections.sort(groups);
+  }
+
+  private static void writeStrings(JsonWriter json, List<String> values) {
+    json.beginArray();
+    String previous = null;
+    for (String value : values) { // sorted, so duplicates are adjacent
+      if (!value.equals(previous)) {
+        json.value(value);
+      }
+      previous = value;
+    }
+    json.endArray();
+  }
+
+  /**
+   * Variables in the shape of REST's VariableValueDto with deserializeValues=false, only for simple
+   * types. The type is known without reading the value, so large binary values are never loaded.
+   */
+  private static void writeVariables(JsonWriter json, DbEntityManager db, List<CoreVariableInstance> variables, int maxChars) {
+    json.beginObject();
+    for (CoreVariableInstance variable : variables) {
+      if (!(variable instanceof VariableInstanceEntity)) {
+        continue;
+      }
+      VariableInstanceEntity entity = (VariableInstanceEntity) variable;
+      if (entity.isTransient() || db.isDeleted(entity) || !SENT_TYPES.contains(entity.getTypeName())) {
+        continue;
+      }
+      try {
+        writeVariable(json, entity, maxChars);
+      } catch (RuntimeException e) {
+        LOG.debug("Taskpool hook: leaving out variable {}: {}", entity.getName(), e.toString());
+      }
+    }
+    json.endObject();
+  }
+
+  private static void writeVariable(JsonWriter json, VariableInstanceEntity variable, int maxChars) {
+    String typeName = variable.getTypeName();
+    TypedValue typed = variable.getTypedValue(false);
+    Object value;
+    if (typed instanceof SerializableValue) {
+      // Json (Spin). Never call getValue() on a serialized value: Spin would deserialize it in the
+      // engine's cache and drop the text, and the engine may then write the variable back.
+      SerializableValue serializable = (SerializableValue) typed;
+      Object deserialized = serializable.isDeserialized() ? serializable.getValue() : null;
+      value = serializable.isDeserialized() ? (deserialized == null ? null : deserialized.toString())
+          : serializable.getValueSerialized();
+    } else {
+      value = typed.getValue();
+    }
+    if (value instanceof String && ((String) value).length() > maxChars) {
+      return;
+    }
+    if (value instanceof Double && !Double.isFinite((Double) value)) {
+      return; // NaN and infinities have no JSON form
+    }
+    String restType = Character.toUpperCase(typeName.charAt(0)) + typeName.substring(1);
+    // Build the entry first so a failure leaves no half-written name behind.
+    JsonWriter entry = new JsonWriter().beginObject().name("type").value(restType).name("value");
+    if (value == null) {
+      entry.nullValue();
+    } else if (value instanceof String) {
+      entry.value((String) value);
+    } else if (value instanceof Boolean) {
+      entry.value((Boolean) value);
+    } else if (value instanceof Double) {
+      entry.value((Double) value);
+    } else if (value instanceof Number) {
+      entry.value(((Number) value).longValue());
+    } else if (value instanceof Date) {
+      entry.value(formatDate((Date) value));
+    } else {
+      return;
+    }
+    json.name(variable.getName()).raw(entry.endObject().toString());
+  }
+}

@@ -1,0 +1,247 @@
+package dev.taskpool.plugin;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import org.camunda.bpm.engine.impl.cfg.TransactionState;
+import org.camunda.bpm.engine.impl.context.Context;
+import org.camunda.bpm.engine.impl.interceptor.CommandContext;
+import org.camunda.bpm.engine.impl.interceptor.Session;
+import org.camunda.bpm.engine.impl.interceptor.SessionFactory;
+import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Collects the tasks touched in one command context (= one transaction for REST calls, jobs and
+ * Tasklist actions) and turns them into one hook record per task.
+ *
+ * <p>It is a command-context {@link Session}: the engine opens one per command context on first
+ * use, and calls {@link #flush()} after the command's logic and every command-context-close
+ * listener (TaskEntity writes its history "update" there). Sessions flush newest first, and this
+ * one is always opened after the entity manager's, so it flushes before anything is written to the
+ * database: the in-memory entities hold their final state and queries still work, so live tasks are
+ * rendered there. A session is used rather than a CommandContextListener because the
+ * engine iterates those listeners in a way that fails if one is registered while they run, which
+ * would happen when the first task event of a command comes from TaskEntity's own close listener.
+ *
+ * <p>Tasks that end (complete/delete) are rendered when they end instead: right after, the engine
+ * removes their candidate links and variables, and the process instance may be gone as well.
+ */
+final class TransactionFold implements Session {
+
+  private static final Logger LOG = LoggerFactory.getLogger(TransactionFold.class);
+
+  static final class Factory implements SessionFactory {
+    private final HookSender sender;
+    private final int maxVariableChars;
+
+    Factory(HookSender sender, int maxVariableChars) {
+      this.sender = sender;
+      this.maxVariableChars = maxVariableChars;
+    }
+
+    @Override
+    public Class<?> getSessionType() {
+      return TransactionFold.class;
+    }
+
+    @Override
+    public Session openSession() {
+      return new TransactionFold(sender, maxVariableChars);
+    }
+  }
+
+  /** What happened to one task in this transaction. */
+  private static final class Entry {
+    TaskEntity task;
+    boolean created;
+    boolean assigned;
+    boolean completed;
+    boolean deleted;
+    /** The delete reason from the history event that ended the task. */
+    String endReason;
+    /** The assignee before the first assignee identity-link event of this transaction. */
+    boolean assigneeLinkSeen;
+    String assigneeBefore;
+    /** Rendered when the task ended (see class comment). */
+    String endSnapshot;
+    /** The finished record, set at flush. */
+    String record;
+  }
+
+  private final HookSender sender;
+  private final int maxVariableChars;
+  private final Map<String, Entry> entries = new LinkedHashMap<>();
+  private boolean flushed;
+
+  private TransactionFold(HookSender sender, int maxVariableChars) {
+    this.sender = sender;
+    this.maxVariableChars = maxVariableChars;
+  }
+
+  /** The fold of the current command context, or null outside of one. */
+  static TransactionFold current() {
+    CommandContext commandContext = Context.getCommandContext();
+    return commandContext == null ? null : commandContext.getSession(TransactionFold.class);
+  }
+
+  /** A built-in task listener fired (BPMN user tasks only). */
+  void onTaskListener(TaskEntity task, String event) {
+    Entry entry = entry(task.getId(), task);
+    switch (event) {
+      case "create": entry.created = true; break;
+      case "assignment": entry.assigned = true; break;
+      case "complete": entry.completed = true; snapshotEnd(entry); break;
+      case "delete": entry.deleted = true; snapshotEnd(entry); break;
+      default: break; // update: the default
+    }
+    afterEvent(entry);
+  }
+
+  /**
+   * A task history event (every task, also standalone ones): create, update, complete, migrate.
+   * The engine reports every end of a task as "complete", deletions included; only the delete
+   * reason ("completed" or not) tells them apart.
+   */
+  void onTaskHistory(String taskId, String eventType, String deleteReason) {
+    Entry entry = entry(taskId, null);
+    switch (eventType) {
+      case "create":
+        entry.created = true;
+        break;
+      case "complete":
+      case "delete":
+        entry.endReason = deleteReason;
+        if ("completed".equals(deleteReason)) {
+          entry.completed = true;
+        } else {
+          entry.deleted = true;
+        }
+        snapshotEnd(entry);
+        break;
+      default:
+        break;
+    }
+    afterEvent(entry);
+  }
+
+  /**
+   * An identity-link history event. Candidate changes need no flag (they are "update"). Assignee
+   * links are how a standalone task's assignee change shows up (it has no task listeners), but the
+   * engine also logs them (delete old + add new) when an update merely re-sets the same assignee,
+   * so remember the assignee from before and compare it with the final one.
+   */
+  void onIdentityLinkHistory(String taskId, String linkType, String operationType, String userId) {
+    Entry entry = entry(taskId, null);
+    if ("assignee".equals(linkType) && !entry.assigneeLinkSeen) {
+      entry.assigneeLinkSeen = true;
+      entry.assigneeBefore = "delete".equals(operationType) ? userId : null;
+    }
+    afterEvent(entry);
+  }
+
+  private Entry entry(String taskId, TaskEntity task) {
+    Entry entry = entries.get(taskId);
+    if (entry == null) {
+      entry = new Entry();
+      if (entries.isEmpty()) {
+        // One listener per transaction, registered with the first task it touches.
+        Context.getCommandContext().getTransactionContext()
+            .addTransactionListener(TransactionState.COMMITTED, commandContext -> afterCommit());
+      }
+      entries.put(taskId, entry);
+    }
+    if (task == null && entry.task == null) {
+      // History events carry only the id; the entity is in the cache because it was just changed.
+      task = Context.getCommandContext().getDbEntityManager().getCachedEntity(TaskEntity.class, taskId);
+    }
+    if (task != null) {
+      entry.task = task;
+    }
+    return entry;
+  }
+
+  private void snapshotEnd(Entry entry) {
+    if (entry.endSnapshot == null && entry.task != null) {
+      entry.endSnapshot = render(entry.task);
+    }
+  }
+
+  /** The engine does not fire task events while sessions flush, but if it ever did, keep the record final. */
+  private void afterEvent(Entry entry) {
+    if (flushed) {
+      entry.record = record(entry);
+    }
+  }
+
+  @Override
+  public void flush() {
+    for (Entry entry : entries.values()) {
+      entry.record = record(entry);
+    }
+    flushed = true;
+  }
+
+  @Override
+  public void close() {
+    // nothing to release; an uncommitted transaction never reaches afterCommit
+  }
+
+  private String record(Entry entry) {
+    TaskEntity task = entry.task;
+    if (task == null) {
+      return null; // not in this command's cache: nothing we could report reliably
+    }
+    boolean ended = task.isDeleted(); // set by the engine on every way a task ends
+    // A complete listener may have fired for a task that then did not end (e.g. the listener threw a
+    // BPMN error that was caught elsewhere): only trust the end flags for tasks that really ended.
+    boolean completed = ended && entry.completed;
+    boolean deleted = ended && entry.deleted;
+    if (ended && !completed && !deleted) { // ended without an event we saw
+      completed = "completed".equals(task.getDeleteReason()) || "completed".equals(entry.endReason);
+      deleted = !completed;
+    }
+    String body = ended && entry.endSnapshot != null ? entry.endSnapshot : render(task);
+    if (body == null) {
+      return null;
+    }
+    // The assignment listener only fires on a real change; the identity-link log needs the comparison.
+    boolean assigned = entry.assigned
+        || entry.assigneeLinkSeen && !Objects.equals(entry.assigneeBefore, task.getAssignee());
+    String event = deleted ? "delete" : completed ? "complete" : entry.created ? "create" : assigned ? "assignment" : "update";
+    String deleteReason = completed ? "completed" : deleted ? deleteReason(task, entry.endReason) : null;
+    return "{\"event\":" + JsonWriter.quote(event) + "," + body
+        + ",\"deleteReason\":" + (deleteReason == null ? "null" : JsonWriter.quote(deleteReason)) + "}";
+  }
+
+  /** The engine's reason; "deleted" if it gave none, so a delete record always says why. */
+  private static String deleteReason(TaskEntity task, String historyReason) {
+    String reason = task.getDeleteReason() != null ? task.getDeleteReason() : historyReason;
+    return reason == null ? "deleted" : reason;
+  }
+
+  /** Never lets a problem of ours fail the engine's transaction. */
+  private String render(TaskEntity task) {
+    try {
+      return TaskSnapshot.render(Context.getCommandContext(), task, maxVariableChars);
+    } catch (RuntimeException e) {
+      LOG.warn("Taskpool hook: cannot snapshot task {}; it is left out of the hook: {}", task.getId(), e.toString());
+      return null;
+    }
+  }
+
+  private void afterCommit() {
+    List<HookSender.TaskRecord> records = new ArrayList<>(entries.size());
+    for (Map.Entry<String, Entry> entry : entries.entrySet()) {
+      if (entry.getValue().record != null) {
+        records.add(new HookSender.TaskRecord(entry.getKey(), entry.getValue().record));
+      }
+    }
+    if (!records.isEmpty()) {
+      sender.enqueue(records);
+    }
+  }
+}
