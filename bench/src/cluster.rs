@@ -110,7 +110,7 @@ fn log_tail(path: &Path) -> String {
 }
 
 /// Distinct free ports: all listeners are held until every port is chosen.
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<std::io::Result<Vec<_>>>()?;

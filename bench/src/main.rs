@@ -1,12 +1,15 @@
 //! `taskpool-bench`: benchmarks of Taskpool's parts on this machine.
 //! - `bus`: the raft-bus event store against a three-node etcd (bus.rs);
 //! - `commands`: command routing through raft-bus to in-process handlers (commands.rs);
-//! - `all`: both, one after the other.
+//! - `collector`: the collector against the real engine: change → event latency by hook and by
+//!   poll, idle poll cost as open tasks grow (collector.rs);
+//! - `all`: all three, one after the other.
 //!
 //! Results go to stdout as tables, progress to stderr.
 
 mod bus;
 mod cluster;
+mod collector;
 mod commands;
 mod load;
 
@@ -48,7 +51,15 @@ enum Cmd {
         #[command(flatten)]
         commands: CommandArgs,
     },
-    /// Run `bus`, then `commands`
+    /// Benchmark the collector against the real engine (needs PostgreSQL and the engine:
+    /// deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start)
+    Collector {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        collector: CollectorArgs,
+    },
+    /// Run `bus`, `commands`, then `collector`
     All {
         #[command(flatten)]
         common: CommonArgs,
@@ -56,6 +67,8 @@ enum Cmd {
         bus: BusArgs,
         #[command(flatten)]
         commands: CommandArgs,
+        #[command(flatten)]
+        collector: CollectorArgs,
     },
 }
 
@@ -113,6 +126,47 @@ struct CommandArgs {
     command_payload_bytes: usize,
 }
 
+#[derive(Args)]
+#[command(next_help_heading = "Collector benchmark")]
+struct CollectorArgs {
+    /// The camunda-collector binary
+    #[arg(long, default_value = "target/release/camunda-collector")]
+    collector_bin: PathBuf,
+    /// The engine's REST API (basic auth demo/demo)
+    #[arg(
+        long,
+        env = "CAMUNDA_URL",
+        default_value = "http://127.0.0.1:8080/engine-rest"
+    )]
+    engine_url: String,
+    /// PostgreSQL for the collector's state
+    #[arg(
+        long,
+        env = "COLLECTOR_DATABASE_URL",
+        default_value = "postgres://taskpool:taskpool@127.0.0.1:5432/collector"
+    )]
+    database_url: String,
+    /// Where the engine plugin sends hooks (as deploy/scripts/camunda.sh started it)
+    #[arg(
+        long,
+        env = "TASKPOOL_HOOK_URL",
+        default_value = "http://127.0.0.1:7201/v1/hooks"
+    )]
+    hook_url: String,
+    /// The file holding the hook secret (deploy/scripts/camunda.sh writes it)
+    #[arg(long, default_value = ".stack/hook-secret")]
+    hook_secret_file: PathBuf,
+    /// Tasks created per latency phase (hook, then poll)
+    #[arg(long, default_value_t = 300)]
+    changes: usize,
+    /// Open tasks added before the second idle measurement
+    #[arg(long, default_value_t = 50_000)]
+    open_tasks: usize,
+    /// Seconds each idle measurement lasts
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cmd = Cli::parse().cmd;
@@ -138,14 +192,16 @@ async fn shutdown_signal() {
 }
 
 async fn run(cmd: Cmd) -> ExitCode {
-    let (common, bus, commands) = match cmd {
-        Cmd::Bus { common, bus } => (common, Some(bus), None),
-        Cmd::Commands { common, commands } => (common, None, Some(commands)),
+    let (common, bus, commands, collector) = match cmd {
+        Cmd::Bus { common, bus } => (common, Some(bus), None, None),
+        Cmd::Commands { common, commands } => (common, None, Some(commands), None),
+        Cmd::Collector { common, collector } => (common, None, None, Some(collector)),
         Cmd::All {
             common,
             bus,
             commands,
-        } => (common, Some(bus), Some(commands)),
+            collector,
+        } => (common, Some(bus), Some(commands), Some(collector)),
     };
     let bad_bus = bus
         .as_ref()
@@ -173,6 +229,12 @@ async fn run(cmd: Cmd) -> ExitCode {
             println!();
         }
         ok &= commands::run(&common, commands, &dir).await;
+    }
+    if let Some(collector) = &collector {
+        if bus.is_some() || commands.is_some() {
+            println!();
+        }
+        ok &= collector::run(&common, collector, &dir).await;
     }
 
     if !ok {

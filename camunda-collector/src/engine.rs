@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,18 @@ pub struct VariableValue {
     pub value: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_info: Option<Value>,
+}
+
+/// `GET /variable-instance`: one variable of one scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VariableInstance {
+    pub name: String,
+    #[serde(flatten)]
+    pub value: VariableValue,
+    pub process_instance_id: Option<String>,
+    pub execution_id: Option<String>,
+    pub task_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +257,19 @@ impl Engine {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Option<T>, EngineError> {
+        self.request_dated(method, endpoint, path, body)
+            .await
+            .map(|(v, _)| v)
+    }
+
+    /// A REST call, and the engine's clock when it answered (its `Date` header, whole seconds).
+    async fn request_dated<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Option<T>, Option<DateTime<Utc>>), EngineError> {
         let url = format!("{}{}", self.config.url.trim_end_matches('/'), path);
         let mut req = self.http.request(method, &url);
         if let Some(user) = &self.config.user {
@@ -261,13 +287,20 @@ impl Engine {
         self.metrics
             .engine_call(endpoint, &outcome, started.elapsed());
         let resp = result.map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&Utc));
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| EngineError::Unreachable(e.to_string()))?;
+        self.metrics.engine_bytes(endpoint, bytes.len());
         if status == StatusCode::NO_CONTENT {
-            return Ok(None);
+            return Ok((None, date));
         }
         if !status.is_success() {
             let body: EngineErrorBody =
@@ -283,7 +316,7 @@ impl Engine {
             });
         }
         serde_json::from_slice(&bytes)
-            .map(Some)
+            .map(|v| (Some(v), date))
             .map_err(|e| EngineError::Decode(format!("{endpoint}: {e}")))
     }
 
@@ -312,18 +345,25 @@ impl Engine {
         self.get("engine", "/engine").await
     }
 
-    /// Tasks changed (or created) after `after` (Camunda format), oldest change first.
+    /// Tasks changed (or created) after `after` (Camunda format), oldest change first, and
+    /// the engine's clock at the answer.
     pub async fn tasks_updated_after(
         &self,
         after: &str,
         first: u32,
         max: u32,
-    ) -> Result<Vec<EngineTask>, EngineError> {
+    ) -> Result<(Vec<EngineTask>, Option<DateTime<Utc>>), EngineError> {
         let path = format!(
             "/task?updatedAfter={}&sortBy=lastUpdated&sortOrder=asc&firstResult={first}&maxResults={max}",
             q(after)
         );
-        self.get("task_list", &path).await
+        match self
+            .request_dated(Method::GET, "task_list", &path, None)
+            .await?
+        {
+            (Some(tasks), date) => Ok((tasks, date)),
+            (None, _) => Err(EngineError::Decode("task_list: empty answer".into())),
+        }
     }
 
     /// Every open task, a page at a time, in id order (for reconciliation).
@@ -448,6 +488,20 @@ impl Engine {
             Err(e) if e.is_not_found() => Ok(Map::new()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Variables of many process instances (`processInstanceIdIn`) or tasks (`taskIdIn`) in
+    /// one call.
+    pub async fn variable_instances(
+        &self,
+        filter: &str,
+        ids: &[String],
+    ) -> Result<Vec<VariableInstance>, EngineError> {
+        let path = format!(
+            "/variable-instance?{filter}={}&deserializeValues=false",
+            q(&ids.join(","))
+        );
+        self.get("variable_instance_list", &path).await
     }
 
     pub async fn users(&self, first: u32, max: u32) -> Result<Vec<EngineUser>, EngineError> {

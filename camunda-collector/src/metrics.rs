@@ -20,6 +20,7 @@ pub struct Inner {
     pub poll_cycle_seconds: HistogramVec,
     engine_requests: IntCounterVec,
     engine_request_seconds: HistogramVec,
+    engine_response_bytes: IntCounterVec,
     pub events_emitted: IntCounterVec,
     pub change_to_event_seconds: HistogramVec,
     pub hooks: IntCounterVec,
@@ -72,6 +73,7 @@ impl Metrics {
             poll_cycle_seconds: histogram(&r, "collector_poll_cycle_seconds", "Duration of one poll cycle", &["kind"]),
             engine_requests: counter(&r, "collector_engine_requests_total", "Calls to the engine's REST API by endpoint and HTTP status", &["endpoint", "status"]),
             engine_request_seconds: histogram(&r, "collector_engine_request_seconds", "Latency of REST calls to the engine", &["endpoint"]),
+            engine_response_bytes: counter(&r, "collector_engine_response_bytes_total", "Bytes of the engine's REST answers by endpoint", &["endpoint"]),
             events_emitted: counter(&r, "collector_events_emitted_total", "Events appended to the bus by type and how the change was seen (poll, hook, command, reconcile)", &["type", "via"]),
             change_to_event_seconds: histogram(&r, "collector_change_to_event_seconds", "From the engine's timestamp of a change to its event being acknowledged by the bus", &["via"]),
             hooks: counter(&r, "collector_hooks_total", "Hook requests by outcome (accepted, bad_signature, bad_body, standby, failed)", &["outcome"]),
@@ -81,6 +83,12 @@ impl Metrics {
             open_tasks: gauge(&r, "collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
             registry: r,
         }))
+    }
+
+    pub fn engine_bytes(&self, endpoint: &str, bytes: usize) {
+        self.engine_response_bytes
+            .with_label_values(&[endpoint])
+            .inc_by(bytes as u64);
     }
 
     pub fn engine_call(&self, endpoint: &str, status: &str, took: Duration) {

@@ -6,7 +6,7 @@
 //! emitter's diff makes seeing a change twice harmless. What even the overlap misses (a very
 //! long transaction, a variable change, a suspension) the reconciliation finds.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,33 +119,27 @@ impl Poller {
         }
     }
 
+    /// Where an incremental query starts: `overlap` before the engine's clock at the start of
+    /// the last successful cycle (a change stamped earlier than that had `overlap` to commit).
     async fn since(&self, name: &str) -> Result<String, PollError> {
         let overlap = chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
         let mark = match self.emitter.store().watermark(name).await? {
             Some(m) => dates::parse(&m).unwrap_or_else(Utc::now),
-            // Never polled: the first reconciliation covered everything up to its start.
+            // Never polled: the first reconciliation covers everything up to its start.
             None => Utc::now(),
         };
         Ok(dates::to_engine(mark - overlap))
     }
 
-    async fn advance(&self, name: &str, newest: Option<DateTime<Utc>>) -> Result<(), PollError> {
-        if let Some(newest) = newest {
-            let old = self.emitter.store().watermark(name).await?;
-            if old
-                .as_deref()
-                .and_then(dates::parse)
-                .is_none_or(|o| newest > o)
-            {
-                self.emitter
-                    .store()
-                    .set_watermark(name, &dates::to_event(&dates::to_engine(newest)))
-                    .await?;
-            }
-            if name == TASKS {
-                let lag = (Utc::now() - newest).num_seconds().max(0);
-                self.metrics.watermark_lag_seconds.set(lag);
-            }
+    async fn advance(&self, name: &str, to: DateTime<Utc>) -> Result<(), PollError> {
+        let old = self.emitter.store().watermark(name).await?;
+        if old.as_deref().and_then(dates::parse).is_none_or(|o| to > o) {
+            let value = to.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            self.emitter.store().set_watermark(name, &value).await?;
+        }
+        if name == TASKS {
+            let lag = (Utc::now() - to).num_seconds().max(0);
+            self.metrics.watermark_lag_seconds.set(lag);
         }
         Ok(())
     }
@@ -172,9 +166,17 @@ impl Poller {
 
     /// Looks at each task of a page and emits what changed (several at once).
     async fn look_at_open(&self, tasks: &[EngineTask], via: &'static str) -> Result<(), PollError> {
-        stream::iter(tasks.to_vec())
-            .map(|t| async move {
-                match self.snapshots.open(&t).await {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        let mut variables = self.snapshots.variables_of(tasks).await?;
+        let work: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.clone(), variables.remove(&t.id)))
+            .collect();
+        stream::iter(work)
+            .map(|(t, vars)| async move {
+                match self.snapshots.open_with(&t, vars).await {
                     Ok(obs) => {
                         self.emitter.observe(&obs, via).await?;
                     }
@@ -211,34 +213,32 @@ impl Poller {
     /// One incremental cycle: three list queries when nothing happened.
     pub async fn incremental(&self) -> Result<(), PollError> {
         let page = self.config.page_size;
-        // 1. Created or changed tasks.
+        // 1. Created or changed tasks. The engine's clock at the first answer becomes every
+        // watermark once the whole cycle went through (its Date header has whole seconds).
         let since = self.since(TASKS).await?;
-        let mut newest = None;
+        let mut cycle_start: Option<DateTime<Utc>> = None;
         let mut seen = HashSet::new();
         let mut first = 0;
         loop {
-            let tasks = self
+            let (tasks, date) = self
                 .snapshots
                 .engine()
                 .tasks_updated_after(&since, first, page)
                 .await?;
+            cycle_start = cycle_start.or(date.map(|d| d - chrono::Duration::seconds(1)));
             let changed = self.changed_since_emitted(&tasks).await?;
             self.look_at_open(&changed, "poll").await?;
-            for t in &tasks {
-                newest = newest.max(dates::parse(t.changed_at()));
-                seen.insert(t.id.clone());
-            }
+            seen.extend(tasks.iter().map(|t| t.id.clone()));
             if tasks.len() < page as usize {
                 break;
             }
             first += page;
         }
-        self.advance(TASKS, newest).await?;
 
         // 2. Candidate changes (also those made inside listeners, which may not touch the task).
         let since = self.since(LINKS).await?;
-        let mut newest = None;
-        let mut ids = Vec::new();
+        // Per task not looked at above: the time of its latest identity-link change.
+        let mut latest: HashMap<String, String> = HashMap::new();
         let mut first = 0;
         loop {
             let log = self
@@ -247,10 +247,11 @@ impl Poller {
                 .identity_link_log_after(&since, first, page)
                 .await?;
             for entry in &log {
-                newest = newest.max(dates::parse(&entry.time));
-                if let Some(id) = &entry.task_id {
-                    if seen.insert(id.clone()) {
-                        ids.push(id.clone());
+                if let Some(id) = entry.task_id.as_ref().filter(|id| !seen.contains(*id)) {
+                    let at = dates::to_event(&entry.time);
+                    let slot = latest.entry(id.clone()).or_default();
+                    if at > *slot {
+                        *slot = at;
                     }
                 }
             }
@@ -259,14 +260,22 @@ impl Poller {
             }
             first += page;
         }
-        // Only tasks whose candidates differ from what was emitted need a look; the log
-        // cannot say that cheaply, so look at each (few: only changes in the window).
+        // A task whose emitted state is as new as its change, or that ended, needs no look.
+        let candidates: Vec<String> = latest.keys().cloned().collect();
+        let known = self.emitter.store().changed_at_of(&candidates).await?;
+        let ids: Vec<String> = latest
+            .into_iter()
+            .filter(|(id, at)| match known.get(id) {
+                None => true,
+                Some(None) => false,
+                Some(Some(emitted)) => emitted < at,
+            })
+            .map(|(id, _)| id)
+            .collect();
         self.look_at_ids(ids, "poll").await?;
-        self.advance(LINKS, newest).await?;
 
         // 3. Completed and deleted tasks, including those created and ended between polls.
         let since = self.since(FINISHED).await?;
-        let mut newest = None;
         let mut first = 0;
         loop {
             let done = self
@@ -290,15 +299,16 @@ impl Poller {
                 .buffer_unordered(self.config.concurrency)
                 .try_collect::<Vec<_>>()
                 .await?;
-            for h in &done {
-                newest = newest.max(h.end_time.as_deref().and_then(dates::parse));
-            }
             if done.len() < page as usize {
                 break;
             }
             first += page;
         }
-        self.advance(FINISHED, newest).await?;
+        // Without the engine's clock (no Date header), this collector's clock less a second.
+        let to = cycle_start.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(1));
+        for name in [TASKS, LINKS, FINISHED] {
+            self.advance(name, to).await?;
+        }
         Ok(())
     }
 
@@ -330,7 +340,7 @@ impl Poller {
         // queries need not look further back (only matters the first time).
         for name in [TASKS, LINKS, FINISHED] {
             if self.emitter.store().watermark(name).await?.is_none() {
-                self.advance(name, Some(started_at)).await?;
+                self.advance(name, started_at).await?;
             }
         }
         self.registry.sync().await?;

@@ -30,9 +30,11 @@ async fn setup(test: &str, extra: &[&str]) -> (Engine, Cluster, BusClient, Colle
 
 #[tokio::test]
 async fn poll_reports_every_kind_of_change_of_a_task() {
-    let (engine, _bus, bus, _collector) = setup("poll-kinds", &[]).await;
+    // Variables reach the payload through the include/exclude filter.
+    let (engine, _bus, bus, collector) =
+        setup("poll-kinds", &["--variables-exclude", "secret*"]).await;
     let instance = engine
-        .start("simpleUserTask", "order-1", json!({"amount": {"value": 42, "type": "Integer"}, "note": {"value": "hi", "type": "String"}}))
+        .start("simpleUserTask", "order-1", json!({"amount": {"value": 42, "type": "Integer"}, "note": {"value": "hi", "type": "String"}, "secretCode": {"value": "x", "type": "String"}}))
         .await;
     let task = engine.task_id(&instance).await;
 
@@ -43,11 +45,60 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
     assert_eq!(created["taskDefinitionKey"], "review");
     assert_eq!(created["candidateGroups"], json!(["reviewers"]));
     assert_eq!(created["candidateUsers"], json!([]));
-    assert_eq!(created["payload"], json!({"amount": 42, "note": "hi"}));
+    assert_eq!(
+        created["payload"],
+        json!({"amount": 42, "note": "hi"}),
+        "secretCode is excluded"
+    );
     assert_eq!(created["source"]["processDefinitionKey"], "simpleUserTask");
     assert_eq!(created["source"]["processInstanceId"], instance);
     assert_eq!(created["source"]["businessKey"], "order-1");
     assert_eq!(created["source"]["processName"], "Simple user task");
+
+    // The definition was announced once, and the engine's users with their groups.
+    let definition = created["source"]["processDefinitionId"]
+        .as_str()
+        .expect("definition id")
+        .to_owned();
+    let definition_stream = format!("process-definition-{definition}");
+    let events = wait_for(
+        "the definition announced",
+        Duration::from_secs(120),
+        || async {
+            let page = bus.stream(&definition_stream, 0, 10).await.ok()?;
+            (!page.events.is_empty()).then_some(page.events)
+        },
+    )
+    .await;
+    assert_eq!(harness::types(&events), ["ProcessDefinitionRegistered"]);
+    let registered = data(&events[0]);
+    assert_eq!(
+        (
+            registered["key"].as_str(),
+            registered["startableInTasklist"].as_bool()
+        ),
+        (Some("simpleUserTask"), Some(true))
+    );
+    let identity_stream = format!("identity-{}", collector.app);
+    let synced = wait_for("the identity synced", Duration::from_secs(120), || async {
+        let page = bus.stream(&identity_stream, 0, 10).await.ok()?;
+        page.events.last().map(data)
+    })
+    .await;
+    let demo = synced["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .find(|u| u["id"] == "demo")
+        .cloned()
+        .expect("user demo");
+    assert!(
+        demo["groups"]
+            .as_array()
+            .expect("groups")
+            .contains(&json!("camunda-admin")),
+        "{demo}"
+    );
     assert!(
         created["created"]
             .as_str()

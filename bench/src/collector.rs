@@ -1,0 +1,508 @@
+//! The collector against the real engine: change → event latency by hook and by poll (the
+//! engine's task timestamp to the bus's acceptance), and the cost of one idle poll cycle as
+//! the number of open tasks grows, against Camunda's own REST answer to "all open tasks".
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use taskpool_api::{BusClient, ClientConfig};
+use tokio::process::{Child, Command};
+
+use crate::cluster::{self, Kind};
+use crate::{render_table, CollectorArgs, CommonArgs};
+
+pub async fn run(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> bool {
+    match bench(common, args, dir).await {
+        Ok(table) => {
+            print!("{table}");
+            true
+        }
+        Err(e) => {
+            eprintln!("collector benchmark failed: {e:#}");
+            false
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Engine {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Engine {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(Value, usize)> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url))
+            .basic_auth("demo", Some("demo"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.with_context(|| {
+            format!("{method} {path}: is the engine up? deploy/scripts/camunda.sh start")
+        })?;
+        let status = r.status();
+        let bytes = r.bytes().await?;
+        if !status.is_success() {
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok((
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            bytes.len(),
+        ))
+    }
+
+    async fn deploy(&self, repo: &Path, file: &str) -> Result<()> {
+        let bytes = std::fs::read(repo.join("deploy/processes").join(file))?;
+        let form = reqwest::multipart::Form::new()
+            .text("deployment-name", file.to_owned())
+            .text("deploy-changed-only", "true")
+            .part(
+                "data",
+                reqwest::multipart::Part::bytes(bytes).file_name(file.to_owned()),
+            );
+        let r = self
+            .http
+            .post(format!("{}/deployment/create", self.url))
+            .basic_auth("demo", Some("demo"))
+            .multipart(form)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("deploy {file}: {}", r.text().await?);
+        }
+        Ok(())
+    }
+
+    async fn start(&self, key: &str, variables: Value) -> Result<String> {
+        let (v, _) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/process-definition/key/{key}/start"),
+                Some(json!({"variables": variables})),
+            )
+            .await?;
+        Ok(v["id"].as_str().context("instance id")?.to_owned())
+    }
+
+    async fn delete(&self, ids: &[String]) {
+        futures::stream::iter(ids)
+            .for_each_concurrent(4, |id| async move {
+                let _ = self
+                    .call(
+                        reqwest::Method::DELETE,
+                        &format!("/process-instance/{id}?skipCustomListeners=true"),
+                        None,
+                    )
+                    .await;
+            })
+            .await;
+    }
+}
+
+struct Collector {
+    child: Child,
+    url: String,
+}
+
+impl Collector {
+    async fn start(
+        args: &CollectorArgs,
+        bus: &cluster::Cluster,
+        app: &str,
+        extra: &[&str],
+        listen: &str,
+        log: PathBuf,
+    ) -> Result<Collector> {
+        if !args.collector_bin.exists() {
+            bail!(
+                "{} not found: run cargo build --release -p camunda-collector",
+                args.collector_bin.display()
+            );
+        }
+        let log = std::fs::File::create(&log)?;
+        let child = Command::new(&args.collector_bin)
+            .args([
+                "--application",
+                app,
+                "--engine-url",
+                &args.engine_url,
+                "--engine-user",
+                "demo",
+            ])
+            .args([
+                "--bus",
+                &bus.urls.join(","),
+                "--database-url",
+                &args.database_url,
+                "--listen",
+                listen,
+            ])
+            .args(extra)
+            .env("COLLECTOR_ENGINE_PASSWORD", "demo")
+            .env("COLLECTOR_BUS_TOKEN", bus.token.clone().unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let c = Collector {
+            child,
+            url: format!("http://{listen}"),
+        };
+        // Active, and done with its first import of what the engine holds.
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while metric(
+            &c.metrics().await.unwrap_or_default(),
+            "collector_poll_cycles_total{kind=\"reconcile\",outcome=\"ok\"}",
+        ) < 1.0
+        {
+            if Instant::now() > deadline {
+                bail!("collector {app} did not finish its first reconciliation in 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(c)
+    }
+
+    async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(format!("{}/metrics", self.url))
+            .await?
+            .text()
+            .await?)
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Sum of every sample whose line starts with `prefix` (a name, or a name with labels).
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Starts `n` instances (4 at a time) and returns, per task created, the time from the
+/// engine's timestamp of the task to the bus accepting its `TaskCreated`, in ms.
+async fn latencies(
+    engine: &Engine,
+    bus: &BusClient,
+    app: &str,
+    n: usize,
+) -> Result<(Vec<f64>, Vec<String>)> {
+    let head = bus.cluster().await?.head_position;
+    let instances: Vec<String> = futures::stream::iter(0..n)
+        .map(|_| engine.start("simpleUserTask", json!({})))
+        .buffer_unordered(4)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut found = Vec::new();
+    let mut from = head + 1;
+    while found.len() < n {
+        if Instant::now() > deadline {
+            bail!(
+                "only {} of {n} TaskCreated events of {app} arrived within 2 minutes",
+                found.len()
+            );
+        }
+        let page = bus.events(from, 1000).await?;
+        if page.events.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        for e in &page.events {
+            from = e.position + 1;
+            let Some(meta) = e
+                .metadata
+                .as_ref()
+                .and_then(|m| serde_json::from_str::<Value>(m.get()).ok())
+            else {
+                continue;
+            };
+            if e.event_type != "TaskCreated" || meta["application"] != app {
+                continue;
+            }
+            let changed = meta["engineChangedAt"]
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339(s).ok());
+            let accepted = humantime::parse_rfc3339(&e.timestamp).ok();
+            if let (Some(c), Some(a)) = (changed, accepted) {
+                found.push(a.duration_since(c).unwrap_or_default().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    found.sort_by(f64::total_cmp);
+    Ok((found, instances))
+}
+
+/// The collector's default `--overlap`.
+const OVERLAP: Duration = Duration::from_secs(10);
+
+struct Idle {
+    cycles: f64,
+    calls_per_cycle: f64,
+    bytes_per_cycle: f64,
+    ms_per_cycle: f64,
+}
+
+/// What the running poll-mode collector spends per incremental cycle while nothing changes.
+/// First waits until the last changes left the overlap window (two cycles that started after
+/// it), so that what is measured is a quiet cycle.
+async fn idle(c: &Collector, secs: u64) -> Result<Idle> {
+    let cycles = |t: &str| metric(t, "collector_poll_cycles_total{kind=\"incremental\"");
+    let quiet_from = Instant::now() + OVERLAP + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut at_quiet = None;
+    loop {
+        let done = cycles(&c.metrics().await?);
+        match at_quiet {
+            None if Instant::now() >= quiet_from => at_quiet = Some(done),
+            Some(n) if done >= n + 2.0 => break,
+            _ if Instant::now() > deadline => {
+                bail!("the collector did not become idle in 30 minutes")
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let read = |t: &str| {
+        (
+            metric(t, "collector_poll_cycles_total{kind=\"incremental\""),
+            metric(t, "collector_engine_requests_total"),
+            metric(t, "collector_engine_response_bytes_total"),
+            metric(t, "collector_poll_cycle_seconds_sum{kind=\"incremental\"}"),
+        )
+    };
+    let before = read(&c.metrics().await?);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = read(&c.metrics().await?);
+    let cycles = (after.0 - before.0).max(1.0);
+    Ok(Idle {
+        cycles,
+        calls_per_cycle: (after.1 - before.1) / cycles,
+        bytes_per_cycle: (after.2 - before.2) / cycles,
+        ms_per_cycle: (after.3 - before.3) * 1000.0 / cycles,
+    })
+}
+
+async fn open_tasks(engine: &Engine) -> Result<u64> {
+    let (v, _) = engine
+        .call(reqwest::Method::GET, "/task/count", None)
+        .await?;
+    v["count"].as_u64().context("task count")
+}
+
+async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<String> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let engine = Engine {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()?,
+        url: args.engine_url.clone(),
+    };
+    for f in ["simple-user-task.bpmn", "multi-instance.bpmn"] {
+        engine.deploy(&repo, f).await?;
+    }
+    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir).await?;
+    let bus = BusClient::new(ClientConfig::new(
+        cluster.urls.clone(),
+        cluster.token.clone(),
+    ))?;
+    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let mut rows = vec![[
+        "collector".to_string(),
+        "ours".to_string(),
+        "anchor".to_string(),
+        "note".to_string(),
+    ]];
+    let mut cleanup = Vec::new();
+
+    // Hook mode: the engine plugin posts to TASKPOOL_HOOK_URL, signed with the stack's secret.
+    let secret = std::fs::read_to_string(&args.hook_secret_file).with_context(|| {
+        format!(
+            "{}: start the engine with deploy/scripts/camunda.sh start",
+            args.hook_secret_file.display()
+        )
+    })?;
+    let hook_listen = args
+        .hook_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let app = format!("bench-hook-{run}");
+    eprintln!("[collector] hook mode: {} changes", args.changes);
+    let c = Collector::start(
+        args,
+        &cluster,
+        &app,
+        &["--mode", "hook", "--hook-secret", secret.trim()],
+        &hook_listen,
+        dir.join("collector-hook.log"),
+    )
+    .await?;
+    let (hook, ids) = latencies(&engine, &bus, &app, args.changes).await?;
+    cleanup.extend(ids);
+    c.stop().await;
+
+    // Poll mode at the default interval.
+    let app = format!("bench-poll-{run}");
+    eprintln!("[collector] poll mode: {} changes", args.changes);
+    let listen = format!("127.0.0.1:{}", crate::cluster::free_ports(1)?[0]);
+    let c = Collector::start(
+        args,
+        &cluster,
+        &app,
+        &[
+            "--mode",
+            "poll",
+            "--reconcile-interval",
+            "1h",
+            "--variables-exclude",
+            "voters",
+        ],
+        &listen,
+        dir.join("collector-poll.log"),
+    )
+    .await?;
+    let (poll, ids) = latencies(&engine, &bus, &app, args.changes).await?;
+    cleanup.extend(ids);
+    rows.push([
+        "change → event, hook, p50 / p99 (ms)".into(),
+        format!(
+            "{:.1} / {:.1}",
+            percentile(&hook, 0.5),
+            percentile(&hook, 0.99)
+        ),
+        "-".into(),
+        format!("goal p99 < 50 ms; {} tasks", hook.len()),
+    ]);
+    rows.push([
+        "change → event, poll 1 s, p50 / p99 (ms)".into(),
+        format!(
+            "{:.0} / {:.0}",
+            percentile(&poll, 0.5),
+            percentile(&poll, 0.99)
+        ),
+        "-".into(),
+        format!(
+            "poll/hook p50 = {:.0}x",
+            percentile(&poll, 0.5) / percentile(&hook, 0.5)
+        ),
+    ]);
+
+    // Idle poll cycles, before and after adding many open tasks.
+    let small = open_tasks(&engine).await?;
+    let before = idle(&c, args.idle_secs).await?;
+    eprintln!("[collector] creating {} open tasks", args.open_tasks);
+    let per = 1000.min(args.open_tasks.max(1));
+    let voters: Vec<String> = (0..per).map(|i| format!("voter-{i}")).collect();
+    let list = json!({"value": serde_json::to_string(&voters)?, "type": "Object",
+        "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}});
+    let created_at = Instant::now();
+    let emitted_before = metric(
+        &c.metrics().await?,
+        "collector_events_emitted_total{type=\"TaskCreated\"",
+    );
+    let mut big = Vec::new();
+    for _ in 0..args.open_tasks.div_ceil(per) {
+        big.push(
+            engine
+                .start("multiInstance", json!({"voters": list}))
+                .await?,
+        );
+    }
+    let want = emitted_before + (big.len() * per) as f64;
+    while metric(
+        &c.metrics().await?,
+        "collector_events_emitted_total{type=\"TaskCreated\"",
+    ) < want
+    {
+        if created_at.elapsed() > Duration::from_secs(1800) {
+            bail!("the collector did not report the new tasks within 30 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let import = created_at.elapsed();
+    let large = open_tasks(&engine).await?;
+    let after = idle(&c, args.idle_secs).await?;
+    let full = Instant::now();
+    let (_, full_bytes) = engine
+        .call(
+            reqwest::Method::GET,
+            &format!("/task?maxResults={}", large + 10),
+            None,
+        )
+        .await?;
+    let full_ms = full.elapsed().as_secs_f64() * 1000.0;
+    c.stop().await;
+    rows.push([
+        format!("idle cycle at {small} open tasks: calls / KiB / ms"),
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            before.calls_per_cycle,
+            before.bytes_per_cycle / 1024.0,
+            before.ms_per_cycle
+        ),
+        "-".into(),
+        format!("{:.0} cycles", before.cycles),
+    ]);
+    rows.push([
+        format!("idle cycle at {large} open tasks: calls / KiB / ms"),
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            after.calls_per_cycle,
+            after.bytes_per_cycle / 1024.0,
+            after.ms_per_cycle
+        ),
+        format!("1 / {:.0} / {:.0}", full_bytes as f64 / 1024.0, full_ms),
+        format!(
+            "anchor: GET /task of all open tasks; bytes ratio {:.4}",
+            after.bytes_per_cycle / full_bytes as f64
+        ),
+    ]);
+    rows.push([
+        format!("{} new tasks reported by polling", big.len() * per),
+        format!(
+            "{:.0} tasks/s",
+            (big.len() * per) as f64 / import.as_secs_f64()
+        ),
+        "-".into(),
+        format!(
+            "{:.1} s from first start to last event",
+            import.as_secs_f64()
+        ),
+    ]);
+
+    eprintln!("[collector] removing the benchmark's instances");
+    engine.delete(&big).await;
+    engine.delete(&cleanup).await;
+    Ok(render_table(&rows))
+}
