@@ -101,7 +101,8 @@ impl Poller {
             let pause = match result {
                 Ok(()) => {
                     failures = 0;
-                    every
+                    // Cycles start every `every`; a long one is followed by the next at once.
+                    every.saturating_sub(started.elapsed())
                 }
                 Err(e) => {
                     failures += 1;
