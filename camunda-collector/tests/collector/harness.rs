@@ -134,6 +134,16 @@ impl Engine {
         v
     }
 
+    pub async fn claim(&self, task: &str, user: &str) {
+        let path = format!("/task/{task}/claim");
+        self.ok(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({ "userId": user })),
+        )
+        .await;
+    }
+
     pub async fn start(&self, key: &str, business_key: &str, variables: Value) -> String {
         let v = self
             .ok(

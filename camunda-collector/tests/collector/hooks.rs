@@ -82,6 +82,34 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     collector.wait_reconciled(Duration::from_secs(120)).await;
     let url = format!("{}/v1/hooks", collector.url());
 
+    // While no collector listened, the plugin's circuit breaker may have opened (other tests
+    // change tasks too); it drops hooks until a probe goes through. Make changes until one
+    // arrives, so the changes below are not dropped.
+    let mut warm_up = Vec::new();
+    crate::harness::wait_for("a first hook", Duration::from_secs(60), || {
+        let id = format!("warm-up-{}", Uuid::new_v4().simple());
+        warm_up.push(id.clone());
+        let (engine, collector) = (&engine, &collector);
+        async move {
+            engine
+                .ok(
+                    Method::POST,
+                    "/task/create",
+                    Some(json!({"id": id, "name": "warm-up"})),
+                )
+                .await;
+            let m = collector.metrics().await;
+            m.contains("collector_hooks_total{outcome=\"accepted\"}")
+                .then_some(())
+        }
+    })
+    .await;
+    for id in &warm_up {
+        engine
+            .ok(Method::DELETE, &format!("/task/{id}"), None)
+            .await;
+    }
+
     // Every kind of change, by hook only.
     let instance = engine
         .start(
@@ -98,13 +126,7 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     assert_eq!(created["source"]["businessKey"], "hook-1");
     assert_eq!(created["source"]["processDefinitionKey"], "simpleUserTask");
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/claim"),
-            Some(json!({"userId": "demo"})),
-        )
-        .await;
+    engine.claim(&task, "demo").await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskAssigned"]).await;
     engine
         .ok(

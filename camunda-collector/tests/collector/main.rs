@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod faults;
 mod harness;
 mod hooks;
 
@@ -112,13 +113,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         expected.clone()
     };
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/claim"),
-            Some(json!({"userId": "demo"})),
-        )
-        .await;
+    engine.claim(&task, "demo").await;
     let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
     assert_eq!(data(e.last().unwrap())["assignee"], "demo");
 
@@ -299,13 +294,7 @@ async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_st
         .await;
     let e = expect_stream(&bus, &id, &["TaskCreated"]).await;
     assert_eq!(data(&e[0])["source"]["processInstanceId"], Value::Null);
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{id}/claim"),
-            Some(json!({"userId": "demo"})),
-        )
-        .await;
+    engine.claim(&id, "demo").await;
     expect_stream(&bus, &id, &["TaskCreated", "TaskAssigned"]).await;
     engine
         .ok(Method::DELETE, &format!("/task/{id}"), None)
@@ -319,13 +308,7 @@ async fn a_task_created_and_completed_between_two_polls_is_reported() {
     let (engine, _bus, bus, _collector) = setup("poll-between", &["--poll-interval", "3s"]).await;
     let instance = engine.start("simpleUserTask", "between-1", json!({})).await;
     let task = engine.task_id(&instance).await;
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/claim"),
-            Some(json!({"userId": "demo"})),
-        )
-        .await;
+    engine.claim(&task, "demo").await;
     engine
         .ok(
             Method::POST,
@@ -621,13 +604,7 @@ async fn a_standby_collector_takes_over_when_the_active_one_dies() {
         "takeover took {takeover:?}"
     );
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/claim"),
-            Some(json!({"userId": "demo"})),
-        )
-        .await;
+    engine.claim(&task, "demo").await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskAssigned"]).await;
     // Commands reach the new active collector too.
     let r = send(&bus, &second.app, "UnclaimTask", json!({"taskId": task}))
