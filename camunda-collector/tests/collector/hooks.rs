@@ -162,6 +162,57 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     )
     .await;
     assert_eq!(data(&e[3])["priority"], 70);
+    let mut expected = vec![
+        "TaskCreated",
+        "TaskAssigned",
+        "TaskCandidatesChanged",
+        "TaskUpdated",
+    ];
+    let mut step = |t: &'static str| {
+        expected.push(t);
+        expected.clone()
+    };
+    engine
+        .ok(Method::POST, &format!("/task/{task}/unclaim"), None)
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    assert_eq!(data(e.last().unwrap())["assignee"], Value::Null);
+    engine
+        .ok(
+            Method::POST,
+            &format!("/task/{task}/identity-links/delete"),
+            Some(json!({"groupId": "reviewers", "type": "candidate"})),
+        )
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    assert_eq!(
+        data(e.last().unwrap())["candidateGroups"],
+        json!(["managers"])
+    );
+    let mut t = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
+    t["owner"] = json!("boss");
+    t["name"] = json!("Review by hook");
+    t["due"] = json!("2030-01-02T03:04:05.000+0000");
+    t["followUp"] = json!("2029-01-02T03:04:05.000+0000");
+    engine
+        .ok(Method::PUT, &format!("/task/{task}"), Some(t))
+        .await;
+    let e = expect_stream(&bus, &task, &step("TaskUpdated")).await;
+    let update = data(e.last().unwrap());
+    assert_eq!(
+        (
+            &update["owner"],
+            &update["name"],
+            &update["due"],
+            &update["followUp"]
+        ),
+        (
+            &json!("boss"),
+            &json!("Review by hook"),
+            &json!("2030-01-02T03:04:05.000Z"),
+            &json!("2029-01-02T03:04:05.000Z")
+        )
+    );
     engine
         .ok(
             Method::POST,
@@ -169,18 +220,7 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
             Some(json!({})),
         )
         .await;
-    let e = expect_stream(
-        &bus,
-        &task,
-        &[
-            "TaskCreated",
-            "TaskAssigned",
-            "TaskCandidatesChanged",
-            "TaskUpdated",
-            "TaskCompleted",
-        ],
-    )
-    .await;
+    let e = expect_stream(&bus, &task, &step("TaskCompleted")).await;
     assert!(
         e.iter().all(|ev| via(ev) == "hook"),
         "every event came by hook: {:?}",
@@ -204,6 +244,37 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
         .await;
     let task = engine.task_id(&instance).await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskDeleted"]).await;
+
+    // Multi-instance (one request with three records) and a called process's task.
+    let voters = json!({"voters": {
+        "value": "[\"ann\",\"bob\",\"cid\"]",
+        "type": "Object",
+        "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}
+    }});
+    let instance = engine.start("multiInstance", "hook-4", voters).await;
+    let tasks = engine
+        .tasks(&format!("processInstanceId={instance}"), 3)
+        .await;
+    for t in &tasks {
+        let e = expect_stream(&bus, t["id"].as_str().unwrap(), &["TaskCreated"]).await;
+        assert_eq!(data(&e[0])["assignee"], t["assignee"]);
+    }
+    engine.delete_instance(&instance).await;
+    let parent = engine.start("callParent", "hook-5", json!({})).await;
+    let children = engine
+        .ok(
+            Method::GET,
+            &format!("/process-instance?superProcessInstance={parent}"),
+            None,
+        )
+        .await;
+    let child = engine
+        .task_id(children[0]["id"].as_str().expect("called instance"))
+        .await;
+    let e = expect_stream(&bus, &child, &["TaskCreated"]).await;
+    assert_eq!(data(&e[0])["source"]["businessKey"], "hook-5");
+    engine.delete_instance(&parent).await;
+    expect_stream(&bus, &child, &["TaskCreated", "TaskDeleted"]).await;
 
     let id = format!("standalone-{}", Uuid::new_v4().simple());
     engine
