@@ -58,7 +58,6 @@ pub struct IdentityLink {
 #[serde(rename_all = "camelCase")]
 pub struct HistoricTask {
     pub id: String,
-    pub process_definition_key: Option<String>,
     pub process_definition_id: Option<String>,
     pub process_instance_id: Option<String>,
     pub execution_id: Option<String>,

@@ -395,25 +395,15 @@ impl Snapshots {
     /// Looks at a task that ended, from history (variables are not read: they may be gone).
     pub async fn finished(&self, h: &HistoricTask) -> Result<Observation, EngineError> {
         let log = self.engine.identity_link_log_of(&h.id).await?;
-        let known = h
-            .process_definition_key
-            .clone()
-            .map(|k| (Some(k), None, None));
-        let mut source = self
+        let source = self
             .source(
                 h.process_definition_id.as_deref(),
                 h.process_instance_id.as_deref(),
                 h.execution_id.as_deref(),
                 h.tenant_id.as_deref(),
-                known,
+                None,
             )
             .await?;
-        if let Some(id) = h.process_definition_id.as_deref() {
-            source.process_name = self.definition(id).await?.1;
-        }
-        if let Some(id) = h.process_instance_id.as_deref() {
-            source.business_key = self.business_key(id).await?;
-        }
         let (users, groups) = candidates_from_log(&log);
         let task = Task {
             task_id: h.id.clone(),
