@@ -107,20 +107,35 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         "{created}"
     );
 
+    let e = every_kind_of_change(&engine, &bus, &task).await;
+    // Every event names its source; nothing more comes after the end.
+    assert!(e
+        .iter()
+        .all(|ev| data(ev)["source"]["processInstanceId"] == instance));
+}
+
+/// Makes every kind of change to an open task of `simpleUserTask` through the engine
+/// (claim, unclaim, assign, candidates added and removed, attributes, complete) and checks
+/// that each arrives as its own event; returns the whole stream.
+pub(crate) async fn every_kind_of_change(
+    engine: &Engine,
+    bus: &BusClient,
+    task: &str,
+) -> Vec<taskpool_api::bus::RecordedEvent> {
     let mut expected = vec!["TaskCreated"];
     let mut step = |t: &'static str| {
         expected.push(t);
         expected.clone()
     };
 
-    engine.claim(&task, "demo").await;
-    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    engine.claim(task, "demo").await;
+    let e = expect_stream(bus, task, &step("TaskAssigned")).await;
     assert_eq!(data(e.last().unwrap())["assignee"], "demo");
 
     engine
         .ok(Method::POST, &format!("/task/{task}/unclaim"), None)
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    let e = expect_stream(bus, task, &step("TaskAssigned")).await;
     assert_eq!(data(e.last().unwrap())["assignee"], Value::Null);
 
     engine
@@ -130,7 +145,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
             Some(json!({"userId": "mary"})),
         )
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskAssigned")).await;
+    let e = expect_stream(bus, task, &step("TaskAssigned")).await;
     assert_eq!(data(e.last().unwrap())["assignee"], "mary");
 
     engine
@@ -140,7 +155,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
             Some(json!({"groupId": "managers", "type": "candidate"})),
         )
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(
         data(e.last().unwrap())["candidateGroups"],
         json!(["managers", "reviewers"])
@@ -153,7 +168,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
             Some(json!({"userId": "kermit", "type": "candidate"})),
         )
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(data(e.last().unwrap())["candidateUsers"], json!(["kermit"]));
 
     engine
@@ -163,27 +178,29 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
             Some(json!({"groupId": "reviewers", "type": "candidate"})),
         )
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskCandidatesChanged")).await;
+    let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(
         data(e.last().unwrap())["candidateGroups"],
         json!(["managers"])
     );
 
-    // PUT replaces every field: send the task back with new priority, due and owner.
+    // PUT replaces every field: send the task back with new priority, due, owner, follow-up.
     let mut t = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
     t["priority"] = json!(80);
     t["owner"] = json!("boss");
     t["due"] = json!("2030-01-02T03:04:05.000+0000");
     t["name"] = json!("Review order 1");
+    t["followUp"] = json!("2029-01-02T03:04:05.000+0000");
     engine
         .ok(Method::PUT, &format!("/task/{task}"), Some(t))
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskUpdated")).await;
+    let e = expect_stream(bus, task, &step("TaskUpdated")).await;
     let update = data(e.last().unwrap());
     assert_eq!(update["priority"], 80);
     assert_eq!(update["owner"], "boss");
     assert_eq!(update["due"], "2030-01-02T03:04:05.000Z");
     assert_eq!(update["name"], "Review order 1");
+    assert_eq!(update["followUp"], "2029-01-02T03:04:05.000Z");
     assert!(
         update.get("description").is_none(),
         "unchanged fields are left out: {update}"
@@ -196,12 +213,9 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
             Some(json!({"variables": {}})),
         )
         .await;
-    let e = expect_stream(&bus, &task, &step("TaskCompleted")).await;
+    let e = expect_stream(bus, task, &step("TaskCompleted")).await;
     assert_eq!(data(e.last().unwrap())["completedBy"], "mary");
-    // Every event names its source; nothing more comes after the end.
-    assert!(e
-        .iter()
-        .all(|ev| data(ev)["source"]["processInstanceId"] == instance));
+    e
 }
 
 #[tokio::test]
