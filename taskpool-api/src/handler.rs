@@ -27,6 +27,8 @@ pub type Answer = CommandResult;
 
 /// What a [`Dedupe`] store says about a command id.
 #[derive(Debug, Clone, PartialEq)]
+// One claim per command delivery, never stored in bulk: boxing the answer would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Claim {
     /// Nobody ran it: it is now ours to run.
     Run,

@@ -32,6 +32,7 @@ pub fn identity_stream(application: &str) -> String {
 
 /// Where a task comes from; every task event carries it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SourceReference {
     pub application: String,
@@ -47,6 +48,7 @@ pub struct SourceReference {
 
 /// A whole task: the data of `TaskCreated`, and the fold of a task stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
     pub task_id: String,
@@ -379,6 +381,7 @@ impl Task {
 
 /// `ProcessDefinitionRegistered`, stream `process-definition-{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessDefinitionRegistered {
     pub application: String,
@@ -397,6 +400,7 @@ pub struct ProcessDefinitionRegistered {
 /// `IdentitySynced`, stream `identity-{application}`: every user the engine knows and the ids
 /// of its groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentitySynced {
     pub application: String,
@@ -404,6 +408,7 @@ pub struct IdentitySynced {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentityUser {
     pub id: String,

@@ -1,5 +1,6 @@
 //! Test support shared by the workspace's integration tests: real three-node clusters of
-//! `raft-bus` processes on loopback, and waiting for a condition with a deadline.
+//! `raft-bus` processes on loopback, our services as child processes, the local Camunda
+//! engine's REST API, and waiting for a condition with a deadline.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,6 +14,12 @@ use nix::unistd::Pid;
 use taskpool_api::bus::{ClusterInfo, RecordedEvent};
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::time::Instant;
+
+pub mod engine;
+pub mod service;
+
+pub use engine::Engine;
+pub use service::Service;
 
 pub const TOKEN: &str = "test-token";
 
@@ -304,4 +311,26 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// A binary of this workspace next to the running test (`target/<profile>/<name>`), or the
+/// path in `<NAME>_BIN` (e.g. `CAMUNDA_COLLECTOR_BIN`). `cargo test --workspace` builds every
+/// binary before any test runs.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let var = format!("{}_BIN", name.to_uppercase().replace('-', "_"));
+    if let Some(bin) = std::env::var_os(&var) {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} not found: build it with `cargo build -p {name}` (or set {var})",
+        bin.display()
+    );
+    bin
 }

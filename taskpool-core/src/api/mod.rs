@@ -1,0 +1,193 @@
+//! The HTTP task API under `/api/v1`, plus `/metrics` and `/health/*`.
+
+mod actions;
+mod error;
+pub mod openapi;
+mod processes;
+mod stream;
+mod tasks;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use taskpool_api::BusClient;
+use tokio::sync::Semaphore;
+
+pub use error::AppError;
+
+use crate::config::ServeConfig;
+use crate::identity::{Authenticator, Identity};
+use crate::metrics::Metrics;
+use crate::projection::Projection;
+use crate::store::Store;
+
+pub struct ApiState {
+    pub projection: Projection,
+    pub auth: Authenticator,
+    pub bus: BusClient,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub config: ServeConfig,
+    pub streams: Arc<Semaphore>,
+    /// Turns true on shutdown: open streams end so the server can stop.
+    pub stop: tokio::sync::watch::Receiver<bool>,
+}
+
+pub type Shared = Arc<ApiState>;
+
+pub fn router(state: Shared) -> Router {
+    let api = Router::new()
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/counts", get(tasks::counts))
+        .route("/tasks/attributes", get(tasks::attribute_names))
+        .route(
+            "/tasks/attributes/{name}/values",
+            get(tasks::attribute_values),
+        )
+        .route("/tasks/stream", get(stream::tasks))
+        .route("/tasks/{id}", get(tasks::one))
+        .route("/tasks/{id}/claim", post(actions::claim))
+        .route("/tasks/{id}/unclaim", post(actions::unclaim))
+        .route("/tasks/{id}/assign", post(actions::assign))
+        .route("/tasks/{id}/complete", post(actions::complete))
+        .route("/tasks/{id}/defer", post(actions::defer))
+        .route("/tasks/{id}/undefer", post(actions::undefer))
+        .route("/processes", get(processes::list))
+        .route("/processes/{key}/start", post(processes::start))
+        .route("/me", get(me))
+        .route("/openapi.json", get(openapi::document));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(render_metrics))
+        .route("/health/live", get(|| async { StatusCode::OK }))
+        .route("/health/ready", get(ready))
+        .fallback(|| async {
+            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Request count and latency by matched route (never by raw path: ids would explode it).
+async fn track(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let m = &state.metrics;
+    m.http_requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    m.http_request_seconds
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The authenticated user of a request.
+pub struct User(pub Identity);
+
+impl FromRequestParts<Shared> for User {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<User, AppError> {
+        Ok(User(state.auth.identify(&parts.headers)?))
+    }
+}
+
+/// A JSON body whose rejections answer in the API's error shape.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body<T>, AppError> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Body(value))
+    }
+}
+
+/// The current time as the view's dates are written (RFC 3339, UTC, milliseconds).
+pub fn now() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    pub user: String,
+    /// Groups from the credentials and from the engines' identity.
+    pub groups: Vec<String>,
+}
+
+/// Who the API thinks you are.
+#[utoipa::path(get, path = "/api/v1/me", tag = "identity",
+    responses((status = 200, body = Me), (status = 401, body = openapi::ErrorSchema)))]
+pub async fn me(State(state): State<Shared>, User(id): User) -> Json<Me> {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut groups: Vec<String> = id
+        .groups
+        .iter()
+        .chain(view.groups_of(&id.user))
+        .cloned()
+        .collect();
+    groups.sort();
+    groups.dedup();
+    Json(Me {
+        user: id.user,
+        groups,
+    })
+}
+
+async fn render_metrics(State(state): State<Shared>) -> String {
+    state.metrics.render()
+}
+
+/// Ready when MongoDB answers; the body tells how far the view is.
+async fn ready(State(state): State<Shared>) -> Response {
+    let (position, open) = {
+        let view = state
+            .projection
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        (view.position(), view.open_tasks())
+    };
+    match state.store.ping().await {
+        Ok(()) => {
+            Json(serde_json::json!({"viewPosition": position, "openTasks": open})).into_response()
+        }
+        Err(e) => AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,167 @@
+//! Process definitions a user may start, and starting them.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use taskpool_api::tasks::{StartProcess, START_PROCESS};
+
+use super::actions::execute;
+use super::openapi::ErrorSchema;
+use super::{AppError, Body, Shared, User};
+use crate::identity::Identity;
+use crate::view::{group_principal, user_principal, DefinitionView, View};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Processes {
+    /// The latest version of each definition you may start, per application.
+    pub processes: Vec<DefinitionView>,
+}
+
+/// Whether `identity` may start `definition` from a task list: it must be startable in the
+/// task list, and its candidate starters (when the engine names any) must include the user
+/// or one of their groups.
+fn may_start(view: &View, identity: &Identity, definition: &DefinitionView) -> bool {
+    let d = &definition.definition;
+    if !d.startable_in_tasklist {
+        return false;
+    }
+    if d.candidate_starter_users.is_empty() && d.candidate_starter_groups.is_empty() {
+        return true;
+    }
+    let principals = identity.principals(view);
+    d.candidate_starter_users
+        .iter()
+        .map(|u| user_principal(u))
+        .chain(
+            d.candidate_starter_groups
+                .iter()
+                .map(|g| group_principal(g)),
+        )
+        .any(|p| principals.contains(&p))
+}
+
+/// The latest startable version of each (application, key).
+fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
+    let mut latest: std::collections::BTreeMap<(String, String), &DefinitionView> =
+        Default::default();
+    for d in view.definitions() {
+        let k = (d.definition.application.clone(), d.definition.key.clone());
+        if latest
+            .get(&k)
+            .is_none_or(|cur| cur.definition.version < d.definition.version)
+        {
+            latest.insert(k, d);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|d| may_start(view, identity, d))
+        .cloned()
+        .collect()
+}
+
+/// Process definitions you may start.
+#[utoipa::path(get, path = "/api/v1/processes", tag = "processes",
+    responses((status = 200, body = Processes), (status = 401, body = ErrorSchema)))]
+pub async fn list(State(state): State<Shared>, User(id): User) -> Json<Processes> {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    Json(Processes {
+        processes: startable(&view, &id),
+    })
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StartBody {
+    pub business_key: Option<String>,
+    #[serde(default)]
+    pub variables: Map<String, Value>,
+    /// Which engine, when more than one has a definition with this key.
+    pub application: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    pub process_instance_id: Option<String>,
+    /// The first task of the new instance, if it has one; the view shows it already.
+    pub task_id: Option<String>,
+    pub position: u64,
+    pub view_pending: bool,
+}
+
+/// Start the latest version of a process definition you may start.
+#[utoipa::path(post, path = "/api/v1/processes/{key}/start", tag = "processes",
+    params(("key" = String, Path, description = "Process definition key")), request_body = StartBody,
+    responses((status = 200, body = Started), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema), (status = 422, body = ErrorSchema)))]
+pub async fn start(
+    State(state): State<Shared>,
+    User(id): User,
+    Path(key): Path<String>,
+    Body(body): Body<StartBody>,
+) -> Result<(StatusCode, Json<Started>), AppError> {
+    let application = {
+        let view = state
+            .projection
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut candidates: Vec<String> = startable(&view, &id)
+            .into_iter()
+            .filter(|d| d.definition.key == key)
+            .filter(|d| {
+                body.application
+                    .as_ref()
+                    .is_none_or(|a| *a == d.definition.application)
+            })
+            .map(|d| d.definition.application)
+            .collect();
+        match candidates.len() {
+            0 => {
+                return Err(AppError::new(
+                    StatusCode::NOT_FOUND,
+                    "process_not_found",
+                    format!("no process {key:?} that you may start"),
+                ))
+            }
+            1 => candidates.remove(0),
+            _ => {
+                return Err(AppError::new(
+                    StatusCode::CONFLICT,
+                    "ambiguous_process",
+                    format!(
+                        "process {key:?} exists in {}; name one as `application`",
+                        candidates.join(", ")
+                    ),
+                ))
+            }
+        }
+    };
+    let payload = StartProcess {
+        process_definition_key: key,
+        business_key: body.business_key,
+        variables: body.variables,
+        user: Some(id.user.clone()),
+    };
+    let (result, pending) = execute(&state, START_PROCESS, &application, payload).await?;
+    let status = if pending {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Started {
+            process_instance_id: result.process_instance_id,
+            task_id: result.task_id,
+            position: result.position,
+            view_pending: pending,
+        }),
+    ))
+}

@@ -1,0 +1,190 @@
+//! Reading tasks: the list, one task, counts, and attribute names and values for filters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::openapi::ErrorSchema;
+use super::{now, AppError, Shared, User};
+use crate::query::{self, TaskQuery};
+use crate::view::TaskView;
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskPage {
+    #[schema(value_type = Vec<TaskView>)]
+    pub tasks: Vec<Arc<TaskView>>,
+    /// Tasks matching the query over all pages.
+    pub total: usize,
+    pub page: usize,
+    pub size: usize,
+}
+
+/// The tasks you may see (assignee, candidate user or candidate group), filtered, sorted and
+/// paged. The total is also in the `X-Total-Count` header.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks",
+    params(
+        ("filter" = Option<Vec<String>>, Query, description = "Repeatable, all must hold: `field<op>value` with op `=` (equals), `%` (contains, case-insensitive), `<`, `>`, `[]` (between `from|to`). Fields: `task.<attribute>`, or `data.<key>` / a bare name for payload values."),
+        ("sort" = Option<String>, Query, description = "Comma-separated `+field`/`-field` (default `-priority,created`); ties end by task id."),
+        ("page" = Option<usize>, Query, description = "0-based page (default 0)"),
+        ("size" = Option<usize>, Query, description = "Page size, 1 to 1000 (default 50)"),
+        ("assignedToMe" = Option<bool>, Query, description = "Only tasks assigned to you"),
+        ("unassigned" = Option<bool>, Query, description = "Only tasks without assignee"),
+        ("deferred" = Option<bool>, Query, description = "true: only tasks whose follow-up date is ahead; false: only the others"),
+    ),
+    responses((status = 200, body = TaskPage), (status = 400, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
+pub async fn list(
+    State(state): State<Shared>,
+    User(id): User,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, AppError> {
+    let q = TaskQuery::parse(raw.as_deref().unwrap_or(""))?;
+    let now = now();
+    let page = {
+        let view = state
+            .projection
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let principals = id.principals(&view);
+        query::run(&view, &principals, &id.user, &q, &now)
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert("x-total-count", HeaderValue::from(page.total));
+    Ok((
+        headers,
+        Json(TaskPage {
+            tasks: page.tasks,
+            total: page.total,
+            page: q.page,
+            size: q.size,
+        }),
+    ))
+}
+
+/// One task you may see; 404 for any other.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses((status = 200, body = TaskView), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
+pub async fn one(
+    State(state): State<Shared>,
+    User(id): User,
+    Path(task_id): Path<String>,
+) -> Result<Json<Arc<TaskView>>, AppError> {
+    visible_task(&state, &id, &task_id).map(Json)
+}
+
+/// The task if `identity` may see it.
+pub(super) fn visible_task(
+    state: &Shared,
+    identity: &crate::identity::Identity,
+    task_id: &str,
+) -> Result<Arc<TaskView>, AppError> {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let principals = identity.principals(&view);
+    view.task(task_id)
+        .filter(|t| {
+            t.authorized_principals
+                .iter()
+                .any(|p| principals.contains(p))
+        })
+        .cloned()
+        .ok_or_else(|| AppError::task_not_found(task_id))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Open tasks you may see, per application (engine).
+    pub applications: BTreeMap<String, usize>,
+    pub total: usize,
+}
+
+/// How many tasks you may see, per application.
+#[utoipa::path(get, path = "/api/v1/tasks/counts", tag = "tasks",
+    responses((status = 200, body = Counts), (status = 401, body = ErrorSchema)))]
+pub async fn counts(State(state): State<Shared>, User(id): User) -> Json<Counts> {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let principals = id.principals(&view);
+    let applications = query::counts(&view, &principals);
+    Json(Counts {
+        total: applications.values().sum(),
+        applications,
+    })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttributeNames {
+    /// `task.<attribute>` and `data.<payload key>`, usable in `filter` and `sort`.
+    pub names: Vec<String>,
+}
+
+/// The attribute names of the tasks you may see, for building filters.
+#[utoipa::path(get, path = "/api/v1/tasks/attributes", tag = "tasks",
+    responses((status = 200, body = AttributeNames), (status = 401, body = ErrorSchema)))]
+pub async fn attribute_names(State(state): State<Shared>, User(id): User) -> Json<AttributeNames> {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let principals = id.principals(&view);
+    Json(AttributeNames {
+        names: query::attribute_names(&view, &principals),
+    })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ValuesParams {
+    /// At most this many values (1 to 1000, default 100).
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AttributeValues {
+    pub name: String,
+    pub values: Vec<serde_json::Value>,
+}
+
+/// The distinct values one attribute has in the tasks you may see.
+#[utoipa::path(get, path = "/api/v1/tasks/attributes/{name}/values", tag = "tasks",
+    params(("name" = String, Path, description = "`task.<attribute>` or `data.<key>`"), ValuesParams),
+    responses((status = 200, body = AttributeValues), (status = 400, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
+pub async fn attribute_values(
+    State(state): State<Shared>,
+    User(id): User,
+    Path(name): Path<String>,
+    params: Result<Query<ValuesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AttributeValues>, AppError> {
+    let Query(params) =
+        params.map_err(|e| AppError::bad_request("bad_parameter", e.body_text()))?;
+    let limit = params.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(AppError::bad_request(
+            "bad_parameter",
+            "limit must be 1 to 1000",
+        ));
+    }
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    let principals = id.principals(&view);
+    let values = query::attribute_values(&view, &principals, &name, limit)?;
+    Ok(Json(AttributeValues { name, values }))
+}

@@ -1,0 +1,287 @@
+//! Who is asking: a JWT (HS256 or RS256; `sub`, `groups`) or, behind a trusted gateway,
+//! the `X-User` and `X-Groups` headers. The engines' identity (`IdentitySynced`) adds groups.
+
+use std::collections::HashSet;
+
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::view::{group_principal, user_principal, View};
+
+pub const USER_HEADER: &str = "x-user";
+pub const GROUPS_HEADER: &str = "x-groups";
+const MAX_NAME_LEN: usize = 256;
+const MAX_GROUPS: usize = 1_000;
+
+/// A user as the API knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    /// Groups from the token or header (engine groups are added by [`Identity::principals`]).
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// `user:{user}` and `group:{g}` for each group from the request and from the engines.
+    pub fn principals(&self, view: &View) -> HashSet<String> {
+        std::iter::once(user_principal(&self.user))
+            .chain(
+                self.groups
+                    .iter()
+                    .chain(view.groups_of(&self.user))
+                    .map(|g| group_principal(g)),
+            )
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    #[error("no credentials: send `Authorization: Bearer <JWT>`{0}")]
+    Missing(&'static str),
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("invalid identity: {0}")]
+    Invalid(String),
+}
+
+impl IdentityError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IdentityError::Missing(_) => "unauthenticated",
+            IdentityError::InvalidToken(_) => "invalid_token",
+            IdentityError::Invalid(_) => "invalid_identity",
+        }
+    }
+}
+
+/// How this service identifies users; built once from the configuration.
+pub struct Authenticator {
+    keys: Vec<(DecodingKey, Validation)>,
+    trust_headers: bool,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+pub struct AuthConfig<'a> {
+    pub hs256_secret: Option<&'a str>,
+    pub rs256_public_key_pem: Option<&'a [u8]>,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+    pub trust_headers: bool,
+}
+
+impl Authenticator {
+    pub fn new(config: AuthConfig<'_>) -> Result<Authenticator, String> {
+        let validation = |alg| {
+            let mut v = Validation::new(alg);
+            v.set_required_spec_claims(&["exp", "sub"]);
+            v.leeway = 30;
+            if let Some(iss) = config.issuer {
+                v.set_issuer(&[iss]);
+            }
+            match config.audience {
+                Some(aud) => v.set_audience(&[aud]),
+                None => v.validate_aud = false,
+            }
+            v
+        };
+        let mut keys = Vec::new();
+        if let Some(secret) = config.hs256_secret {
+            keys.push((
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256),
+            ));
+        }
+        if let Some(pem) = config.rs256_public_key_pem {
+            let key = DecodingKey::from_rsa_pem(pem)
+                .map_err(|e| format!("--jwt-public-key is not an RSA public key in PEM: {e}"))?;
+            keys.push((key, validation(Algorithm::RS256)));
+        }
+        Ok(Authenticator {
+            keys,
+            trust_headers: config.trust_headers,
+        })
+    }
+
+    /// The identity of a request.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Identity, IdentityError> {
+        let header = |name| {
+            headers
+                .get(name)
+                .map(|v| {
+                    v.to_str()
+                        .map_err(|_| IdentityError::Invalid(format!("{name} is not text")))
+                })
+                .transpose()
+        };
+        if let Some(auth) = header("authorization")? {
+            if !self.keys.is_empty() {
+                let token = auth
+                    .strip_prefix("Bearer ")
+                    .or_else(|| auth.strip_prefix("bearer "))
+                    .ok_or_else(|| {
+                        IdentityError::InvalidToken("expected `Authorization: Bearer <JWT>`".into())
+                    })?;
+                return self.verify(token.trim());
+            }
+        }
+        if self.trust_headers {
+            if let Some(user) = header(USER_HEADER)? {
+                let groups = header(GROUPS_HEADER)?.unwrap_or_default();
+                let groups = groups
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                return checked(user.trim().to_owned(), groups);
+            }
+        }
+        Err(IdentityError::Missing(if self.trust_headers {
+            " or X-User / X-Groups"
+        } else {
+            ""
+        }))
+    }
+
+    fn verify(&self, token: &str) -> Result<Identity, IdentityError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| IdentityError::InvalidToken(e.to_string()))?;
+        let (key, validation) = self
+            .keys
+            .iter()
+            .find(|(_, v)| v.algorithms.contains(&header.alg))
+            .ok_or_else(|| {
+                IdentityError::InvalidToken(format!(
+                    "algorithm {:?} is not accepted here",
+                    header.alg
+                ))
+            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| IdentityError::InvalidToken(e.to_string()))?;
+        checked(data.claims.sub, data.claims.groups)
+    }
+}
+
+fn checked(user: String, groups: Vec<String>) -> Result<Identity, IdentityError> {
+    valid_name("user", &user)?;
+    if groups.len() > MAX_GROUPS {
+        return Err(IdentityError::Invalid(format!(
+            "{} groups; at most {MAX_GROUPS}",
+            groups.len()
+        )));
+    }
+    for g in &groups {
+        valid_name("group", g)?;
+    }
+    Ok(Identity { user, groups })
+}
+
+fn valid_name(what: &str, name: &str) -> Result<(), IdentityError> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(IdentityError::Invalid(format!(
+            "{what} must be 1 to {MAX_NAME_LEN} characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "a-test-secret-of-32-bytes-length";
+
+    fn auth(trust_headers: bool) -> Authenticator {
+        Authenticator::new(AuthConfig {
+            hs256_secret: Some(SECRET),
+            rs256_public_key_pem: None,
+            issuer: None,
+            audience: None,
+            trust_headers,
+        })
+        .expect("authenticator")
+    }
+
+    fn token(claims: serde_json::Value, secret: &str) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("token")
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    fn exp() -> i64 {
+        chrono::Utc::now().timestamp() + 600
+    }
+
+    #[test]
+    fn a_valid_token_names_user_and_groups() {
+        let t = token(
+            serde_json::json!({"sub": "kermit", "groups": ["muppets"], "exp": exp()}),
+            SECRET,
+        );
+        let id = auth(false)
+            .identify(&headers(&[("authorization", &format!("Bearer {t}"))]))
+            .expect("identity");
+        assert_eq!(id.user, "kermit");
+        assert_eq!(id.groups, ["muppets"]);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused() {
+        let a = auth(false);
+        let wrong_key = token(
+            serde_json::json!({"sub": "k", "exp": exp()}),
+            "another-secret-0123456789",
+        );
+        let expired = token(serde_json::json!({"sub": "k", "exp": 1_000}), SECRET);
+        let no_exp = token(serde_json::json!({"sub": "k"}), SECRET);
+        for t in [
+            wrong_key.as_str(),
+            expired.as_str(),
+            no_exp.as_str(),
+            "garbage",
+        ] {
+            let e = a
+                .identify(&headers(&[("authorization", &format!("Bearer {t}"))]))
+                .expect_err("refused");
+            assert_eq!(e.code(), "invalid_token", "{t}: {e}");
+        }
+        assert_eq!(
+            a.identify(&headers(&[("x-user", "kermit")]))
+                .expect_err("headers are not trusted")
+                .code(),
+            "unauthenticated"
+        );
+    }
+
+    #[test]
+    fn trusted_headers_give_user_and_groups() {
+        let id = auth(true)
+            .identify(&headers(&[("x-user", "piggy"), ("x-groups", "a, b,,c")]))
+            .expect("identity");
+        assert_eq!(id.groups, ["a", "b", "c"]);
+        let e = auth(true)
+            .identify(&headers(&[("x-user", "")]))
+            .expect_err("empty user");
+        assert_eq!(e.code(), "invalid_identity");
+    }
+}

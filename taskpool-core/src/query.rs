@@ -1,0 +1,859 @@
+//! Task list questions: the query string parsed into a validated [`TaskQuery`], and its
+//! answer computed over the in-memory view.
+//!
+//! Syntax (Polyflow's, with its gaps closed): `filter=field<op>value`, repeatable, all must
+//! hold; ops `=` equals, `%` contains (case-insensitive), `<`, `>`, `[]` between `from|to`
+//! (inclusive). Fields: `task.<attribute>`, or `data.<key>` / a bare name for a payload value
+//! (payload keys used bare must not contain an op character). `sort=+a,-b` (repeatable), ties
+//! end by task id, missing values last. `page` (0-based), `size` (1–1000), and the options
+//! `assignedToMe`, `unassigned`, `deferred`.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::view::{TaskView, View};
+
+pub const MAX_SIZE: usize = 1_000;
+const MAX_PAGE: usize = 1_000_000;
+const DEFAULT_SORT: &str = "-priority,created";
+const PARAMETERS: &str = "filter, sort, page, size, assignedToMe, unassigned, deferred";
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum QueryError {
+    #[error("unknown task attribute {0:?} in a filter; known: {ATTRIBUTES}")]
+    UnknownFilterField(String),
+    #[error("filter {0:?}: {1}")]
+    BadFilter(String, String),
+    #[error("filter {0:?}: {1:?} is not an RFC 3339 date-time or YYYY-MM-DD")]
+    BadDate(String, String),
+    #[error("sort {0:?}: {1}")]
+    BadSort(String, String),
+    #[error("{0}")]
+    BadPage(String),
+    #[error("{0} must be true or false")]
+    BadOption(String),
+    #[error("assignedToMe and unassigned cannot both be true")]
+    ConflictingOptions,
+    #[error("unknown parameter {0:?}; known: {PARAMETERS}")]
+    UnknownParameter(String),
+}
+
+impl QueryError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::UnknownFilterField(_) => "unknown_filter_field",
+            QueryError::BadFilter(..) => "bad_filter",
+            QueryError::BadDate(..) => "bad_date",
+            QueryError::BadSort(..) => "bad_sort",
+            QueryError::BadPage(_) => "bad_page",
+            QueryError::BadOption(_) => "bad_option",
+            QueryError::ConflictingOptions => "conflicting_options",
+            QueryError::UnknownParameter(_) => "unknown_parameter",
+        }
+    }
+}
+
+/// Task attributes a filter or sort may name (after `task.`).
+const ATTRIBUTES: &str = "taskId, name, description, taskDefinitionKey, priority, created, due, \
+followUp, assignee, owner, formKey, candidateUsers, candidateGroups, application, engine, \
+processDefinitionKey, processDefinitionId, processInstanceId, executionId, businessKey, \
+processName, tenantId";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Date,
+    Number,
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attr {
+    TaskId,
+    Name,
+    Description,
+    TaskDefinitionKey,
+    Priority,
+    Created,
+    Due,
+    FollowUp,
+    Assignee,
+    Owner,
+    FormKey,
+    CandidateUsers,
+    CandidateGroups,
+    Application,
+    Engine,
+    ProcessDefinitionKey,
+    ProcessDefinitionId,
+    ProcessInstanceId,
+    ExecutionId,
+    BusinessKey,
+    ProcessName,
+    TenantId,
+}
+
+const ALL_ATTRS: [(&str, Attr); 22] = [
+    ("taskId", Attr::TaskId),
+    ("name", Attr::Name),
+    ("description", Attr::Description),
+    ("taskDefinitionKey", Attr::TaskDefinitionKey),
+    ("priority", Attr::Priority),
+    ("created", Attr::Created),
+    ("due", Attr::Due),
+    ("followUp", Attr::FollowUp),
+    ("assignee", Attr::Assignee),
+    ("owner", Attr::Owner),
+    ("formKey", Attr::FormKey),
+    ("candidateUsers", Attr::CandidateUsers),
+    ("candidateGroups", Attr::CandidateGroups),
+    ("application", Attr::Application),
+    ("engine", Attr::Engine),
+    ("processDefinitionKey", Attr::ProcessDefinitionKey),
+    ("processDefinitionId", Attr::ProcessDefinitionId),
+    ("processInstanceId", Attr::ProcessInstanceId),
+    ("executionId", Attr::ExecutionId),
+    ("businessKey", Attr::BusinessKey),
+    ("processName", Attr::ProcessName),
+    ("tenantId", Attr::TenantId),
+];
+
+impl Attr {
+    fn by_name(name: &str) -> Option<Attr> {
+        ALL_ATTRS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Attr::Priority => Kind::Number,
+            Attr::Created | Attr::Due | Attr::FollowUp => Kind::Date,
+            Attr::CandidateUsers | Attr::CandidateGroups => Kind::List,
+            _ => Kind::Text,
+        }
+    }
+
+    fn text(self, t: &TaskView) -> Option<&str> {
+        let task = &t.task;
+        let s = &task.source;
+        match self {
+            Attr::TaskId => Some(&task.task_id),
+            Attr::Name => task.name.as_deref(),
+            Attr::Description => task.description.as_deref(),
+            Attr::TaskDefinitionKey => task.task_definition_key.as_deref(),
+            Attr::Created => Some(&task.created),
+            Attr::Due => task.due.as_deref(),
+            Attr::FollowUp => task.follow_up.as_deref(),
+            Attr::Assignee => task.assignee.as_deref(),
+            Attr::Owner => task.owner.as_deref(),
+            Attr::FormKey => task.form_key.as_deref(),
+            Attr::Application => Some(&s.application),
+            Attr::Engine => Some(&s.engine),
+            Attr::ProcessDefinitionKey => s.process_definition_key.as_deref(),
+            Attr::ProcessDefinitionId => s.process_definition_id.as_deref(),
+            Attr::ProcessInstanceId => s.process_instance_id.as_deref(),
+            Attr::ExecutionId => s.execution_id.as_deref(),
+            Attr::BusinessKey => s.business_key.as_deref(),
+            Attr::ProcessName => s.process_name.as_deref(),
+            Attr::TenantId => s.tenant_id.as_deref(),
+            Attr::Priority | Attr::CandidateUsers | Attr::CandidateGroups => None,
+        }
+    }
+
+    fn list(self, t: &TaskView) -> &[String] {
+        match self {
+            Attr::CandidateUsers => &t.task.candidate_users,
+            Attr::CandidateGroups => &t.task.candidate_groups,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    Task(Attr),
+    /// A top-level payload key.
+    Data(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Contains,
+    Lt,
+    Gt,
+    Between,
+}
+
+/// A filter value, normalized once at parse time.
+#[derive(Debug, Clone, PartialEq)]
+struct Operand {
+    text: String,
+    lower: String,
+    number: Option<f64>,
+}
+
+impl Operand {
+    fn new(text: String) -> Operand {
+        Operand {
+            lower: text.to_lowercase(),
+            number: text.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+            text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub field: Field,
+    pub op: Op,
+    from: Operand,
+    /// The upper bound of `[]`.
+    to: Option<Operand>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    pub field: Field,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskQuery {
+    pub filters: Vec<Filter>,
+    pub sort: Vec<SortKey>,
+    pub page: usize,
+    pub size: usize,
+    pub assigned_to_me: bool,
+    pub unassigned: bool,
+    pub deferred: Option<bool>,
+}
+
+impl TaskQuery {
+    /// Parses a URL query string (percent-encoded; parameters may repeat).
+    pub fn parse(raw_query: &str) -> Result<TaskQuery, QueryError> {
+        let mut q = TaskQuery {
+            filters: Vec::new(),
+            sort: Vec::new(),
+            page: 0,
+            size: 50,
+            assigned_to_me: false,
+            unassigned: false,
+            deferred: None,
+        };
+        let mut sorts = Vec::new();
+        for (key, value) in form_urlencoded::parse(raw_query.as_bytes()) {
+            match &*key {
+                "filter" => q.filters.push(parse_filter(&value)?),
+                "sort" => sorts.push(value.into_owned()),
+                "page" => {
+                    q.page = number(&value).filter(|p| *p <= MAX_PAGE).ok_or_else(|| {
+                        QueryError::BadPage(format!(
+                            "page {value:?} must be a number from 0 to {MAX_PAGE}"
+                        ))
+                    })?;
+                }
+                "size" => {
+                    q.size = number(&value)
+                        .filter(|s| (1..=MAX_SIZE).contains(s))
+                        .ok_or_else(|| {
+                            QueryError::BadPage(format!(
+                                "size {value:?} must be a number from 1 to {MAX_SIZE}"
+                            ))
+                        })?;
+                }
+                "assignedToMe" => q.assigned_to_me = boolean("assignedToMe", &value)?,
+                "unassigned" => q.unassigned = boolean("unassigned", &value)?,
+                "deferred" => q.deferred = Some(boolean("deferred", &value)?),
+                other => return Err(QueryError::UnknownParameter(other.to_owned())),
+            }
+        }
+        if q.assigned_to_me && q.unassigned {
+            return Err(QueryError::ConflictingOptions);
+        }
+        if sorts.is_empty() {
+            sorts.push(DEFAULT_SORT.to_owned());
+        }
+        for s in &sorts {
+            for item in s.split(',').filter(|i| !i.trim().is_empty()) {
+                q.sort.push(parse_sort(item)?);
+            }
+        }
+        Ok(q)
+    }
+
+    fn keeps(&self, t: &TaskView, user: &str, now: &str) -> bool {
+        if self.assigned_to_me && t.task.assignee.as_deref() != Some(user) {
+            return false;
+        }
+        if self.unassigned && t.task.assignee.is_some() {
+            return false;
+        }
+        if self.deferred.is_some_and(|d| d != t.is_deferred(now)) {
+            return false;
+        }
+        self.filters.iter().all(|f| f.matches(t))
+    }
+
+    fn compare(&self, a: &TaskView, b: &TaskView) -> Ordering {
+        for key in &self.sort {
+            let o = compare_values(
+                sort_value(&key.field, a),
+                sort_value(&key.field, b),
+                key.descending,
+            );
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        a.task.task_id.cmp(&b.task.task_id)
+    }
+}
+
+fn number(s: &str) -> Option<usize> {
+    s.trim().parse().ok()
+}
+
+fn boolean(name: &str, s: &str) -> Result<bool, QueryError> {
+    match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(QueryError::BadOption(name.to_owned())),
+    }
+}
+
+fn parse_field(name: &str, original: &str) -> Result<Field, QueryError> {
+    if let Some(attr) = name.strip_prefix("task.") {
+        return Attr::by_name(attr)
+            .map(Field::Task)
+            .ok_or_else(|| QueryError::UnknownFilterField(attr.to_owned()));
+    }
+    let key = name.strip_prefix("data.").unwrap_or(name);
+    if key.is_empty() {
+        return Err(QueryError::BadFilter(
+            original.to_owned(),
+            "the field name is empty".into(),
+        ));
+    }
+    Ok(Field::Data(key.to_owned()))
+}
+
+fn parse_filter(s: &str) -> Result<Filter, QueryError> {
+    let bad = |why: &str| QueryError::BadFilter(s.to_owned(), why.to_owned());
+    let (at, op, len) = s
+        .char_indices()
+        .find_map(|(i, c)| match c {
+            '[' if s[i..].starts_with("[]") => Some((i, Op::Between, 2)),
+            '=' => Some((i, Op::Eq, 1)),
+            '%' => Some((i, Op::Contains, 1)),
+            '<' => Some((i, Op::Lt, 1)),
+            '>' => Some((i, Op::Gt, 1)),
+            _ => None,
+        })
+        .ok_or_else(|| bad("expected field<op>value with op one of =, %, <, >, []"))?;
+    let name = &s[..at];
+    let value = &s[at + len..];
+    if name.is_empty() {
+        return Err(bad("the field name is empty"));
+    }
+    if value.is_empty() {
+        return Err(bad("the value is empty"));
+    }
+    let field = parse_field(name, s)?;
+    let kind = match &field {
+        Field::Task(a) => Some(a.kind()),
+        Field::Data(_) => None,
+    };
+    if kind == Some(Kind::List) && !matches!(op, Op::Eq | Op::Contains) {
+        return Err(bad("candidate lists take only = and %"));
+    }
+    let operand = |v: &str| -> Result<Operand, QueryError> {
+        match kind {
+            Some(Kind::Date) if op != Op::Contains => normalize_date(v)
+                .map(Operand::new)
+                .ok_or_else(|| QueryError::BadDate(s.to_owned(), v.to_owned())),
+            Some(Kind::Number) => v
+                .trim()
+                .parse::<i64>()
+                .map(|_| Operand::new(v.trim().to_owned()))
+                .map_err(|_| bad("priority takes an integer")),
+            _ => Ok(Operand::new(v.to_owned())),
+        }
+    };
+    let (from, to) = if op == Op::Between {
+        let (a, b) = value
+            .split_once('|')
+            .ok_or_else(|| bad("[] takes from|to"))?;
+        if a.is_empty() || b.is_empty() {
+            return Err(bad("[] takes from|to, both given"));
+        }
+        (operand(a)?, Some(operand(b)?))
+    } else {
+        (operand(value)?, None)
+    };
+    Ok(Filter {
+        field,
+        op,
+        from,
+        to,
+    })
+}
+
+fn parse_sort(item: &str) -> Result<SortKey, QueryError> {
+    // A `+` in a URL query arrives as a space.
+    let trimmed = item.trim_end();
+    let (descending, name) = match trimmed.chars().next() {
+        Some('-') => (true, &trimmed[1..]),
+        Some('+') | Some(' ') => (false, trimmed[1..].trim_start()),
+        _ => (false, trimmed),
+    };
+    let bad = |why: &str| QueryError::BadSort(item.to_owned(), why.to_owned());
+    let field = if let Some(key) = name.strip_prefix("data.") {
+        if key.is_empty() {
+            return Err(bad("the payload key is empty"));
+        }
+        Field::Data(key.to_owned())
+    } else {
+        let attr = Attr::by_name(name.strip_prefix("task.").unwrap_or(name)).ok_or_else(|| {
+            bad(&format!(
+                "unknown field; sort by a task attribute ({ATTRIBUTES}) or data.<key>"
+            ))
+        })?;
+        if attr.kind() == Kind::List {
+            return Err(bad("candidate lists cannot be sorted by"));
+        }
+        Field::Task(attr)
+    };
+    Ok(SortKey { field, descending })
+}
+
+/// RFC 3339 (any offset) or `YYYY-MM-DD` (midnight UTC) → the view's UTC form.
+pub fn normalize_date(text: &str) -> Option<String> {
+    let t = text.trim();
+    let parsed = chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc())
+        })?;
+    Some(parsed.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+impl Filter {
+    fn matches(&self, t: &TaskView) -> bool {
+        match &self.field {
+            Field::Task(Attr::Priority) => self.number(t.task.priority as f64),
+            Field::Task(a) if a.kind() == Kind::List => a.list(t).iter().any(|v| self.text(v)),
+            Field::Task(a) => a.text(t).is_some_and(|v| self.text(v)),
+            Field::Data(key) => match t.task.payload.get(key) {
+                None | Some(Value::Null) => false,
+                Some(Value::String(s)) => self.text(s),
+                Some(Value::Number(n)) => match (n.as_f64(), self.from.number) {
+                    (Some(v), Some(_)) if self.op != Op::Contains => self.number(v),
+                    _ => self.text(&n.to_string()),
+                },
+                Some(Value::Bool(b)) => match self.op {
+                    Op::Eq => self.from.lower == b.to_string(),
+                    Op::Contains => b.to_string().contains(&self.from.lower),
+                    _ => false,
+                },
+                Some(other) => self.op == Op::Contains && self.text(&other.to_string()),
+            },
+        }
+    }
+
+    fn text(&self, v: &str) -> bool {
+        match self.op {
+            Op::Eq => v == self.from.text,
+            Op::Contains => v.to_lowercase().contains(&self.from.lower),
+            Op::Lt => v < self.from.text.as_str(),
+            Op::Gt => v > self.from.text.as_str(),
+            Op::Between => {
+                v >= self.from.text.as_str()
+                    && self.to.as_ref().is_some_and(|to| v <= to.text.as_str())
+            }
+        }
+    }
+
+    fn number(&self, v: f64) -> bool {
+        let Some(from) = self.from.number else {
+            return false;
+        };
+        match self.op {
+            Op::Eq => v == from,
+            Op::Contains => v.to_string().contains(&self.from.lower),
+            Op::Lt => v < from,
+            Op::Gt => v > from,
+            Op::Between => {
+                v >= from
+                    && self
+                        .to
+                        .as_ref()
+                        .and_then(|t| t.number)
+                        .is_some_and(|to| v <= to)
+            }
+        }
+    }
+}
+
+/// A sortable value; variants are ordered by kind first (numbers before text).
+#[derive(Debug, PartialEq, PartialOrd)]
+enum SortValue<'a> {
+    Bool(bool),
+    Number(f64),
+    Text(&'a str),
+}
+
+fn sort_value<'a>(field: &Field, t: &'a TaskView) -> Option<SortValue<'a>> {
+    match field {
+        Field::Task(Attr::Priority) => Some(SortValue::Number(t.task.priority as f64)),
+        Field::Task(a) => a.text(t).map(SortValue::Text),
+        Field::Data(key) => match t.task.payload.get(key)? {
+            Value::Bool(b) => Some(SortValue::Bool(*b)),
+            Value::Number(n) => n.as_f64().map(SortValue::Number),
+            Value::String(s) => Some(SortValue::Text(s)),
+            _ => None,
+        },
+    }
+}
+
+/// Missing values last in either direction.
+fn compare_values(
+    a: Option<SortValue<'_>>,
+    b: Option<SortValue<'_>>,
+    descending: bool,
+) -> Ordering {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let o = x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+            if descending {
+                o.reverse()
+            } else {
+                o
+            }
+        }
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+fn value_key(v: &Value) -> SortValue<'_> {
+    match v {
+        Value::Bool(b) => SortValue::Bool(*b),
+        Value::Number(n) => SortValue::Number(n.as_f64().unwrap_or(0.0)),
+        _ => SortValue::Text(v.as_str().unwrap_or("")),
+    }
+}
+
+/// One page of an answer and how many tasks match in all.
+pub struct Page {
+    pub total: usize,
+    pub tasks: Vec<Arc<TaskView>>,
+}
+
+/// Answers `query` for a user who holds `principals`.
+pub fn run(
+    view: &View,
+    principals: &HashSet<String>,
+    user: &str,
+    query: &TaskQuery,
+    now: &str,
+) -> Page {
+    let mut hits: Vec<&Arc<TaskView>> = view
+        .visible_to(principals)
+        .filter(|t| query.keeps(t, user, now))
+        .collect();
+    let total = hits.len();
+    let start = query.page.saturating_mul(query.size);
+    if start >= total {
+        return Page {
+            total,
+            tasks: Vec::new(),
+        };
+    }
+    // Only the first `end` in order are needed: select them, then sort just those.
+    let end = (start + query.size).min(total);
+    let cmp = |a: &&Arc<TaskView>, b: &&Arc<TaskView>| query.compare(a, b);
+    if end < total {
+        hits.select_nth_unstable_by(end - 1, cmp);
+        hits.truncate(end);
+    }
+    hits.sort_unstable_by(cmp);
+    Page {
+        total,
+        tasks: hits[start..].iter().map(|t| Arc::clone(t)).collect(),
+    }
+}
+
+/// Open tasks visible to `principals`, per application.
+pub fn counts(view: &View, principals: &HashSet<String>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in view.visible_to(principals) {
+        *counts.entry(t.task.source.application.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Every filterable attribute: `task.<attribute>`, and `data.<key>` for each payload key of
+/// the visible tasks.
+pub fn attribute_names(view: &View, principals: &HashSet<String>) -> Vec<String> {
+    let mut names: BTreeSet<String> = ALL_ATTRS.iter().map(|(n, _)| format!("task.{n}")).collect();
+    for t in view.visible_to(principals) {
+        for key in t.task.payload.keys() {
+            if !names.contains(&format!("data.{key}")) {
+                names.insert(format!("data.{key}"));
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// The distinct values of one attribute among the visible tasks, sorted, at most `limit`.
+pub fn attribute_values(
+    view: &View,
+    principals: &HashSet<String>,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<Value>, QueryError> {
+    let field = if name.starts_with("task.") || name.starts_with("data.") {
+        parse_field(name, name)?
+    } else {
+        return Err(QueryError::UnknownFilterField(name.to_owned()));
+    };
+    let mut seen = HashSet::new();
+    let mut values = Vec::new();
+    let mut add = |v: Value| {
+        if seen.insert(v.to_string()) {
+            values.push(v);
+        }
+    };
+    for t in view.visible_to(principals) {
+        match &field {
+            Field::Task(Attr::Priority) => add(Value::from(t.task.priority)),
+            Field::Task(a) if a.kind() == Kind::List => {
+                a.list(t).iter().for_each(|v| add(Value::from(v.as_str())))
+            }
+            Field::Task(a) => {
+                if let Some(v) = a.text(t) {
+                    add(Value::from(v));
+                }
+            }
+            Field::Data(key) => {
+                if let Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) =
+                    t.task.payload.get(key)
+                {
+                    add(v.clone())
+                }
+            }
+        }
+    }
+    values.sort_by(|a, b| {
+        value_key(a)
+            .partial_cmp(&value_key(b))
+            .unwrap_or(Ordering::Equal)
+    });
+    values.truncate(limit);
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::tests::{recorded, task};
+    use proptest::prelude::*;
+    use serde_json::json;
+    use taskpool_api::tasks::{Task, TaskEvent};
+
+    const NOW: &str = "2026-11-23T12:00:00.000Z";
+
+    fn view_of(tasks: &[Task]) -> View {
+        let mut view = View::default();
+        for (i, t) in tasks.iter().enumerate() {
+            view.apply(&recorded(i as u64 + 1, 0, &TaskEvent::Created(t.clone())))
+                .expect("apply");
+        }
+        view
+    }
+
+    fn reviewers() -> HashSet<String> {
+        ["group:reviewers".to_owned()].into()
+    }
+
+    fn ids(view: &View, query: &str) -> Vec<String> {
+        let q = TaskQuery::parse(query).expect("query");
+        run(view, &reviewers(), "kermit", &q, NOW)
+            .tasks
+            .iter()
+            .map(|t| t.task.task_id.clone())
+            .collect()
+    }
+
+    fn sample() -> Vec<Task> {
+        (0..20)
+            .map(|i| {
+                let mut t = task(&format!("t{i:02}"));
+                t.priority = (i % 4) * 10;
+                t.name = Some(format!(
+                    "{} {i}",
+                    if i % 2 == 0 { "Review" } else { "Approve" }
+                ));
+                t.due = (i % 3 != 0).then(|| format!("2026-12-{:02}T00:00:00.000Z", i + 1));
+                t.payload.insert("amount".into(), json!(i * 10));
+                t.payload.insert("vip".into(), json!(i % 5 == 0));
+                t.assignee = (i % 6 == 0).then(|| "kermit".to_owned());
+                t.follow_up = (i == 7).then(|| "2099-01-01T00:00:00.000Z".to_owned());
+                t
+            })
+            .collect()
+    }
+
+    #[test]
+    fn errors_have_their_codes() {
+        let cases = [
+            ("filter=task.nope=1", "unknown_filter_field"),
+            ("filter=novalue", "bad_filter"),
+            ("filter==1", "bad_filter"),
+            ("filter=x=", "bad_filter"),
+            ("filter=task.priority>high", "bad_filter"),
+            ("filter=task.candidateGroups>a", "bad_filter"),
+            ("filter=amount[]1", "bad_filter"),
+            ("filter=task.due<tomorrow", "bad_date"),
+            ("sort=-nope", "bad_sort"),
+            ("sort=candidateUsers", "bad_sort"),
+            ("size=0", "bad_page"),
+            ("size=1001", "bad_page"),
+            ("page=x", "bad_page"),
+            ("deferred=yes", "bad_option"),
+            ("assignedToMe=true&unassigned=true", "conflicting_options"),
+            ("colour=red", "unknown_parameter"),
+        ];
+        for (q, code) in cases {
+            let e = TaskQuery::parse(q).expect_err(q);
+            assert_eq!(e.code(), code, "{q}: {e}");
+        }
+    }
+
+    #[test]
+    fn filters_on_attributes_dates_and_payload() {
+        let view = view_of(&sample());
+        assert_eq!(
+            ids(
+                &view,
+                "filter=task.name%25REVIEW&filter=amount>100&sort=taskId"
+            ),
+            ["t12", "t14", "t16", "t18"]
+        );
+        assert_eq!(
+            ids(&view, "filter=amount[]30|50&sort=taskId"),
+            ["t03", "t04", "t05"]
+        );
+        assert_eq!(
+            ids(&view, "filter=vip=true&sort=taskId"),
+            ["t00", "t05", "t10", "t15"]
+        );
+        // Dates in any offset are compared in UTC.
+        assert_eq!(
+            ids(
+                &view,
+                "filter=task.due<2026-12-03T01:00:00%2B02:00&sort=taskId"
+            ),
+            ["t01"]
+        );
+        assert_eq!(
+            ids(&view, "filter=task.candidateGroups=reviewers&size=1"),
+            ["t03"]
+        );
+        assert_eq!(
+            ids(&view, "filter=task.priority=30&filter=task.assignee=kermit"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            ids(&view, "assignedToMe=true&sort=taskId"),
+            ["t00", "t06", "t12", "t18"]
+        );
+        assert_eq!(ids(&view, "deferred=true"), ["t07"]);
+    }
+
+    #[test]
+    fn sorts_put_missing_values_last_and_page_stably() {
+        let view = view_of(&sample());
+        let asc = ids(&view, "sort=due&size=1000");
+        let desc = ids(&view, "sort=-due&size=1000");
+        assert_eq!(&asc[..2], ["t01", "t02"]);
+        assert_eq!(&desc[..2], ["t19", "t17"]);
+        for order in [&asc, &desc] {
+            assert_eq!(
+                &order[13..],
+                ["t00", "t03", "t06", "t09", "t12", "t15", "t18"]
+            );
+        }
+        let all = ids(&view, "size=1000");
+        let mut paged = Vec::new();
+        for page in 0..7 {
+            paged.extend(ids(&view, &format!("size=3&page={page}")));
+        }
+        assert_eq!(paged, all);
+        assert_eq!(
+            &all[..3],
+            ["t03", "t07", "t11"],
+            "-priority, then created, then id"
+        );
+    }
+
+    #[test]
+    fn counts_names_and_values() {
+        let mut tasks = sample();
+        tasks[0].source.application = "other".into();
+        let view = view_of(&tasks);
+        let counts = counts(&view, &reviewers());
+        assert_eq!(counts.get("other"), Some(&1));
+        assert_eq!(counts.get("camunda"), Some(&19));
+        let names = attribute_names(&view, &reviewers());
+        assert!(names.contains(&"data.vip".to_owned()) && names.contains(&"task.due".to_owned()));
+        let values = attribute_values(&view, &reviewers(), "data.vip", 10).expect("values");
+        assert_eq!(values, [json!(false), json!(true)]);
+        let values = attribute_values(&view, &reviewers(), "task.priority", 2).expect("values");
+        assert_eq!(values, [json!(0), json!(10)]);
+        assert!(attribute_values(&view, &reviewers(), "task.nope", 2).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in ".{0,80}") {
+            let _ = TaskQuery::parse(&s);
+        }
+
+        #[test]
+        fn answers_equal_a_full_sort(
+            priorities in proptest::collection::vec(0i64..5, 1..60),
+            filter in prop_oneof![Just(""), Just("filter=amount>20&"), Just("filter=task.priority[]1|3&"), Just("filter=task.name%25view&")],
+            sort in prop_oneof![Just("-priority,due"), Just("due,-data.amount"), Just("name"), Just("-data.amount")],
+            size in 1usize..10,
+            page in 0usize..8,
+        ) {
+            let tasks: Vec<Task> = priorities.iter().enumerate().map(|(i, p)| {
+                let mut t = task(&format!("p{i:03}"));
+                t.priority = *p;
+                t.name = Some(if i % 3 == 0 { "Review".into() } else { "Approve".into() });
+                t.due = (i % 4 != 0).then(|| format!("2026-12-{:02}T00:00:00.000Z", i % 28 + 1));
+                t.payload.insert("amount".into(), json!((i * 7) % 50));
+                t
+            }).collect();
+            let view = view_of(&tasks);
+            let q = TaskQuery::parse(&format!("{filter}sort={sort}&size={size}&page={page}")).expect("query");
+            let got = run(&view, &reviewers(), "kermit", &q, NOW);
+            let mut all: Vec<&Arc<TaskView>> = view.tasks().filter(|t| q.keeps(t, "kermit", NOW)).collect();
+            all.sort_by(|a, b| q.compare(a, b));
+            let expected: Vec<String> = all.iter().skip(page * size).take(size).map(|t| t.task.task_id.clone()).collect();
+            let got_ids: Vec<String> = got.tasks.iter().map(|t| t.task.task_id.clone()).collect();
+            prop_assert_eq!(got.total, all.len());
+            prop_assert_eq!(got_ids, expected);
+        }
+    }
+}

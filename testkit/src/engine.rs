@@ -1,0 +1,175 @@
+//! The local Camunda engine's REST API as tests drive it (started by
+//! `deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::wait_for;
+
+/// The repository root (the test processes live in `deploy/processes/`).
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+pub fn engine_url() -> String {
+    env_or("CAMUNDA_URL", "http://127.0.0.1:8080/engine-rest")
+}
+
+pub const START_HINT: &str =
+    "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start";
+
+/// The engine's REST API, as a test drives it.
+#[derive(Clone)]
+pub struct Engine {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Engine {
+    /// Connects and deploys the test processes; fails with how to start the engine.
+    pub async fn connect() -> Engine {
+        let engine = Engine {
+            http: reqwest::Client::new(),
+            url: engine_url(),
+        };
+        let version = engine
+            .http
+            .get(format!("{}/version", engine.url))
+            .basic_auth("demo", Some("demo"))
+            .send()
+            .await;
+        match version {
+            Ok(r) if r.status().is_success() => {}
+            other => panic!(
+                "Camunda at {} does not answer ({other:?}); {START_HINT}",
+                engine.url
+            ),
+        }
+        for file in [
+            "simple-user-task.bpmn",
+            "candidate-listener.bpmn",
+            "boundary-timer.bpmn",
+            "multi-instance.bpmn",
+            "call-activity.bpmn",
+        ] {
+            engine.deploy(file).await;
+        }
+        engine
+    }
+
+    async fn deploy(&self, file: &str) {
+        let path = PathBuf::from(REPO).join("deploy/processes").join(file);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let form = reqwest::multipart::Form::new()
+            .text("deployment-name", file.to_owned())
+            .text("deploy-changed-only", "true")
+            .part(
+                "data",
+                reqwest::multipart::Part::bytes(bytes).file_name(file.to_owned()),
+            );
+        let r = self
+            .http
+            .post(format!("{}/deployment/create", self.url))
+            .basic_auth("demo", Some("demo"))
+            .multipart(form)
+            .send()
+            .await
+            .expect("deploy");
+        assert!(
+            r.status().is_success(),
+            "deploy {file}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth("demo", Some("demo"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("engine request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Calls and insists on success.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.call(method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    pub async fn claim(&self, task: &str, user: &str) {
+        let path = format!("/task/{task}/claim");
+        self.ok(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({ "userId": user })),
+        )
+        .await;
+    }
+
+    pub async fn start(&self, key: &str, business_key: &str, variables: Value) -> String {
+        let v = self
+            .ok(
+                reqwest::Method::POST,
+                &format!("/process-definition/key/{key}/start"),
+                Some(json!({ "businessKey": business_key, "variables": variables })),
+            )
+            .await;
+        v["id"].as_str().expect("instance id").to_owned()
+    }
+
+    /// The open tasks of an instance (or of its called children), waiting until `n` exist.
+    pub async fn tasks(&self, query: &str, n: usize) -> Vec<Value> {
+        wait_for(
+            &format!("{n} tasks for {query}"),
+            Duration::from_secs(30),
+            || async move {
+                let v = self
+                    .ok(reqwest::Method::GET, &format!("/task?{query}"), None)
+                    .await;
+                let tasks = v.as_array().cloned().unwrap_or_default();
+                (tasks.len() >= n).then_some(tasks)
+            },
+        )
+        .await
+    }
+
+    pub async fn task_id(&self, instance: &str) -> String {
+        self.tasks(&format!("processInstanceId={instance}"), 1)
+            .await[0]["id"]
+            .as_str()
+            .expect("task id")
+            .to_owned()
+    }
+
+    pub async fn delete_instance(&self, instance: &str) {
+        let _ = self
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/process-instance/{instance}?skipCustomListeners=true"),
+                None,
+            )
+            .await;
+    }
+}
