@@ -28,14 +28,15 @@ pub async fn run(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> bool 
     }
 }
 
+/// The engine's REST API as the benchmarks drive it (basic auth demo/demo).
 #[derive(Clone)]
-struct Engine {
-    http: reqwest::Client,
-    url: String,
+pub(crate) struct Engine {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
 }
 
 impl Engine {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -67,6 +68,11 @@ impl Engine {
 
     async fn deploy(&self, repo: &Path, file: &str) -> Result<()> {
         let bytes = std::fs::read(repo.join("deploy/processes").join(file))?;
+        self.deploy_bytes(file, bytes).await
+    }
+
+    /// Deploys one BPMN file (only when it changed).
+    pub(crate) async fn deploy_bytes(&self, file: &str, bytes: Vec<u8>) -> Result<()> {
         let form = reqwest::multipart::Form::new()
             .text("deployment-name", file.to_owned())
             .text("deploy-changed-only", "true")
@@ -87,7 +93,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn start(&self, key: &str, variables: Value) -> Result<String> {
+    pub(crate) async fn start(&self, key: &str, variables: Value) -> Result<String> {
         let (v, _) = self
             .call(
                 reqwest::Method::POST,

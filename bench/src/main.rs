@@ -3,7 +3,9 @@
 //! - `commands`: command routing through raft-bus to in-process handlers (commands.rs);
 //! - `collector`: the collector against the real engine: change → event latency by hook and by
 //!   poll, idle poll cost as open tasks grow (collector.rs);
-//! - `all`: all three, one after the other.
+//! - `core`: taskpool-core's "my tasks" against the engine's own REST, and its rebuild rate
+//!   (core.rs);
+//! - `all`: bus, commands and collector, one after the other.
 //!
 //! Results go to stdout as tables, progress to stderr.
 
@@ -11,6 +13,7 @@ mod bus;
 mod cluster;
 mod collector;
 mod commands;
+mod core;
 mod load;
 
 use std::path::PathBuf;
@@ -58,6 +61,14 @@ enum Cmd {
         common: CommonArgs,
         #[command(flatten)]
         collector: CollectorArgs,
+    },
+    /// Benchmark taskpool-core's task queries against the engine's own REST API (needs
+    /// PostgreSQL, the engine and FerretDB: scripts/bench core starts them)
+    Core {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        core: CoreArgs,
     },
     /// Run `bus`, `commands`, then `collector`
     All {
@@ -167,6 +178,43 @@ struct CollectorArgs {
     idle_secs: u64,
 }
 
+#[derive(Args)]
+#[command(next_help_heading = "Core benchmark")]
+struct CoreArgs {
+    /// The taskpool-core binary
+    #[arg(long, default_value = "target/release/taskpool-core")]
+    core_bin: PathBuf,
+    /// The engine's REST API (basic auth demo/demo)
+    #[arg(
+        long,
+        env = "CAMUNDA_URL",
+        default_value = "http://127.0.0.1:8080/engine-rest"
+    )]
+    engine_url: String,
+    /// The MongoDB-compatible server for the view
+    #[arg(
+        long,
+        env = "TASKPOOL_MONGO_URL",
+        default_value = "mongodb://127.0.0.1:27017"
+    )]
+    mongo_url: String,
+    /// Open tasks in the engine (and the view); multiples of 1,000
+    #[arg(long, default_value_t = 100_000)]
+    tasks: usize,
+    /// Users in the engine's identity (each in 5 groups)
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Groups in the engine's identity
+    #[arg(long, default_value_t = 50)]
+    groups: usize,
+    /// Measured taskpool-core answers
+    #[arg(long, default_value_t = 1_000)]
+    queries: usize,
+    /// Measured answers of each engine query
+    #[arg(long, default_value_t = 100)]
+    engine_queries: usize,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cmd = Cli::parse().cmd;
@@ -192,17 +240,25 @@ async fn shutdown_signal() {
 }
 
 async fn run(cmd: Cmd) -> ExitCode {
-    let (common, bus, commands, collector) = match cmd {
-        Cmd::Bus { common, bus } => (common, Some(bus), None, None),
-        Cmd::Commands { common, commands } => (common, None, Some(commands), None),
-        Cmd::Collector { common, collector } => (common, None, None, Some(collector)),
+    let (common, bus, commands, collector, core) = match cmd {
+        Cmd::Bus { common, bus } => (common, Some(bus), None, None, None),
+        Cmd::Commands { common, commands } => (common, None, Some(commands), None, None),
+        Cmd::Collector { common, collector } => (common, None, None, Some(collector), None),
+        Cmd::Core { common, core } => (common, None, None, None, Some(core)),
         Cmd::All {
             common,
             bus,
             commands,
             collector,
-        } => (common, Some(bus), Some(commands), Some(collector)),
+        } => (common, Some(bus), Some(commands), Some(collector), None),
     };
+    let bad_core = core
+        .as_ref()
+        .is_some_and(|c| c.users < 1 || c.groups < 5 || c.queries == 0 || c.engine_queries < 5);
+    if bad_core {
+        eprintln!("--users ≥ 1, --groups ≥ 5, --queries ≥ 1 and --engine-queries ≥ 5");
+        return ExitCode::from(2);
+    }
     let bad_bus = bus
         .as_ref()
         .is_some_and(|b| b.connections == 0 || b.batch == 0);
@@ -235,6 +291,9 @@ async fn run(cmd: Cmd) -> ExitCode {
             println!();
         }
         ok &= collector::run(&common, collector, &dir).await;
+    }
+    if let Some(core) = &core {
+        ok &= core::run(&common, core, &dir).await;
     }
 
     if !ok {
