@@ -104,7 +104,7 @@ impl Engine {
         Ok(v["id"].as_str().context("instance id")?.to_owned())
     }
 
-    async fn delete(&self, ids: &[String]) {
+    pub(crate) async fn delete(&self, ids: &[String]) {
         futures::stream::iter(ids)
             .for_each_concurrent(4, |id| async move {
                 let _ = self

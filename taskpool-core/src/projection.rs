@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use taskpool_api::bus::RecordedEvent;
 use taskpool_api::BusClient;
 use tokio::sync::{broadcast, watch};
@@ -22,6 +22,10 @@ use crate::view::{Applied, TaskChange, View};
 
 /// Events applied and written together at most (when catching up).
 const MAX_BATCH: usize = 2_000;
+/// A batch ends when no further event arrives within this time...
+const BATCH_GAP: Duration = Duration::from_millis(2);
+/// ...or when it has been collecting for this long.
+const MAX_BATCH_WAIT: Duration = Duration::from_millis(50);
 /// Task changes kept for slow SSE readers before they are told to reload.
 pub const CHANGE_BUFFER: usize = 4_096;
 
@@ -124,10 +128,17 @@ impl Projector {
                     }
                     None => break,
                 };
-                // Take what is already there, so catching up writes in large batches.
+                // Take what follows at once, so catching up writes in large batches; a pause
+                // of BATCH_GAP ends the batch, so a live change waits no longer than that.
+                let until = tokio::time::Instant::now() + MAX_BATCH_WAIT;
                 while batch.len() < MAX_BATCH {
-                    match events.next().now_or_never() {
-                        Some(Some(Ok(event))) => batch.push(event),
+                    let gap = (tokio::time::Instant::now() + BATCH_GAP).min(until);
+                    match tokio::time::timeout_at(gap, events.next()).await {
+                        Ok(Some(Ok(event))) => batch.push(event),
+                        Ok(Some(Err(e))) => {
+                            tracing::warn!(error = %e, "bus subscription failed after a partial batch");
+                            break;
+                        }
                         _ => break,
                     }
                 }

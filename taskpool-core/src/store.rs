@@ -458,9 +458,11 @@ impl Store {
         Ok(())
     }
 
-    /// Inserts documents into an empty view in bulk (for a rebuild).
+    /// Inserts documents into an empty view in bulk (for a rebuild), a few batches at once:
+    /// the server's per-document work then uses more than one core.
     pub async fn insert_tasks(&self, tasks: &[TaskRecord]) -> Result<(), StoreError> {
-        for chunk in tasks.chunks(WRITE_CHUNK * 2) {
+        use futures::StreamExt;
+        let batches = tasks.chunks(WRITE_CHUNK * 2).map(|chunk| async move {
             let docs: Vec<Document> = chunk
                 .iter()
                 .map(|t| encode_task(t).map(|(_, _, d)| d))
@@ -469,7 +471,12 @@ impl Store {
                 .insert_many(docs)
                 .ordered(false)
                 .await
-                .map_err(|e| store_error("insert tasks", e))?;
+                .map_err(|e| store_error("insert tasks", e))
+                .map(|_| ())
+        });
+        let mut running = futures::stream::iter(batches).buffer_unordered(4);
+        while let Some(done) = running.next().await {
+            done?;
         }
         Ok(())
     }

@@ -135,13 +135,16 @@ pub struct BadEvent {
     pub reason: String,
 }
 
+type TasksById = HashMap<Arc<str>, Arc<TaskView>>;
+
 /// The in-memory index of the view.
 #[derive(Debug, Default)]
 pub struct View {
     tasks: HashMap<Arc<str>, Arc<TaskView>>,
     tombstones: HashMap<Arc<str>, Tombstone>,
-    /// Principal → ids of the open tasks it may see.
-    by_principal: HashMap<String, HashSet<Arc<str>>>,
+    /// Principal → the open tasks it may see (by id), so a user's list is read without
+    /// looking each task up again.
+    by_principal: HashMap<String, TasksById>,
     definitions: BTreeMap<String, DefinitionView>,
     identities: BTreeMap<String, IdentityView>,
     /// user id → groups, over every application's identity.
@@ -209,21 +212,25 @@ impl View {
         &'a self,
         principals: &'a HashSet<String>,
     ) -> impl Iterator<Item = &'a Arc<TaskView>> + 'a {
-        let mut sets: Vec<&HashSet<Arc<str>>> = principals
+        let mut sets: Vec<(&'a str, &'a TasksById)> = principals
             .iter()
-            .filter_map(|p| self.by_principal.get(p))
+            .filter_map(|p| self.by_principal.get_key_value(p))
+            .map(|(p, tasks)| (p.as_str(), tasks))
             .collect();
-        // Largest first: the others only add what the largest lacks.
-        sets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let sets = Arc::new(sets);
-        let sets2 = sets.clone();
-        (0..sets.len()).flat_map(move |i| {
-            let earlier = sets2.clone();
-            sets2[i]
-                .iter()
-                .filter(move |id| !earlier[..i].iter().any(|s| s.contains(*id)))
-                .filter_map(|id| self.tasks.get(id))
-        })
+        // Largest first. A task of a later set was already given by an earlier one when one
+        // of its (few) principals names that set: comparing those is cheaper than hashing.
+        sets.sort_by_key(|(_, tasks)| std::cmp::Reverse(tasks.len()));
+        let names: Arc<Vec<&'a str>> = Arc::new(sets.iter().map(|(p, _)| *p).collect());
+        sets.into_iter()
+            .enumerate()
+            .flat_map(move |(i, (_, tasks))| {
+                let names = names.clone();
+                tasks.values().filter(move |t| {
+                    !t.authorized_principals
+                        .iter()
+                        .any(|p| names[..i].contains(&p.as_str()))
+                })
+            })
     }
 
     /// Loads a stored task (at start, or during a rebuild).
@@ -395,7 +402,7 @@ impl View {
             self.by_principal
                 .entry(p.clone())
                 .or_default()
-                .insert(id.clone());
+                .insert(id.clone(), view.clone());
         }
         self.tasks.insert(id, view);
     }
