@@ -28,13 +28,14 @@ pub fn database(test: &str) -> String {
 
 /// The view store of `database`; fails with how to start the server when it is not there.
 pub async fn store(database: &str) -> Store {
-    let store = Store::connect(&mongo_url(), database)
-        .await
-        .expect("mongo url");
+    store_at(&mongo_url(), database).await
+}
+
+pub async fn store_at(url: &str, database: &str) -> Store {
+    let store = Store::connect(url, database).await.expect("mongo url");
     if let Err(e) = store.ping().await {
         panic!(
-            "the MongoDB-compatible server at {} does not answer ({e}); start it with: deploy/scripts/ferretdb.sh start",
-            mongo_url()
+            "the MongoDB-compatible server at {url} does not answer ({e}); start it with: deploy/scripts/ferretdb.sh start"
         );
     }
     store
@@ -42,13 +43,37 @@ pub async fn store(database: &str) -> Store {
 
 /// The stored view of `database`, as a restart would load it.
 pub async fn stored_view(database: &str) -> View {
+    stored_view_at(&mongo_url(), database).await
+}
+
+pub async fn stored_view_at(url: &str, database: &str) -> View {
     let mut view = View::default();
-    store(database)
+    store_at(url, database)
         .await
         .load(&mut view)
         .await
         .expect("load the stored view");
     view
+}
+
+/// A FerretDB server of a test's own (SQLite files in `dir`), to stop and start at will.
+pub fn ferretdb(dir: &std::path::Path, port: u16) -> Service {
+    let bin = std::env::var("TASKPOOL_TEST_FERRETDB_BIN")
+        .unwrap_or_else(|_| format!("{}/.stack/bin/ferretdb", testkit::engine::REPO));
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "{bin} not found: build it with deploy/scripts/ferretdb.sh install (or set TASKPOOL_TEST_FERRETDB_BIN)"
+    );
+    let args = [
+        "-listen-addr".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "-handler".to_owned(),
+        "sqlite".to_owned(),
+        "-sqlite-url".to_owned(),
+        format!("file:{}/", dir.display()),
+    ]
+    .to_vec();
+    Service::start("ferretdb", bin, args, Vec::new())
 }
 
 /// A taskpool-core process.
@@ -61,7 +86,12 @@ pub struct Core {
 impl Core {
     /// Starts `taskpool-core serve` on `database` with JWT and trusted identity headers.
     pub async fn start(bus: &Cluster, database: &str, extra: &[&str]) -> Core {
-        store(database).await;
+        Core::start_on(bus, &mongo_url(), database, extra).await
+    }
+
+    /// Like `start`, on the MongoDB-compatible server at `mongo`.
+    pub async fn start_on(bus: &Cluster, mongo: &str, database: &str, extra: &[&str]) -> Core {
+        store_at(mongo, database).await;
         let listen = format!("127.0.0.1:{}", free_port());
         let nodes: Vec<String> = bus.nodes.iter().map(|n| n.url()).collect();
         let mut args: Vec<String> = [
@@ -71,7 +101,7 @@ impl Core {
             "--bus",
             &nodes.join(","),
             "--mongo-url",
-            &mongo_url(),
+            mongo,
             "--database",
             database,
             "--trust-identity-headers",

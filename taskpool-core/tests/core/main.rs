@@ -293,6 +293,81 @@ async fn restarts_and_leader_loss_lose_and_double_nothing() {
 }
 
 #[tokio::test]
+async fn a_store_outage_loses_and_doubles_nothing() {
+    let bus = Cluster::start(&[]).await;
+    let client = bus.client(&[1, 2, 3]);
+    let data = tempfile::tempdir().expect("temp dir");
+    let port = harness::free_port();
+    let url = format!("mongodb://127.0.0.1:{port}");
+    let mut ferretdb = harness::ferretdb(data.path(), port);
+    let db = database("outage");
+    wait_for("FerretDB up", Duration::from_secs(30), || async {
+        let store = taskpool_core::store::Store::connect(&url, &db).await.ok()?;
+        store.ping().await.ok()
+    })
+    .await;
+    let core = Core::start_on(&bus, &url, &db, &[]).await;
+    let batch = |from: usize| -> Vec<TaskEvent> {
+        (from..from + 50)
+            .flat_map(|i| {
+                let id = format!("o{i}");
+                let mut events = vec![TaskEvent::Created(task(&id))];
+                if i % 5 == 0 {
+                    events.push(TaskEvent::Completed(TaskCompleted {
+                        task_id: id,
+                        completed_by: None,
+                        source: source(),
+                    }));
+                }
+                events
+            })
+            .collect()
+    };
+    core.wait_position(append(&client, &batch(0)).await).await;
+
+    // The store dies; events keep coming; it comes back.
+    ferretdb.kill();
+    let mut head = 0;
+    for round in 1..4 {
+        head = append(&client, &batch(round * 50)).await;
+    }
+    // The view has taken those events and failed to store them, before the store is back.
+    let metrics_url = format!("{}/metrics", core.url());
+    wait_for("a failed view write", Duration::from_secs(30), || {
+        let url = metrics_url.clone();
+        async move {
+            let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+            text.contains("taskpool_store_errors_total{operation=\"write\"}")
+                .then_some(())
+        }
+    })
+    .await;
+    ferretdb.spawn();
+    core.wait_position(head).await;
+    wait_for(
+        "the stored view at the head",
+        Duration::from_secs(60),
+        || async {
+            let store = taskpool_core::store::Store::connect(&url, &db).await.ok()?;
+            (store.position().await.ok()? == head).then_some(())
+        },
+    )
+    .await;
+    let stored = harness::stored_view_at(&url, &db).await;
+    let expected = fold_of_bus(&bus).await;
+    assert_eq!(expected.open_tasks(), 160);
+    assert_eq!(open_tasks(&stored), open_tasks(&expected));
+    let (_, total) = core.ids("size=1", "nobody", &["nobody"]).await;
+    assert_eq!(total, 0);
+    let (status, _) = core.get("/api/v1/tasks/o7", "u", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "no candidates: visible to nobody"
+    );
+}
+
+#[tokio::test]
 async fn rebuild_gives_the_live_view() {
     let bus = Cluster::start(&[]).await;
     let client = bus.client(&[1, 2, 3]);
