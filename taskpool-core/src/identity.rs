@@ -274,6 +274,55 @@ mod tests {
     }
 
     #[test]
+    fn rs256_tokens_are_checked_with_the_public_key() {
+        // A fresh key pair from openssl (Debian's `openssl` package).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let key = dir.path().join("key.pem");
+        let public = dir.path().join("public.pem");
+        let run = |args: &[&str]| {
+            let ok = std::process::Command::new("openssl")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl (apt install openssl)")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        let (key_s, public_s) = (key.display().to_string(), public.display().to_string());
+        run(&["genrsa", "-out", &key_s, "2048"]);
+        run(&["rsa", "-in", &key_s, "-pubout", "-out", &public_s]);
+        let public_pem = std::fs::read(&public).expect("public key");
+        let auth = Authenticator::new(AuthConfig {
+            hs256_secret: None,
+            rs256_public_key_pem: Some(&public_pem),
+            issuer: Some("taskpool-tests"),
+            audience: None,
+            trust_headers: false,
+        })
+        .expect("authenticator");
+        let private = EncodingKey::from_rsa_pem(&std::fs::read(&key).expect("key")).expect("rsa");
+        let sign = |claims: serde_json::Value| {
+            encode(&Header::new(Algorithm::RS256), &claims, &private).expect("token")
+        };
+        let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        let good = sign(
+            serde_json::json!({"sub": "gonzo", "groups": ["g"], "exp": exp(), "iss": "taskpool-tests"}),
+        );
+        let id = auth.identify(&bearer(&good)).expect("identity");
+        assert_eq!(
+            (id.user.as_str(), id.groups.as_slice()),
+            ("gonzo", ["g".to_owned()].as_slice())
+        );
+        let other_issuer =
+            sign(serde_json::json!({"sub": "gonzo", "exp": exp(), "iss": "elsewhere"}));
+        let hs256 = token(serde_json::json!({"sub": "gonzo", "exp": exp()}), SECRET);
+        for bad in [other_issuer, hs256] {
+            let e = auth.identify(&bearer(&bad)).expect_err("refused");
+            assert_eq!(e.code(), "invalid_token", "{e}");
+        }
+    }
+
+    #[test]
     fn trusted_headers_give_user_and_groups() {
         let id = auth(true)
             .identify(&headers(&[("x-user", "piggy"), ("x-groups", "a, b,,c")]))
