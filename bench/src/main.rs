@@ -5,6 +5,8 @@
 //!   poll, idle poll cost as open tasks grow (collector.rs);
 //! - `core`: taskpool-core's "my tasks" against the engine's own REST, and its rebuild rate
 //!   (core.rs);
+//! - `e2e`: the whole system: created → visible in hook and poll mode, claim round trip,
+//!   a burst until all are visible, each beside the engine's own figure (e2e.rs);
 //! - `all`: bus, commands and collector, one after the other.
 //!
 //! Results go to stdout as tables, progress to stderr.
@@ -14,6 +16,7 @@ mod cluster;
 mod collector;
 mod commands;
 mod core;
+mod e2e;
 mod load;
 
 use std::path::PathBuf;
@@ -69,6 +72,12 @@ enum Cmd {
         common: CommonArgs,
         #[command(flatten)]
         core: CoreArgs,
+    },
+    /// Benchmark the whole system end to end on the real engine (needs PostgreSQL, the engine
+    /// and FerretDB: scripts/bench e2e starts them)
+    E2e {
+        #[command(flatten)]
+        e2e: E2eArgs,
     },
     /// Run `bus`, `commands`, then `collector`
     All {
@@ -215,6 +224,26 @@ struct CoreArgs {
     engine_queries: usize,
 }
 
+#[derive(Args)]
+#[command(next_help_heading = "End-to-end benchmark")]
+struct E2eArgs {
+    /// Tasks created one at a time in hook mode (latency samples)
+    #[arg(long, default_value_t = 300)]
+    instances: usize,
+    /// Tasks created one at a time in poll mode
+    #[arg(long, default_value_t = 100)]
+    poll_instances: usize,
+    /// The collector's poll interval in poll mode
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Claims through the task API, and as many on the engine's own REST
+    #[arg(long, default_value_t = 100)]
+    claims: usize,
+    /// Instances of the burst
+    #[arg(long, default_value_t = 1_000)]
+    burst: usize,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cmd = Cli::parse().cmd;
@@ -241,6 +270,17 @@ async fn shutdown_signal() {
 
 async fn run(cmd: Cmd) -> ExitCode {
     let (common, bus, commands, collector, core) = match cmd {
+        Cmd::E2e { e2e } => {
+            if e2e.instances < 2 || e2e.poll_instances == 0 || e2e.burst == 0 {
+                eprintln!("--instances ≥ 2, --poll-instances ≥ 1 and --burst ≥ 1");
+                return ExitCode::from(2);
+            }
+            return if e2e::run(&e2e).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
         Cmd::Bus { common, bus } => (common, Some(bus), None, None, None),
         Cmd::Commands { common, commands } => (common, None, Some(commands), None, None),
         Cmd::Collector { common, collector } => (common, None, None, Some(collector), None),

@@ -163,6 +163,30 @@ impl Engine {
             .to_owned()
     }
 
+    /// A process instance's state in the history (`ACTIVE`, `COMPLETED`, …).
+    pub async fn instance_state(&self, instance: &str) -> Value {
+        let path = format!("/history/process-instance/{instance}");
+        self.ok(reqwest::Method::GET, &path, None).await["state"].clone()
+    }
+
+    /// The value a process variable of the instance had last (history).
+    pub async fn history_variable(&self, instance: &str, name: &str) -> Value {
+        let path =
+            format!("/history/variable-instance?processInstanceId={instance}&variableName={name}");
+        self.ok(reqwest::Method::GET, &path, None).await[0]["value"].clone()
+    }
+
+    /// Adds or removes a candidate group of a task, through the engine's identity links.
+    pub async fn candidate_group(&self, task: &str, group: &str, add: bool) {
+        let path = if add {
+            format!("/task/{task}/identity-links")
+        } else {
+            format!("/task/{task}/identity-links/delete")
+        };
+        let link = json!({"groupId": group, "type": "candidate"});
+        self.ok(reqwest::Method::POST, &path, Some(link)).await;
+    }
+
     pub async fn delete_instance(&self, instance: &str) {
         let _ = self
             .call(

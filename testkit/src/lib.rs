@@ -15,9 +15,13 @@ use taskpool_api::bus::{ClusterInfo, RecordedEvent};
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::time::Instant;
 
+pub mod collector;
+pub mod core;
 pub mod engine;
 pub mod service;
 
+pub use collector::Collector;
+pub use core::Core;
 pub use engine::Engine;
 pub use service::Service;
 

@@ -4,18 +4,12 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use taskpool_api::bus::RecordedEvent;
 use taskpool_api::BusClient;
-pub use testkit::engine::{engine_url, env_or, REPO};
-pub use testkit::{free_port, wait_for, Cluster, Engine, Service, TOKEN};
-
-pub fn database_url() -> String {
-    env_or(
-        "COLLECTOR_TEST_DATABASE_URL",
-        "postgres://taskpool:taskpool@127.0.0.1:5432/collector",
-    )
-}
+pub use testkit::collector::Collector;
+pub use testkit::engine::engine_url;
+pub use testkit::{wait_for, Cluster, Engine};
 
 /// A unique application name per test, so tests share the engine but not their state.
 pub fn app_name(test: &str) -> String {
@@ -60,119 +54,4 @@ pub async fn expect_stream(
         },
     )
     .await
-}
-
-pub struct Collector {
-    pub app: String,
-    pub listen: String,
-    service: Service,
-}
-
-impl Collector {
-    /// Starts a collector process for `app` against the bus; `extra` are more flags.
-    pub fn start(app: &str, bus: &Cluster, extra: &[&str]) -> Collector {
-        let nodes: Vec<String> = bus.nodes.iter().map(|n| n.url()).collect();
-        let listen = extra
-            .windows(2)
-            .find(|w| w[0] == "--listen")
-            .map(|w| w[1].to_owned())
-            .unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
-        let defaults = [
-            ("--application", app.to_owned()),
-            ("--engine-url", engine_url()),
-            ("--engine-user", "demo".to_owned()),
-            ("--bus", nodes.join(",")),
-            ("--database-url", database_url()),
-            ("--poll-interval", "200ms".to_owned()),
-            ("--overlap", "3s".to_owned()),
-            ("--reconcile-interval", "10m".to_owned()),
-            ("--listen", listen.clone()),
-        ];
-        // A flag in `extra` replaces its default.
-        let mut args: Vec<String> = Vec::new();
-        for (flag, value) in defaults {
-            if !extra.contains(&flag) {
-                args.extend([flag.to_owned(), value]);
-            }
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let env = [
-            ("COLLECTOR_ENGINE_PASSWORD", "demo"),
-            ("COLLECTOR_BUS_TOKEN", TOKEN),
-            ("RUST_LOG", "info,camunda_collector=debug"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .to_vec();
-        let service = Service::start(
-            &format!("collector {listen}"),
-            env!("CARGO_BIN_EXE_camunda-collector"),
-            args,
-            env,
-        );
-        Collector {
-            app: app.to_owned(),
-            listen,
-            service,
-        }
-    }
-
-    pub fn spawn(&mut self) {
-        self.service.spawn();
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        self.service.kill();
-    }
-
-    /// SIGTERM, and waits for a clean exit.
-    pub async fn stop(&mut self) {
-        self.service.stop().await;
-    }
-
-    async fn status(&self) -> Option<Value> {
-        let r = reqwest::get(format!("{}/v1/status", self.url()))
-            .await
-            .ok()?;
-        r.json().await.ok()
-    }
-
-    pub async fn is_active(&self) -> bool {
-        self.status()
-            .await
-            .is_some_and(|s| s["active"] == json!(true))
-    }
-
-    /// Waits until this collector is the active one.
-    pub async fn wait_active(&self, within: Duration) {
-        wait_for(
-            &format!("collector {} active", self.listen),
-            within,
-            || async move { self.is_active().await.then_some(()) },
-        )
-        .await;
-    }
-
-    /// Waits until the first reconciliation (the import of what the engine holds) is done.
-    pub async fn wait_reconciled(&self, within: Duration) {
-        wait_for("first reconciliation", within, || async move {
-            let m = self.metrics().await;
-            m.contains("collector_poll_cycles_total{kind=\"reconcile\",outcome=\"ok\"}")
-                .then_some(())
-        })
-        .await;
-    }
-
-    pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.url()))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body")
-    }
 }

@@ -9,26 +9,8 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{app_name, data, expect_stream, Cluster, Collector, Engine, REPO};
-
-/// Where the engine sends hooks: `TASKPOOL_HOOK_URL` as `deploy/scripts/camunda.sh` uses it.
-fn hook_listen() -> String {
-    let url = std::env::var("TASKPOOL_HOOK_URL")
-        .unwrap_or_else(|_| "http://127.0.0.1:7201/v1/hooks".to_owned());
-    let rest = url
-        .strip_prefix("http://")
-        .expect("TASKPOOL_HOOK_URL is http://HOST:PORT/…");
-    rest.split('/').next().expect("host:port").to_owned()
-}
-
-fn hook_secret() -> String {
-    let dir = std::env::var("STACK_DIR").unwrap_or_else(|_| format!("{REPO}/.stack"));
-    let path = format!("{dir}/hook-secret");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{path}: {e}; start the engine with deploy/scripts/camunda.sh start, which creates it"))
-        .trim()
-        .to_owned()
-}
+use crate::harness::{app_name, data, expect_stream, Cluster, Collector, Engine};
+use testkit::collector::{hook_listen, hook_secret};
 
 fn via(e: &taskpool_api::bus::RecordedEvent) -> String {
     let m: Value =

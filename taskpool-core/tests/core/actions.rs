@@ -5,45 +5,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use testkit::{wait_for, Engine, Service};
+use testkit::{wait_for, Collector, Engine};
 
-use crate::harness::{database, free_port, Cluster, Core, TOKEN};
-
-fn collector(app: &str, bus: &Cluster) -> Service {
-    let nodes: Vec<String> = bus.nodes.iter().map(|n| n.url()).collect();
-    let database_url = std::env::var("COLLECTOR_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://taskpool:taskpool@127.0.0.1:5432/collector".into());
-    let args = [
-        "--application",
-        app,
-        "--engine-url",
-        &testkit::engine::engine_url(),
-        "--engine-user",
-        "demo",
-        "--bus",
-        &nodes.join(","),
-        "--database-url",
-        &database_url,
-        "--poll-interval",
-        "200ms",
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    let env = [
-        ("COLLECTOR_ENGINE_PASSWORD", "demo"),
-        ("COLLECTOR_BUS_TOKEN", TOKEN),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
-    Service::start(
-        "camunda-collector",
-        testkit::workspace_binary("camunda-collector"),
-        args,
-        env,
-    )
-}
+use crate::harness::{database, Cluster, Core};
 
 async fn act(
     core: &Core,
@@ -90,7 +54,7 @@ async fn every_action_is_read_your_writes() {
     let engine = Engine::connect().await;
     let bus = Cluster::start(&[]).await;
     let app = format!("core-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let _collector = collector(&app, &bus);
+    let _collector = Collector::start(&app, &bus, &[]);
     let core = Core::start(&bus, &database("actions"), &[]).await;
 
     // The collector announces the engine's definitions; start one through the task API.
@@ -235,22 +199,10 @@ async fn every_action_is_read_your_writes() {
         StatusCode::NOT_FOUND,
         "a completed task leaves the view at once"
     );
-    let history = engine
-        .ok(
-            Method::GET,
-            &format!("/history/process-instance/{instance}"),
-            None,
-        )
-        .await;
-    assert_eq!(history["state"], "COMPLETED", "the process moved on");
-    let approved = engine
-        .ok(
-            Method::GET,
-            &format!(
-                "/history/variable-instance?processInstanceId={instance}&variableName=approved"
-            ),
-            None,
-        )
-        .await;
-    assert_eq!(approved[0]["value"], true);
+    assert_eq!(
+        engine.instance_state(&instance).await,
+        "COMPLETED",
+        "the process moved on"
+    );
+    assert_eq!(engine.history_variable(&instance, "approved").await, true);
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests use besides the stack itself, from Debian's packages:
+# Prometheus, docker-compose (to check docker-compose.yml) and Chromium with chromedriver
+# (to drive Camunda's Tasklist).
+set -euo pipefail
+# shellcheck source=deploy/scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+case "${1:-install}" in
+  install)
+    need=()
+    command -v prometheus >/dev/null || need+=(prometheus)
+    command -v docker-compose >/dev/null || need+=(docker-compose)
+    [ -x /usr/bin/chromium ] || need+=(chromium)
+    command -v chromedriver >/dev/null || need+=(chromium-driver)
+    if [ ${#need[@]} -gt 0 ]; then apt_install --no-install-recommends "${need[@]}"; fi
+    say "prometheus, docker-compose, chromium and chromedriver are installed"
+    ;;
+  -h|--help|help) echo "usage: $(basename "$0") [install]   (apt-get install prometheus docker-compose chromium chromium-driver, where missing)" ;;
+  *) echo "usage: $(basename "$0") [install]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,140 @@
+//! One Taskpool installation per test: its own bus, collector (one application) and
+//! taskpool-core (one database), around the shared local engine.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::collector::{hook_listen, hook_secret};
+use testkit::core::mongo_url;
+use testkit::{wait_for, Cluster, Collector, Core, Engine};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// How the collector learns of changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Signed hooks from the engine plugin, on the address the engine posts to.
+    Hook,
+    /// Polling the engine's REST API at this interval.
+    Poll(Duration),
+}
+
+pub struct Stack {
+    pub engine: Engine,
+    pub bus: Cluster,
+    pub collector: Collector,
+    pub core: Core,
+    pub app: String,
+    pub database: String,
+    _hook_address: Option<MutexGuard<'static, ()>>,
+}
+
+/// The engine posts hooks to one address, so collectors in hook mode take turns.
+static HOOK_ADDRESS: Mutex<()> = Mutex::const_new(());
+
+impl Stack {
+    pub async fn start(name: &str, mode: Mode) -> Stack {
+        let guard = match mode {
+            Mode::Hook => Some(HOOK_ADDRESS.lock().await),
+            Mode::Poll(_) => None,
+        };
+        let engine = Engine::connect().await;
+        let bus = Cluster::start(&[]).await;
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let app = format!("e2e-{name}-{suffix}");
+        let database = format!("e2e_{name}_{suffix}");
+        let flags: Vec<String> = match mode {
+            Mode::Hook => {
+                let listen = hook_listen();
+                assert!(
+                    std::net::TcpListener::bind(&listen).is_ok(),
+                    "{listen}, where the engine posts hooks, is taken: stop the local stack's collector (deploy/scripts/collector.sh stop)"
+                );
+                vec![
+                    "--mode".into(),
+                    "hook".into(),
+                    "--listen".into(),
+                    listen,
+                    "--hook-secret".into(),
+                    hook_secret(),
+                ]
+            }
+            Mode::Poll(every) => vec!["--poll-interval".into(), format!("{}ms", every.as_millis())],
+        };
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let collector = Collector::start(&app, &bus, &flags);
+        collector.wait_active(Duration::from_secs(60)).await;
+        let core = Core::start_on(&bus, &mongo_url(), &database, &[]).await;
+        Stack {
+            engine,
+            bus,
+            collector,
+            core,
+            app,
+            database,
+            _hook_address: guard,
+        }
+    }
+
+    /// Waits until `user` (in `groups`) sees task `id` in the task API, and returns it.
+    pub async fn visible(&self, id: &str, user: &str, groups: &[&str]) -> Value {
+        let path = format!("/api/v1/tasks/{id}");
+        wait_for(
+            &format!("task {id} visible to {user}"),
+            Duration::from_secs(60),
+            || async {
+                let (status, task) = self.core.get(&path, user, groups).await;
+                status.is_success().then_some(task)
+            },
+        )
+        .await
+    }
+
+    /// Waits until task `id` is not visible to `user` any more (404).
+    pub async fn gone(&self, id: &str, user: &str, groups: &[&str]) {
+        let path = format!("/api/v1/tasks/{id}");
+        wait_for(
+            &format!("task {id} gone for {user}"),
+            Duration::from_secs(60),
+            || async {
+                let (status, _) = self.core.get(&path, user, groups).await;
+                (status == reqwest::StatusCode::NOT_FOUND).then_some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits until `user` sees task `id` with `check` true of it.
+    pub async fn until(
+        &self,
+        what: &str,
+        id: &str,
+        user: &str,
+        groups: &[&str],
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let path = format!("/api/v1/tasks/{id}");
+        let check = &check;
+        wait_for(what, Duration::from_secs(60), || async {
+            let (status, task) = self.core.get(&path, user, groups).await;
+            (status.is_success() && check(&task)).then_some(task)
+        })
+        .await
+    }
+
+    /// Every task the task API lists for `user` matching `query`, following the pages.
+    pub async fn all_tasks(&self, query: &str, user: &str, groups: &[&str]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for page in 0.. {
+            let path = format!("/api/v1/tasks?{query}&size=1000&page={page}");
+            let (status, v) = self.core.get(&path, user, groups).await;
+            assert!(status.is_success(), "{path}: {status} {v}");
+            let tasks = v["tasks"].as_array().cloned().unwrap_or_default();
+            let total = v["total"].as_u64().unwrap_or(0) as usize;
+            out.extend(tasks);
+            if out.len() >= total || v["tasks"].as_array().is_none_or(Vec::is_empty) {
+                break;
+            }
+        }
+        out
+    }
+}

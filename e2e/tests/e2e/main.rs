@@ -1,0 +1,10 @@
+//! End to end, everything real: the local Camunda engine on PostgreSQL with the hook plugin
+//! (`deploy/scripts/camunda.sh start`), FerretDB (`deploy/scripts/ferretdb.sh start`), and per
+//! test a three-node bus, a collector and taskpool-core as processes; Prometheus and Chromium
+//! from Debian's packages. `scripts/test` starts and installs all of it.
+
+mod burst;
+mod compose;
+mod flow;
+mod follow;
+mod observe;
