@@ -32,8 +32,9 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         crate::metrics::init();
         std::fs::create_dir_all(&config.data_dir)?;
-        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?;
         let store = EventStore::open(&config.data_dir.join("events.redb"))?;
+        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?
+            .purging_up_to(store.durable_applied());
         let sm = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))?;
         let raft_config = openraft::Config {
             cluster_name: "raft-bus".into(),

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,13 @@ struct Inner {
     db: Database,
     head: watch::Sender<u64>,
     last_flush: Mutex<Instant>,
+    /// One past the last log index whose effect is on disk (0: none): what a crash keeps.
+    durable_applied: Arc<AtomicU64>,
+}
+
+/// One past a log id's index; 0 for none.
+fn next_index(log_id: Option<LogId>) -> u64 {
+    log_id.map_or(0, |l| l.index + 1)
 }
 
 /// The applied state that openraft asks for at start.
@@ -68,15 +76,26 @@ impl EventStore {
                 db,
                 head: watch::channel(0).0,
                 last_flush: Mutex::new(Instant::now()),
+                durable_applied: Arc::default(),
             }),
         };
-        let head = store.applied_state()?.head;
-        store.inner.head.send_replace(head);
+        let state = store.applied_state()?;
+        store.inner.head.send_replace(state.head);
+        store
+            .inner
+            .durable_applied
+            .store(next_index(state.last_applied), Ordering::SeqCst);
         Ok(store)
     }
 
     pub(crate) fn db(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// One past the last log index applied durably, kept current: the log store purges no
+    /// entry a crash would make the state machine need again.
+    pub fn durable_applied(&self) -> Arc<AtomicU64> {
+        self.inner.durable_applied.clone()
     }
 
     /// The last applied position; 0 for an empty store.
@@ -143,6 +162,12 @@ impl EventStore {
             head = w.head;
         }
         txn.commit()?;
+        if durable {
+            let last = entries.last().map(|e| *e.get_log_id());
+            self.inner
+                .durable_applied
+                .fetch_max(next_index(last), Ordering::SeqCst);
+        }
         self.publish_head(head);
         Ok(outcomes)
     }
@@ -151,7 +176,18 @@ impl EventStore {
     pub fn flush(&self) -> anyhow::Result<()> {
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        // What this durable commit makes durable: everything applied before it.
+        let applied = {
+            let meta = txn.open_table(META)?;
+            let v = meta.get(KEY_APPLIED)?.map(|v| v.value().to_vec());
+            v.map(|b| decode::<Option<LogId>>(&b))
+                .transpose()?
+                .flatten()
+        };
         txn.commit()?;
+        self.inner
+            .durable_applied
+            .fetch_max(next_index(applied), Ordering::SeqCst);
         *self.inner.last_flush.lock().expect("flush lock") = Instant::now();
         Ok(())
     }
@@ -228,6 +264,10 @@ impl EventStore {
             w.finish()?;
         }
         txn.commit()?;
+        // A snapshot may also take the state back (an older one over a newer state).
+        self.inner
+            .durable_applied
+            .store(next_index(state.last_applied), Ordering::SeqCst);
         self.publish_head(state.head);
         Ok(())
     }

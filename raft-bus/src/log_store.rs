@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError};
@@ -35,6 +37,9 @@ fn read_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::read_logs(AnyError::error(e.to_string())).into()
 }
 
+/// How long a purge waits for the state machine to hold its range durably (a snapshot install).
+const PURGE_WAIT: Duration = Duration::from_secs(300);
+
 /// Recently written entries kept in memory, for replication to read without the disk.
 const RECENT_BYTES: usize = 8 << 20;
 
@@ -50,6 +55,10 @@ struct Memory {
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// The run of entries this log holds on its own, `first..=last` (appended, not truncated,
+    /// not purged); unlike `last_log_id`, a purge past the log's end (a snapshot received)
+    /// does not move it but empties it, and the next append starts a new run.
+    held: Option<(u64, u64)>,
 }
 
 impl Memory {
@@ -96,6 +105,8 @@ enum Op {
 pub struct LogStore {
     shared: Arc<Shared>,
     ops: mpsc::Sender<Op>,
+    /// One past the last index the state machine holds durably (see `purging_up_to`).
+    durable_applied: Option<Arc<AtomicU64>>,
 }
 
 /// Reads entries for replication; cheap to clone.
@@ -133,6 +144,10 @@ impl LogStore {
                 Some((_, v)) => Some(*decode::<Entry>(v.value())?.get_log_id()),
                 None => mem.last_purged,
             };
+            mem.held = match (logs.first()?, logs.last()?) {
+                (Some((f, _)), Some((l, _))) => Some((f.value(), l.value())),
+                _ => None,
+            };
         }
         let shared = Arc::new(Shared {
             db,
@@ -143,7 +158,37 @@ impl LogStore {
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || run_writer(writer, rx))?;
-        Ok(LogStore { shared, ops: tx })
+        Ok(LogStore {
+            shared,
+            ops: tx,
+            durable_applied: None,
+        })
+    }
+
+    /// Purges only entries the state machine holds durably (`durable_applied` is one past
+    /// that index). openraft 0.9 issues the purge of a received snapshot's range at once, while
+    /// the state machine is still installing the snapshot: a crash in between would leave a
+    /// state machine behind a log that no longer has the entries to catch it up, a node that
+    /// can never start again (found by the fault suite). Such a purge waits for the install.
+    pub fn purging_up_to(mut self, durable_applied: Arc<AtomicU64>) -> Self {
+        self.durable_applied = Some(durable_applied);
+        self
+    }
+
+    async fn wait_durably_applied(&self, index: u64) -> Result<(), StorageError> {
+        let Some(durable) = &self.durable_applied else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + PURGE_WAIT;
+        while durable.load(Ordering::SeqCst) <= index {
+            if std::time::Instant::now() > deadline {
+                return Err(write_err(format!(
+                    "purge up to {index}: the state machine did not hold it within {PURGE_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     fn send(&self, op: Op) -> Result<(), StorageError> {
@@ -364,8 +409,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not waited for: losing it only means re-learning the commit index from the leader.
-        self.shared.mem.lock().expect("log memory lock").committed = committed;
-        self.send(Op::Committed(committed))
+        // Stored only while this log holds every entry from the state machine's durable point
+        // up to it (a snapshot being installed moves it past them): at start, openraft
+        // re-applies that range from this log.
+        let durable = self
+            .durable_applied
+            .as_ref()
+            .map(|d| d.load(Ordering::SeqCst));
+        let store = {
+            let mut mem = self.shared.mem.lock().expect("log memory lock");
+            mem.committed = committed;
+            match (committed, durable) {
+                (None, _) | (_, None) => true,
+                (Some(c), Some(next)) => {
+                    c.index < next
+                        || mem
+                            .held
+                            .is_some_and(|(first, last)| first <= next && c.index <= last)
+                }
+            }
+        };
+        if store {
+            self.send(Op::Committed(committed))
+        } else {
+            Ok(())
+        }
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -387,8 +455,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             for e in &entries {
                 mem.tail.insert(e.get_log_id().index, e.clone());
             }
-            if let Some(last) = entries.last() {
+            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
                 mem.last_log_id = Some(*last.get_log_id());
+                let start = mem.held.map_or(first.get_log_id().index, |(f, _)| f);
+                mem.held = Some((start, last.get_log_id().index));
             }
         }
         self.send(Op::Append(entries, callback))
@@ -416,10 +486,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some(e) => Some(*e.get_log_id()),
             None => mem.last_purged,
         };
+        mem.held = match (mem.held, mem.last_log_id) {
+            (Some((first, _)), Some(last)) if last.index >= first => Some((first, last.index)),
+            _ => None,
+        };
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.wait_durably_applied(log_id.index).await?;
         {
             let mut mem = self.shared.mem.lock().expect("log memory lock");
             mem.last_purged = Some(log_id);
@@ -429,6 +504,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             mem.tail.retain(|idx, _| *idx > log_id.index);
             let upto = log_id.index;
             mem.forget(|idx| idx > upto);
+            mem.held = match mem.held {
+                Some((_, last)) if last <= upto => None,
+                Some((first, last)) => Some((first.max(upto + 1), last)),
+                None => None,
+            };
         }
         self.send_and_wait(|done| Op::Purge(log_id, done)).await
     }

@@ -77,15 +77,25 @@ impl StateMachine {
 }
 
 impl SnapshotDir {
+    /// The newest snapshot file. Normally the only one; a crash between publishing a new one
+    /// and deleting the old one leaves two, named `{term}-{index}-{id}.snap`.
     fn current(&self) -> std::io::Result<Option<PathBuf>> {
-        let mut found = None;
+        let mut found: Option<((u64, u64), PathBuf)> = None;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "snap") {
-                found = Some(path);
+                let name = path
+                    .file_stem()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                let mut parts = name.split('-').map(|p| p.parse::<u64>().unwrap_or(0));
+                let key = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+                if found.as_ref().is_none_or(|(k, _)| key > *k) {
+                    found = Some((key, path));
+                }
             }
         }
-        Ok(found)
+        Ok(found.map(|(_, p)| p))
     }
 
     /// Moves a finished file into place as the only snapshot.

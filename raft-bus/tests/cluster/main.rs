@@ -286,6 +286,42 @@ async fn node_down_past_a_snapshot_installs_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_that_lost_its_data_dir_rejoins_by_snapshot() {
+    let mut cluster = Cluster::start(&["--snapshot-logs", "50"]).await;
+    let (leader, lost) = cluster.leader_and_follower().await;
+    let client = cluster.client(&[leader]);
+    for n in 0..100 {
+        client.append(&one("before", n)).await.expect("append");
+    }
+    cluster.wait_head(lost, 100).await;
+    cluster.kill(lost);
+    let dir = cluster.node(lost).dir.clone();
+    std::fs::remove_dir_all(&dir).expect("remove the data dir");
+    for n in 100..300 {
+        client.append(&one("after", n)).await.expect("append");
+    }
+    // Back with an empty data dir and the same --peers: it must not start a cluster of its
+    // own, but take the leader's snapshot and log.
+    cluster.spawn(lost);
+    cluster.wait_ready(lost).await;
+    cluster.wait_head(lost, 300).await;
+    let expected = fingerprint(&cluster.all_events(leader).await);
+    assert_eq!(fingerprint(&cluster.all_events(lost).await), expected);
+    let log = std::fs::read_to_string(cluster.node(lost).log_path()).expect("node log");
+    assert!(
+        log.contains("installed snapshot from the leader"),
+        "node {lost} caught up by snapshot"
+    );
+    let info = cluster.cluster_info(lost).await.expect("cluster info");
+    assert_eq!(info.members.len(), 3, "one cluster of three: {info:?}");
+    client
+        .append(&one("after", 300))
+        .await
+        .expect("append after the rejoin");
+    cluster.wait_head(lost, 301).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscriber_from_1_gets_every_event_once_in_order_while_appending() {
     let cluster = Cluster::start(&[]).await;
     let (_, follower) = cluster.leader_and_follower().await;
@@ -564,4 +600,67 @@ async fn paused_leader_is_replaced_and_catches_up_when_resumed() {
         paused,
         "a paused leader lost its leadership"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_but_health_and_metrics_needs_the_token() {
+    let cluster = Cluster::start(&[]).await;
+    let http = reqwest::Client::new();
+    let base = cluster.node(1).url();
+    let protected = [
+        ("POST", "/v1/append"),
+        ("GET", "/v1/events?from=1"),
+        ("GET", "/v1/subscribe?from=1"),
+        ("GET", "/v1/streams/s"),
+        ("POST", "/v1/commands"),
+        (
+            "POST",
+            "/v1/commands/00000000-0000-0000-0000-000000000000/result",
+        ),
+        (
+            "GET",
+            "/v1/handlers/subscribe?handlerId=h&types=T&routingKeys=k",
+        ),
+        ("GET", "/v1/cluster"),
+        ("POST", "/v1/cluster/learners"),
+        ("POST", "/v1/cluster/membership"),
+        ("POST", "/raft/append"),
+        ("POST", "/raft/vote"),
+        ("POST", "/raft/snapshot"),
+        ("POST", "/raft/propose"),
+    ];
+    let wrong = [
+        None,
+        Some("Bearer nope".to_owned()),
+        Some(format!("bearer {TOKEN}")),
+        Some(format!("Bearer {TOKEN}x")),
+        Some(format!("Basic {TOKEN}")),
+        Some(TOKEN.to_owned()),
+    ];
+    for (method, path) in protected {
+        for auth in &wrong {
+            let mut req = http.request(method.parse().expect("method"), format!("{base}{path}"));
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            let (status, body) = raw(&http, req.body("{}")).await;
+            assert_eq!(status, 401, "{method} {path} with {auth:?}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{method} {path}");
+        }
+        // The token in the query string is no token.
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let req = http.request(
+            method.parse().expect("method"),
+            format!("{base}{path}{sep}token={TOKEN}"),
+        );
+        assert_eq!(raw(&http, req).await.0, 401, "{method} {path} with ?token=");
+    }
+    for open in ["/health/live", "/health/ready", "/metrics"] {
+        let r = http.get(format!("{base}{open}")).send().await.expect("get");
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{open} is open to load balancers and Prometheus"
+        );
+    }
 }
