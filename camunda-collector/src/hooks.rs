@@ -88,7 +88,8 @@ pub fn verify(
     mac.update(body);
     mac.verify_slice(&given)
         .map_err(|_| SignatureError::Mismatch)?;
-    if (now_ms - ts_ms).abs() > MAX_SKEW_MS {
+    // abs_diff: any i64 the sender put there, without overflow.
+    if now_ms.abs_diff(ts_ms) > MAX_SKEW_MS.unsigned_abs() {
         return Err(SignatureError::Skew);
     }
     Ok(())
@@ -186,5 +187,72 @@ mod tests {
             verify(SECRET, ts, Some(SIG), BODY, now + MAX_SKEW_MS + 1),
             Err(SignatureError::Skew)
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Whatever arrives, verification answers and never panics; only the right
+            /// signature of a recent timestamp passes.
+            #[test]
+            fn verify_takes_any_input(
+                secret in proptest::collection::vec(any::<u8>(), 0..40),
+                ts in proptest::option::of(".{0,24}"),
+                sig in proptest::option::of(".{0,80}"),
+                body in proptest::collection::vec(any::<u8>(), 0..200),
+                now in any::<i64>(),
+            ) {
+                let r = verify(&secret, ts.as_deref(), sig.as_deref(), &body, now);
+                if r.is_ok() {
+                    let expected = sign(&secret, &ts.expect("checked"), &body);
+                    prop_assert_eq!(sig.as_deref(), Some(expected.as_str()));
+                }
+            }
+
+            /// A signed hook verifies; any other body, timestamp far off or other secret fails.
+            #[test]
+            fn signed_hooks_verify_and_changed_ones_do_not(
+                secret in proptest::collection::vec(any::<u8>(), 1..40),
+                ts in any::<i64>(),
+                body in proptest::collection::vec(any::<u8>(), 1..200),
+                flip in any::<proptest::sample::Index>(),
+            ) {
+                let t = ts.to_string();
+                let sig = sign(&secret, &t, &body);
+                prop_assert_eq!(verify(&secret, Some(&t), Some(&sig), &body, ts), Ok(()));
+                let mut changed = body.clone();
+                let i = flip.index(changed.len());
+                changed[i] ^= 1;
+                prop_assert_eq!(
+                    verify(&secret, Some(&t), Some(&sig), &changed, ts),
+                    Err(SignatureError::Mismatch)
+                );
+                let far = ts.saturating_add(MAX_SKEW_MS + 1);
+                if far != ts.saturating_add(MAX_SKEW_MS) {
+                    prop_assert_eq!(
+                        verify(&secret, Some(&t), Some(&sig), &body, far),
+                        Err(SignatureError::Skew)
+                    );
+                }
+            }
+
+            /// Hook bodies are parsed from untrusted bytes: an answer, never a panic.
+            #[test]
+            fn any_hook_body_parses_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let _ = serde_json::from_slice::<HookBatch>(&body);
+            }
+
+            #[test]
+            fn any_json_hook_body_parses_or_is_refused(
+                tasks in proptest::collection::vec(
+                    proptest::collection::btree_map("[a-zA-Z]{1,12}", ".{0,12}", 0..6), 0..4)
+            ) {
+                let body = serde_json::json!({ "engine": "default", "tasks": tasks });
+                let _ = serde_json::from_value::<HookBatch>(body);
+            }
+        }
     }
 }

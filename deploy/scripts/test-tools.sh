@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests use besides the stack itself, from Debian's packages:
 # Prometheus, docker-compose (to check docker-compose.yml) and Chromium with chromedriver
-# (to drive Camunda's Tasklist).
+# (to drive Camunda's Tasklist); and schemathesis from PyPI (the API fuzz run).
 set -euo pipefail
 # shellcheck source=deploy/scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+SCHEMATHESIS_VERSION="${SCHEMATHESIS_VERSION:-4.32.5}"
 
 case "${1:-install}" in
   install)
@@ -14,8 +16,12 @@ case "${1:-install}" in
     [ -x /usr/bin/chromium ] || need+=(chromium)
     command -v chromedriver >/dev/null || need+=(chromium-driver)
     if [ ${#need[@]} -gt 0 ]; then apt_install --no-install-recommends "${need[@]}"; fi
-    say "prometheus, docker-compose, chromium and chromedriver are installed"
+    if ! command -v st >/dev/null; then
+      say "pip install schemathesis==$SCHEMATHESIS_VERSION"
+      pip install -q "schemathesis==$SCHEMATHESIS_VERSION" || die "pip install schemathesis failed"
+    fi
+    say "prometheus, docker-compose, chromium, chromedriver and schemathesis are installed"
     ;;
-  -h|--help|help) echo "usage: $(basename "$0") [install]   (apt-get install prometheus docker-compose chromium chromium-driver, where missing)" ;;
+  -h|--help|help) echo "usage: $(basename "$0") [install]   (apt-get install prometheus docker-compose chromium chromium-driver, pip install schemathesis; where missing)" ;;
   *) echo "usage: $(basename "$0") [install]" >&2; exit 2 ;;
 esac

@@ -33,6 +33,11 @@ static HOOK_ADDRESS: Mutex<()> = Mutex::const_new(());
 
 impl Stack {
     pub async fn start(name: &str, mode: Mode) -> Stack {
+        Stack::start_on(name, mode, &mongo_url()).await
+    }
+
+    /// Like `start`, with the view on the MongoDB-compatible server at `mongo`.
+    pub async fn start_on(name: &str, mode: Mode, mongo: &str) -> Stack {
         let guard = match mode {
             Mode::Hook => Some(HOOK_ADDRESS.lock().await),
             Mode::Poll(_) => None,
@@ -63,7 +68,7 @@ impl Stack {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let collector = Collector::start(&app, &bus, &flags);
         collector.wait_active(Duration::from_secs(60)).await;
-        let core = Core::start_on(&bus, &mongo_url(), &database, &[]).await;
+        let core = Core::start_on(&bus, mongo, &database, &[]).await;
         Stack {
             engine,
             bus,

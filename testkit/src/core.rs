@@ -14,6 +14,26 @@ pub fn mongo_url() -> String {
     std::env::var("TASKPOOL_TEST_MONGO_URL").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
 }
 
+/// A FerretDB server of a test's own (SQLite files in `dir`), to stop and start at will.
+pub fn ferretdb(dir: &std::path::Path, port: u16) -> Service {
+    let bin = std::env::var("TASKPOOL_TEST_FERRETDB_BIN")
+        .unwrap_or_else(|_| format!("{}/.stack/bin/ferretdb", crate::engine::REPO));
+    assert!(
+        std::path::Path::new(&bin).exists(),
+        "{bin} not found: build it with deploy/scripts/ferretdb.sh install (or set TASKPOOL_TEST_FERRETDB_BIN)"
+    );
+    let args = [
+        "-listen-addr".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "-handler".to_owned(),
+        "sqlite".to_owned(),
+        "-sqlite-url".to_owned(),
+        format!("file:{}/", dir.display()),
+    ]
+    .to_vec();
+    Service::start("ferretdb", bin, args, Vec::new())
+}
+
 /// Fails with how to start the server when nothing listens at the URL's host and port.
 fn assert_reachable(mongo: &str) {
     let hostport = mongo

@@ -5,6 +5,9 @@
 
 mod burst;
 mod compose;
+mod faults;
 mod flow;
 mod follow;
+mod fuzz;
 mod observe;
+mod outages;

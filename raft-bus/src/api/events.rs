@@ -168,6 +168,24 @@ fn check_from(from: u64) -> Result<u64, BusError> {
     Ok(from)
 }
 
+/// Where a subscription starts: a reconnecting EventSource sends the last id it saw
+/// (`Last-Event-ID`), so resume right after it; otherwise at `from` (default 1).
+fn start_position(last_event_id: Option<&[u8]>, from: Option<u64>) -> Result<u64, BusError> {
+    match last_event_id {
+        Some(v) => {
+            let last: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| {
+                    BusError::BadRequest("`Last-Event-ID` must be an event position".into())
+                })?;
+            last.checked_add(1)
+                .ok_or_else(|| BusError::BadRequest("`Last-Event-ID` is out of range".into()))
+        }
+        None => check_from(from.unwrap_or(1)),
+    }
+}
+
 fn check_limit(limit: Option<u32>) -> Result<usize, BusError> {
     match limit.unwrap_or(100) {
         l @ 1..=MAX_READ_LIMIT => Ok(l as usize),
@@ -257,21 +275,7 @@ pub async fn subscribe(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, BusError> {
-    // A reconnecting EventSource sends the last id it saw: resume right after it.
-    let from = match headers.get("last-event-id") {
-        Some(v) => {
-            let last: u64 = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| {
-                    BusError::BadRequest("`Last-Event-ID` must be an event position".into())
-                })?;
-            last.checked_add(1)
-                .ok_or_else(|| BusError::BadRequest("`Last-Event-ID` is out of range".into()))?
-        }
-        None => check_from(q.from.unwrap_or(1))?,
-    };
+    let from = start_position(headers.get("last-event-id").map(|v| v.as_bytes()), q.from)?;
     let permit = state.subscribers.clone().try_acquire_owned().map_err(|_| {
         BusError::Unavailable(format!(
             "this node already serves {} subscriptions (--max-subscribers); try another node",
@@ -318,4 +322,49 @@ pub async fn subscribe(
             .interval(Duration::from_secs(state.config.sse_heartbeat_secs.max(1)))
             .text("heartbeat"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any `Last-Event-ID` bytes: a start after that position, or a 400; never a panic.
+        #[test]
+        fn any_resume_id_resumes_after_it_or_is_refused(
+            id in proptest::collection::vec(any::<u8>(), 0..30),
+            from in proptest::option::of(any::<u64>()),
+        ) {
+            match start_position(Some(&id), from) {
+                Ok(start) => {
+                    let last: u64 = std::str::from_utf8(&id).expect("utf-8").trim().parse().expect("number");
+                    prop_assert_eq!(start, last + 1);
+                }
+                Err(e) => prop_assert!(matches!(e, BusError::BadRequest(_))),
+            }
+        }
+
+        #[test]
+        fn a_resume_id_is_a_position(last in 0..u64::MAX, from in proptest::option::of(any::<u64>())) {
+            let id = format!(" {last} ");
+            prop_assert_eq!(start_position(Some(id.as_bytes()), from).ok(), Some(last + 1));
+        }
+
+        #[test]
+        fn without_a_resume_id_from_decides(from in proptest::option::of(any::<u64>())) {
+            let r = start_position(None, from);
+            match from {
+                Some(0) => prop_assert!(r.is_err()),
+                Some(f) => prop_assert_eq!(r.ok(), Some(f)),
+                None => prop_assert_eq!(r.ok(), Some(1)),
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_position_there_is_cannot_be_resumed_after() {
+        assert!(start_position(Some(u64::MAX.to_string().as_bytes()), None).is_err());
+    }
 }

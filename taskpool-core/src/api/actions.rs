@@ -364,3 +364,53 @@ pub(super) fn normalize_date(text: &str) -> Option<String> {
         })?;
     Some(parsed.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Action bodies come from anyone: each parses or is refused, never a panic.
+        #[test]
+        fn any_action_body_parses_or_is_refused(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = serde_json::from_slice::<AssignBody>(&body);
+            let _ = serde_json::from_slice::<CompleteBody>(&body);
+            let _ = serde_json::from_slice::<DeferBody>(&body);
+        }
+
+        #[test]
+        fn any_json_action_body_parses_or_is_refused(
+            fields in proptest::collection::btree_map("[a-zA-Z]{0,10}", ".{0,10}", 0..5),
+            followup in ".{0,30}",
+        ) {
+            let as_json = serde_json::to_value(&fields).expect("json");
+            let _ = serde_json::from_value::<AssignBody>(as_json.clone());
+            let complete = serde_json::from_value::<CompleteBody>(serde_json::json!({"variables": as_json}));
+            prop_assert!(complete.is_ok(), "any object is a variable map");
+            let _ = serde_json::from_value::<DeferBody>(serde_json::json!({"followUp": followup}));
+        }
+
+        /// A follow-up date: normalised or refused; a normalised one stays as it is.
+        #[test]
+        fn any_date_normalises_or_is_refused(text in ".{0,40}") {
+            if let Some(d) = normalize_date(&text) {
+                prop_assert_eq!(normalize_date(&d), Some(d.clone()));
+            }
+        }
+
+        #[test]
+        fn real_dates_normalise_to_utc_milliseconds(
+            secs in 0i64..4_000_000_000, millis in 0u32..1000, offset_min in -720i32..=840,
+        ) {
+            let offset = chrono::FixedOffset::east_opt(offset_min * 60).expect("offset");
+            let t = chrono::DateTime::from_timestamp(secs, millis * 1_000_000).expect("time");
+            let text = t.with_timezone(&offset).to_rfc3339();
+            prop_assert_eq!(
+                normalize_date(&text),
+                Some(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+            );
+        }
+    }
+}

@@ -7,8 +7,8 @@ use taskpool_api::tasks::{task_stream, SourceReference, Task, TaskEvent};
 use taskpool_api::BusClient;
 use taskpool_core::store::Store;
 use taskpool_core::view::View;
-pub use testkit::core::{mongo_url, Core, JWT_SECRET};
-pub use testkit::{free_port, wait_for, Cluster, Service, TOKEN};
+pub use testkit::core::{ferretdb, mongo_url, Core, JWT_SECRET};
+pub use testkit::{free_port, wait_for, Cluster, TOKEN};
 
 /// A database of its own per test.
 pub fn database(test: &str) -> String {
@@ -46,26 +46,6 @@ pub async fn stored_view_at(url: &str, database: &str) -> View {
         .await
         .expect("load the stored view");
     view
-}
-
-/// A FerretDB server of a test's own (SQLite files in `dir`), to stop and start at will.
-pub fn ferretdb(dir: &std::path::Path, port: u16) -> Service {
-    let bin = std::env::var("TASKPOOL_TEST_FERRETDB_BIN")
-        .unwrap_or_else(|_| format!("{}/.stack/bin/ferretdb", testkit::engine::REPO));
-    assert!(
-        std::path::Path::new(&bin).exists(),
-        "{bin} not found: build it with deploy/scripts/ferretdb.sh install (or set TASKPOOL_TEST_FERRETDB_BIN)"
-    );
-    let args = [
-        "-listen-addr".to_owned(),
-        format!("127.0.0.1:{port}"),
-        "-handler".to_owned(),
-        "sqlite".to_owned(),
-        "-sqlite-url".to_owned(),
-        format!("file:{}/", dir.display()),
-    ]
-    .to_vec();
-    Service::start("ferretdb", bin, args, Vec::new())
 }
 
 /// A task as a collector would report it.

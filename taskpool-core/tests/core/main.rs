@@ -2,6 +2,7 @@
 //! actions) the Camunda engine with its collector.
 
 mod actions;
+mod authz;
 mod harness;
 mod queries;
 

@@ -1,0 +1,162 @@
+//! Outages of the parts around Taskpool, one after the other while tasks change: the engine
+//! stopped, PostgreSQL restarted (under the engine and the collector), the view's MongoDB
+//! server restarted, and the bus without a quorum. After each, the view equals the engine's
+//! open tasks, each once.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::core::ferretdb;
+use testkit::engine::REPO;
+use testkit::{free_port, wait_for, Engine};
+
+use e2e::{Mode, Stack};
+
+/// `deploy/scripts/<part>.sh <action>` with the environment `scripts/test` set up.
+fn script(part: &str, action: &str) {
+    let out = Command::new(format!("{REPO}/deploy/scripts/{part}.sh"))
+        .arg(action)
+        .output()
+        .unwrap_or_else(|e| panic!("{part}.sh {action}: {e}"));
+    assert!(
+        out.status.success(),
+        "{part}.sh {action}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `n` instances with business keys `{prefix}-{i}`.
+async fn start(engine: &Engine, prefix: &str, from: usize, n: usize) {
+    for i in from..from + n {
+        engine
+            .start("simpleUserTask", &format!("{prefix}-{i}"), json!({}))
+            .await;
+    }
+}
+
+/// Waits until the task API lists exactly the engine's open tasks of `prefix`, once each.
+async fn converged(stack: &Stack, prefix: &str, after: &str) {
+    let query = format!("filter=task.businessKey%25{prefix}");
+    wait_for(
+        &format!("the view equals the engine after {after}"),
+        Duration::from_secs(180),
+        || async {
+            let (status, tasks) = stack
+                .engine
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/task?processInstanceBusinessKeyLike={prefix}%25&maxResults=2000"),
+                    None,
+                )
+                .await;
+            let expected: BTreeSet<String> = (status == 200)
+                .then(|| tasks.as_array().cloned())
+                .flatten()?
+                .iter()
+                .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                .collect();
+            let listed: Vec<String> = stack
+                .all_tasks(&query, "rita", &["reviewers"])
+                .await
+                .iter()
+                .filter_map(|t| t["taskId"].as_str().map(str::to_owned))
+                .collect();
+            let set: BTreeSet<String> = listed.iter().cloned().collect();
+            (set == expected && listed.len() == set.len()).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut store = ferretdb(dir.path(), port);
+    let mut stack = Stack::start_on(
+        "outages",
+        Mode::Hook,
+        &format!("mongodb://127.0.0.1:{port}"),
+    )
+    .await;
+    let prefix = format!("outage-{}", stack.app);
+    start(&stack.engine, &prefix, 0, 10).await;
+    converged(&stack, &prefix, "the first tasks").await;
+
+    // The engine stopped: the collector waits, and finds what changed once it is back.
+    script("camunda", "stop");
+    script("camunda", "start");
+    let engine = Engine::connect().await;
+    start(&engine, &prefix, 10, 5).await;
+    let first = engine
+        .ok(
+            reqwest::Method::GET,
+            &format!("/task?processInstanceBusinessKey={prefix}-0"),
+            None,
+        )
+        .await;
+    let instance = first[0]["processInstanceId"]
+        .as_str()
+        .expect("instance")
+        .to_owned();
+    engine.delete_instance(&instance).await;
+    converged(&stack, &prefix, "the engine came back").await;
+
+    // PostgreSQL restarted under the engine and the collector.
+    script("postgres", "stop");
+    script("postgres", "start");
+    wait_for(
+        "the engine answers again",
+        Duration::from_secs(60),
+        || async {
+            let (status, _) = engine.call(reqwest::Method::GET, "/task/count", None).await;
+            (status == 200).then_some(())
+        },
+    )
+    .await;
+    start(&engine, &prefix, 15, 5).await;
+    converged(&stack, &prefix, "PostgreSQL came back").await;
+
+    // The view's MongoDB server restarted while tasks change.
+    store.kill();
+    start(&engine, &prefix, 20, 5).await;
+    store.spawn();
+    converged(&stack, &prefix, "the store came back").await;
+
+    // The bus without a quorum: two of three nodes down while tasks change.
+    let leader = stack.bus.leader().await;
+    let other = (1..=3).find(|n| *n != leader).expect("another node");
+    stack.bus.kill(leader);
+    stack.bus.kill(other);
+    start(&engine, &prefix, 25, 5).await;
+    stack.bus.spawn(leader);
+    stack.bus.spawn(other);
+    converged(&stack, &prefix, "the bus had its quorum back").await;
+
+    // And the stored view, as a restarted taskpool-core loads it, is the same.
+    stack.core.service.kill();
+    stack.core.service.spawn();
+    stack.core.wait_ready().await;
+    converged(&stack, &prefix, "taskpool-core restarted").await;
+
+    let open = engine
+        .ok(
+            reqwest::Method::GET,
+            &format!("/task?processInstanceBusinessKeyLike={prefix}%25&maxResults=2000"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        open.as_array().map(Vec::len),
+        Some(29),
+        "30 started, one deleted"
+    );
+    for t in open.as_array().expect("tasks") {
+        engine
+            .delete_instance(t["processInstanceId"].as_str().expect("instance"))
+            .await;
+    }
+}
