@@ -15,12 +15,15 @@ pub const NO_STREAM: i64 = -1;
 /// One event as a writer proposes it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewEvent {
     pub stream: String,
     #[serde(rename = "type")]
     pub event_type: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Box<RawValue>>,
     /// Makes the append idempotent: a retried id is not appended twice.
     pub id: Uuid,
@@ -46,6 +49,7 @@ impl NewEvent {
 /// `POST /v1/append`: the batch is atomic.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     /// Per stream, the version the stream must be at before this batch (-1: must not exist).
@@ -56,6 +60,7 @@ pub struct AppendRequest {
 /// Where one appended event landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendedEvent {
     pub position: u64,
     pub stream: String,
@@ -65,6 +70,7 @@ pub struct AppendedEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppendResponse {
     pub events: Vec<AppendedEvent>,
 }
@@ -72,6 +78,7 @@ pub struct AppendResponse {
 /// A committed event as readers see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordedEvent {
     /// Global, dense, starting at 1.
     pub position: u64,
@@ -80,8 +87,10 @@ pub struct RecordedEvent {
     pub version: u64,
     #[serde(rename = "type")]
     pub event_type: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Box<RawValue>>,
     pub id: Uuid,
     /// RFC 3339, set by the leader that accepted the append.
@@ -98,6 +107,7 @@ impl RecordedEvent {
 /// `GET /v1/events`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsPage {
     pub events: Vec<RecordedEvent>,
     /// The last committed position this node has applied (0: empty store).
@@ -107,6 +117,7 @@ pub struct EventsPage {
 /// `GET /v1/streams/{stream}`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StreamPage {
     pub events: Vec<RecordedEvent>,
     /// The stream's current version; -1 when the stream does not exist.
@@ -116,6 +127,7 @@ pub struct StreamPage {
 /// `GET /v1/cluster`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInfo {
     pub node_id: u64,
     pub leader_id: Option<u64>,
@@ -131,6 +143,7 @@ pub struct ClusterInfo {
 /// `POST /v1/cluster/learners`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddLearnerRequest {
     pub node_id: u64,
     pub addr: String,
@@ -139,6 +152,7 @@ pub struct AddLearnerRequest {
 /// `POST /v1/cluster/membership`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeMembershipRequest {
     pub members: Vec<u64>,
 }

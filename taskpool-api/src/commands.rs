@@ -14,6 +14,7 @@ pub const MAX_TIMEOUT_MS: u64 = 300_000;
 /// `POST /v1/commands`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRequest {
     /// Sending the same id again never executes the command twice; it returns its one result.
     pub id: Uuid,
@@ -29,6 +30,7 @@ pub struct CommandRequest {
 /// The answer to a command that a handler executed successfully.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandResponse {
     pub id: Uuid,
     pub result: Value,
@@ -51,6 +53,7 @@ pub struct CommandMessage {
 /// `{"ok":false,"status":409,"error":{"code","message"}}`, from the handler that was chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandResult {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -17,3 +17,21 @@ pub mod sse;
 pub mod tasks;
 
 pub use client::{BusClient, ClientConfig, ClientError};
+
+/// Pieces of the OpenAPI documents the services generate.
+#[cfg(feature = "openapi")]
+pub mod openapi {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+    /// Adds the `bearer` security scheme (`Authorization: Bearer …`, of `format` if given).
+    pub fn add_bearer(openapi: &mut utoipa::openapi::OpenApi, format: Option<&str>) {
+        let mut scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer);
+        if let Some(f) = format {
+            scheme = scheme.bearer_format(f);
+        }
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme.build()));
+    }
+}

@@ -338,3 +338,38 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Runs schemathesis (`st`, or `SCHEMATHESIS_BIN`) against the OpenAPI document at `schema`
+/// with the check that no answer is a 5xx, a fixed seed and `args`; fails with its report when
+/// it finds anything, else returns the report.
+pub async fn schemathesis(schema: &str, args: &[&str]) -> String {
+    let st = std::env::var("SCHEMATHESIS_BIN").unwrap_or_else(|_| "st".into());
+    let mut cmd = Command::new(&st);
+    cmd.args(["run", schema, "--checks", "not_a_server_error"])
+        .args([
+            "--max-examples",
+            "40",
+            "--seed",
+            "7",
+            "--request-timeout",
+            "15",
+        ])
+        .args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("schemathesis")
+        .unwrap_or_else(|e| {
+            panic!("{st}: {e}; install it with `pip install schemathesis` (deploy/scripts/test-tools.sh does)")
+        });
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}"
+    );
+    assert!(report.contains("passed"), "{report}");
+    report
+}

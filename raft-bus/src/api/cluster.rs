@@ -42,6 +42,8 @@ pub fn cluster_info(state: &AppState) -> ClusterInfo {
     }
 }
 
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 401, body = super::openapi::ErrorSchema)))]
 pub async fn info(State(state): State<AppState>) -> Json<ClusterInfo> {
     Json(cluster_info(&state))
 }
@@ -55,6 +57,9 @@ fn check_addr(addr: &str) -> Result<(), BusError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/cluster/learners", tag = "cluster", request_body = taskpool_api::bus::AddLearnerRequest,
+    responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn add_learner(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -71,6 +76,9 @@ pub async fn add_learner(
     }
 }
 
+#[utoipa::path(post, path = "/v1/cluster/membership", tag = "cluster", request_body = taskpool_api::bus::ChangeMembershipRequest,
+    responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn change_membership(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -52,6 +52,10 @@ fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
     }
 }
 
+#[utoipa::path(post, path = "/v1/commands", tag = "commands", request_body = taskpool_api::commands::CommandRequest,
+    responses((status = 200, body = taskpool_api::commands::CommandResponse), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 503, description = "no handler for the type and routing key, or no leader", body = super::openapi::ErrorSchema),
+        (status = 504, description = "no answer within the command's timeout", body = super::openapi::ErrorSchema)))]
 pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -107,6 +111,11 @@ fn split_list(what: &str, list: &str) -> Result<HashSet<String>, BusError> {
     Ok(items)
 }
 
+#[utoipa::path(get, path = "/v1/handlers/subscribe", tag = "commands",
+    params(("handlerId" = String, Query), ("types" = String, Query, description = "Comma-separated command types"),
+        ("routingKeys" = String, Query, description = "Comma-separated routing keys")),
+    responses((status = 200, description = "text/event-stream of the commands given to this handler"),
+        (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema)))]
 pub async fn subscribe_handler(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -178,6 +187,11 @@ pub async fn subscribe_handler(
         .into_response())
 }
 
+#[utoipa::path(post, path = "/v1/commands/{id}/result", tag = "commands", request_body = taskpool_api::commands::CommandResult,
+    params(("id" = String, Path, description = "Command id (UUID)")),
+    responses((status = 204, description = "taken"), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 404, body = super::openapi::ErrorSchema),
+        (status = 409, body = super::openapi::ErrorSchema)))]
 pub async fn result(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -29,6 +29,10 @@ const MAX_READ_LIMIT: u32 = 10_000;
 /// Events read from disk per step of a subscription: bounds a subscriber's memory.
 const SUBSCRIBE_PAGE: usize = 256;
 
+#[utoipa::path(post, path = "/v1/append", tag = "events", request_body = taskpool_api::bus::AppendRequest,
+    responses((status = 200, body = taskpool_api::bus::AppendResponse), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 409, body = super::openapi::ErrorSchema),
+        (status = 413, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn append(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AppendRequest>,
@@ -195,6 +199,11 @@ fn check_limit(limit: Option<u32>) -> Result<usize, BusError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "events",
+    params(("from" = Option<u64>, Query, description = "First position (default 1)"),
+        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 10000 (default 100)")),
+    responses((status = 200, body = taskpool_api::bus::EventsPage), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema)))]
 pub async fn read_events(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -228,6 +237,12 @@ pub struct StreamQuery {
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/streams/{stream}", tag = "events",
+    params(("stream" = String, Path, description = "Stream name"),
+        ("fromVersion" = Option<u64>, Query, description = "First version (default 0)"),
+        ("limit" = Option<u32>, Query, description = "At most this many, 1 to 10000 (default 100)")),
+    responses((status = 200, body = taskpool_api::bus::StreamPage), (status = 400, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema)))]
 pub async fn read_stream(
     State(state): State<AppState>,
     Path(stream): Path<String>,
@@ -270,6 +285,11 @@ impl Drop for SubscriberGuard {
     }
 }
 
+#[utoipa::path(get, path = "/v1/subscribe", tag = "events",
+    params(("from" = Option<u64>, Query, description = "First position (default 1); a `Last-Event-ID` header resumes after it")),
+    responses((status = 200, description = "text/event-stream of `event` (a RecordedEvent, id = position) and heartbeats", body = taskpool_api::bus::RecordedEvent),
+        (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema),
+        (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,

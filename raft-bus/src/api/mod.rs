@@ -4,6 +4,7 @@
 mod cluster;
 mod commands;
 pub(crate) mod events;
+pub(crate) mod openapi;
 mod ops;
 mod raft_rpc;
 
@@ -83,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/live", get(ops::live))
         .route("/health/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(openapi::document))
         .fallback(|| async {
             BusError::NotFound("no such route; see the API in the README".into())
         })

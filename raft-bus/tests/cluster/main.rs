@@ -1,6 +1,7 @@
 //! Cluster tests: three real `raft-bus` processes on loopback per test.
 
 mod commands;
+mod fuzz;
 mod harness;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations and the wire types.
 
 use axum::Json;
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 /// `{"error":{"code","message"}}`, the body of every 4xx and 5xx.
@@ -29,16 +29,8 @@ struct Security;
 
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        taskpool_api::openapi::add_bearer(openapi, Some("JWT"));
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
         components.add_security_scheme(
             "gateway",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
