@@ -288,9 +288,8 @@ where
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
-    Ok((at(0.5), at(0.99), rate))
+    let (p50, p99) = crate::p50_p99(ms);
+    Ok((p50, p99, rate))
 }
 
 async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<String> {

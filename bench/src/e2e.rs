@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use e2e::{Mode, Stack};
 
-use crate::{render_table, E2eArgs};
+use crate::{ms, p50_p99, render_table, E2eArgs};
 
 const KEY: &str = "simpleUserTask";
 
@@ -71,16 +71,6 @@ async fn follow(stack: &Stack) -> Result<(Arrivals, tokio::task::JoinHandle<()>)
     Ok((arrivals, reader))
 }
 
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
-    (at(0.5), at(0.99))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 /// Starts `n` instances one after the other; per instance, the engine's answer to the start
 /// and the arrival of its task in the task API, both from just before the start request.
 async fn creation(
@@ -134,8 +124,8 @@ async fn bench(args: &E2eArgs) -> Result<String> {
     eprintln!("[e2e] hook mode: {} tasks, one at a time", args.instances);
     let stack = Stack::start("bench", Mode::Hook).await;
     let (engine_ms, visible_ms, mut created) = creation(&stack, args.instances, "hook").await?;
-    let (e50, e99) = percentiles(engine_ms);
-    let (v50, v99) = percentiles(visible_ms);
+    let (e50, e99) = p50_p99(engine_ms);
+    let (v50, v99) = p50_p99(visible_ms);
     rows.push([
         "created → visible, hook mode p50 (ms)".into(),
         format!("{v50:.1}"),
@@ -185,8 +175,8 @@ async fn bench(args: &E2eArgs) -> Result<String> {
         stack.engine.claim(&task, "rita").await;
         engine_claim_ms.push(ms(t0.elapsed()));
     }
-    let (a50, a99) = percentiles(api_ms);
-    let (c50, c99) = percentiles(engine_claim_ms);
+    let (a50, a99) = p50_p99(api_ms);
+    let (c50, c99) = p50_p99(engine_claim_ms);
     rows.push([
         "claim round trip p50 (ms)".into(),
         format!("{a50:.1}"),
@@ -258,8 +248,8 @@ async fn bench(args: &E2eArgs) -> Result<String> {
     );
     let stack = Stack::start("bench-poll", Mode::Poll(interval)).await;
     let (engine_ms, visible_ms, created) = creation(&stack, args.poll_instances, "poll").await?;
-    let (e50, _) = percentiles(engine_ms);
-    let (v50, v99) = percentiles(visible_ms);
+    let (e50, _) = p50_p99(engine_ms);
+    let (v50, v99) = p50_p99(visible_ms);
     let goal = ms(interval) + 250.0;
     rows.push([
         format!(

@@ -377,6 +377,14 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The p50 and p99 of latencies by nearest rank (the smallest value with at least that share of
+/// the samples at or below it).
+fn p50_p99(mut ms: Vec<f64>) -> (f64, f64) {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 * q).ceil() as usize).clamp(1, ms.len()) - 1];
+    (at(0.5), at(0.99))
+}
+
 /// Four columns, the first line a header: metric left-aligned, values right-aligned.
 fn render_table(lines: &[[String; 4]]) -> String {
     let widths: Vec<usize> = (0..4)

@@ -1,6 +1,7 @@
 //! One Taskpool installation per test: its own bus, collector (one application) and
 //! taskpool-core (one database), around the shared local engine.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -141,5 +142,51 @@ impl Stack {
             }
         }
         out
+    }
+
+    /// The engine's open tasks of instances whose business key starts with `prefix`; `None`
+    /// while the engine does not answer.
+    pub async fn engine_tasks(&self, prefix: &str) -> Option<Vec<Value>> {
+        let path = format!("/task?processInstanceBusinessKeyLike={prefix}%25&maxResults=2000");
+        let (status, tasks) = self.engine.call(reqwest::Method::GET, &path, None).await;
+        (status == 200).then(|| tasks.as_array().cloned()).flatten()
+    }
+
+    /// Waits until a reviewer's task list, filtered to `prefix`, holds the same tasks as the
+    /// engine's open tasks of `prefix`; returns the listed ids (a task listed twice stays
+    /// twice, for the caller to check).
+    pub async fn wait_view_matches_engine(&self, prefix: &str, after: &str) -> Vec<String> {
+        let query = format!("filter=task.businessKey%25{prefix}");
+        let ids = |tasks: &[Value], field: &str| -> Vec<String> {
+            tasks
+                .iter()
+                .filter_map(|t| t[field].as_str().map(str::to_owned))
+                .collect()
+        };
+        wait_for(
+            &format!("the view to hold the engine's open tasks after {after}"),
+            Duration::from_secs(180),
+            || async {
+                let expected: BTreeSet<String> = ids(&self.engine_tasks(prefix).await?, "id")
+                    .into_iter()
+                    .collect();
+                let listed = ids(
+                    &self.all_tasks(&query, "rita", &["reviewers"]).await,
+                    "taskId",
+                );
+                let set: BTreeSet<String> = listed.iter().cloned().collect();
+                (set == expected).then_some(listed)
+            },
+        )
+        .await
+    }
+
+    /// Deletes the instances of `prefix` that still have open tasks: the engine is shared.
+    pub async fn delete_instances(&self, prefix: &str) {
+        for t in self.engine_tasks(prefix).await.unwrap_or_default() {
+            if let Some(instance) = t["processInstanceId"].as_str() {
+                self.engine.delete_instance(instance).await;
+            }
+        }
     }
 }

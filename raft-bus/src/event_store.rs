@@ -174,16 +174,10 @@ impl EventStore {
 
     /// Makes every applied entry durable.
     pub fn flush(&self) -> anyhow::Result<()> {
+        // Read first: the durable commit below keeps at least what was applied by now.
+        let applied = self.applied_state()?.last_applied;
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        // What this durable commit makes durable: everything applied before it.
-        let applied = {
-            let meta = txn.open_table(META)?;
-            let v = meta.get(KEY_APPLIED)?.map(|v| v.value().to_vec());
-            v.map(|b| decode::<Option<LogId>>(&b))
-                .transpose()?
-                .flatten()
-        };
         txn.commit()?;
         self.inner
             .durable_applied

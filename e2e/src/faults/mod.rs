@@ -106,8 +106,8 @@ async fn inject(
     Ok(kind)
 }
 
-async fn leader(nodes: &Nodes, token: &str) -> Option<usize> {
-    let bus = workload::client(nodes.urls(), token);
+/// The leader some node names, if one answers soon.
+async fn leader(bus: &taskpool_api::BusClient) -> Option<usize> {
     let info = tokio::time::timeout(Duration::from_secs(2), bus.cluster())
         .await
         .ok()?
@@ -155,7 +155,7 @@ pub async fn run(config: &Config) -> Result<Summary> {
     let mut log = std::fs::File::create(config.dir.join("faults.log"))?;
     let rng_pause = || Duration::from_millis(rand::thread_rng().gen_range(300..1_500));
     while started.elapsed() < config.duration {
-        let l = leader(&nodes, &token).await;
+        let l = leader(&bus).await;
         let kind = inject(&mut nodes, l, &mut log).await?;
         *faults.entry(kind).or_default() += 1;
         tokio::time::sleep(rng_pause()).await;

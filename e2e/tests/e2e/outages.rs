@@ -39,36 +39,13 @@ async fn start(engine: &Engine, prefix: &str, from: usize, n: usize) {
 
 /// Waits until the task API lists exactly the engine's open tasks of `prefix`, once each.
 async fn converged(stack: &Stack, prefix: &str, after: &str) {
-    let query = format!("filter=task.businessKey%25{prefix}");
-    wait_for(
-        &format!("the view equals the engine after {after}"),
-        Duration::from_secs(180),
-        || async {
-            let (status, tasks) = stack
-                .engine
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/task?processInstanceBusinessKeyLike={prefix}%25&maxResults=2000"),
-                    None,
-                )
-                .await;
-            let expected: BTreeSet<String> = (status == 200)
-                .then(|| tasks.as_array().cloned())
-                .flatten()?
-                .iter()
-                .filter_map(|t| t["id"].as_str().map(str::to_owned))
-                .collect();
-            let listed: Vec<String> = stack
-                .all_tasks(&query, "rita", &["reviewers"])
-                .await
-                .iter()
-                .filter_map(|t| t["taskId"].as_str().map(str::to_owned))
-                .collect();
-            let set: BTreeSet<String> = listed.iter().cloned().collect();
-            (set == expected && listed.len() == set.len()).then_some(())
-        },
-    )
-    .await;
+    let listed = stack.wait_view_matches_engine(prefix, after).await;
+    let once: BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(
+        once.len(),
+        listed.len(),
+        "no task listed twice after {after}"
+    );
 }
 
 #[tokio::test]
@@ -142,21 +119,7 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
     stack.core.wait_ready().await;
     converged(&stack, &prefix, "taskpool-core restarted").await;
 
-    let open = engine
-        .ok(
-            reqwest::Method::GET,
-            &format!("/task?processInstanceBusinessKeyLike={prefix}%25&maxResults=2000"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        open.as_array().map(Vec::len),
-        Some(29),
-        "30 started, one deleted"
-    );
-    for t in open.as_array().expect("tasks") {
-        engine
-            .delete_instance(t["processInstanceId"].as_str().expect("instance"))
-            .await;
-    }
+    let open = stack.engine_tasks(&prefix).await.map(|t| t.len());
+    assert_eq!(open, Some(29), "30 started, one deleted");
+    stack.delete_instances(&prefix).await;
 }
