@@ -50,6 +50,12 @@ pub struct Config {
     #[arg(long, env = "RAFT_BUS_MAX_SUBSCRIBERS", default_value_t = 1024)]
     pub max_subscribers: usize,
 
+    /// Most client requests in flight per node; past it a request is answered 503 `busy` at
+    /// once (clients move to another node). Streams are not counted: they have their own limits.
+    #[arg(long, env = "RAFT_BUS_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "RAFT_BUS_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,

@@ -1,6 +1,6 @@
 //! The bus's errors and their one mapping to HTTP: a status and a stable code.
 
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use taskpool_api::error::ErrorBody;
@@ -32,6 +32,8 @@ pub enum BusError {
     NoLeader(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("this node has as many requests in flight as it takes (--max-concurrent-requests); retry shortly or on another node")]
+    Busy,
     #[error("{0}")]
     Internal(String),
 }
@@ -54,6 +56,7 @@ impl BusError {
             BusError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             BusError::NoLeader(_) => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             BusError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            BusError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             BusError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -83,6 +86,9 @@ impl IntoResponse for BusError {
             }
             _ => ErrorBody::new(code, self.to_string()),
         };
+        if matches!(self, BusError::Busy) {
+            return (status, [(header::RETRY_AFTER, "1")], Json(body)).into_response();
+        }
         (status, Json(body)).into_response()
     }
 }

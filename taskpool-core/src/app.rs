@@ -60,6 +60,7 @@ impl App {
             store,
             metrics,
             streams: Arc::new(Semaphore::new(config.max_streams)),
+            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
             stop: stop_rx,
             config,
         });

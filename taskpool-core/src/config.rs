@@ -108,6 +108,12 @@ pub struct ServeConfig {
     /// Most SSE task streams open at once.
     #[arg(long, env = "TASKPOOL_MAX_STREAMS", default_value_t = 1_000)]
     pub max_streams: usize,
+
+    /// Most API requests in flight; past it a request is answered 503 `busy` at once instead of
+    /// queueing. Task streams, health and metrics are not counted.
+    #[arg(long, env = "TASKPOOL_MAX_CONCURRENT_REQUESTS", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
 }
 
 #[derive(Debug, Clone, Args)]

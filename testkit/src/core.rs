@@ -84,12 +84,13 @@ impl Core {
             "--database",
             database,
             "--trust-identity-headers",
-            "--command-timeout",
-            "20s",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.contains(&"--command-timeout") {
+            args.extend(["--command-timeout".into(), "20s".into()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let env = [
             ("TASKPOOL_BUS_TOKEN", TOKEN),

@@ -46,6 +46,39 @@ where
     }
 }
 
+/// The text of `GET url` (a `/metrics` page), failing the test when it does not answer.
+pub async fn get_text(url: &str) -> String {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// Waits until `request` is shed by a full service: 503 with `Retry-After: 1` and the error
+/// code `busy`. Returns the error message.
+pub async fn wait_busy(request: impl Fn() -> reqwest::RequestBuilder) -> String {
+    let shed = wait_for("a request to be shed", Duration::from_secs(5), || {
+        let req = request();
+        async move {
+            let resp = req.send().await.ok()?;
+            (resp.status() == 503).then_some(resp)
+        }
+    })
+    .await;
+    assert_eq!(
+        shed.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    let body: serde_json::Value = shed.json().await.expect("an error body");
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The `raft-bus` binary next to the running test's directory (`target/<profile>/`), or
 /// `RAFT_BUS_BIN`. `cargo test --workspace` builds it before any test runs.
 pub fn raft_bus_binary() -> PathBuf {

@@ -1,11 +1,11 @@
 //! Outages of the parts around Taskpool, one after the other while tasks change: the engine
-//! stopped, PostgreSQL restarted (under the engine and the collector), the view's MongoDB
+//! stopped for a minute, PostgreSQL restarted (under the engine and the collector), the view's MongoDB
 //! server restarted, and the bus without a quorum. After each, the view equals the engine's
 //! open tasks, each once.
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::core::ferretdb;
@@ -27,6 +27,10 @@ fn script(part: &str, action: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// How long the engine stays down: long enough for every retry and reconnect path of the
+/// collector and the command round trip to run out at least once.
+const ENGINE_DOWN: Duration = Duration::from_secs(60);
 
 /// Starts `n` instances with business keys `{prefix}-{i}`.
 async fn start(engine: &Engine, prefix: &str, from: usize, n: usize) {
@@ -63,8 +67,41 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
     start(&stack.engine, &prefix, 0, 10).await;
     converged(&stack, &prefix, "the first tasks").await;
 
-    // The engine stopped: the collector waits, and finds what changed once it is back.
+    // The engine stopped for a minute: the task list goes on answering from the view, an
+    // action fails with a clear answer and changes nothing, and once the engine is back the
+    // collector finds what changed.
+    let down = Instant::now();
     script("camunda", "stop");
+    let query = format!("filter=task.businessKey%25{prefix}");
+    let listed = stack.all_tasks(&query, "rita", &["reviewers"]).await;
+    assert_eq!(
+        listed.len(),
+        10,
+        "the task list answers while the engine is down"
+    );
+    // Not the task of instance 0, which is deleted meanwhile.
+    let target = listed
+        .iter()
+        .find(|t| t["source"]["businessKey"] != json!(format!("{prefix}-0")))
+        .and_then(|t| t["taskId"].as_str())
+        .expect("a task")
+        .to_owned();
+    let (status, body) = stack
+        .core
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/tasks/{target}/claim"),
+            "rita",
+            &["reviewers"],
+            None,
+        )
+        .await;
+    assert!(
+        status.is_server_error() && body["error"]["code"].is_string(),
+        "a claim while the engine is down fails clearly: {status} {body}"
+    );
+    // The outage's length, not a wait for a condition: the engine stays down a full minute.
+    tokio::time::sleep_until((down + ENGINE_DOWN).into()).await;
     script("camunda", "start");
     let engine = Engine::connect().await;
     start(&engine, &prefix, 10, 5).await;
@@ -81,6 +118,19 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
         .to_owned();
     engine.delete_instance(&instance).await;
     converged(&stack, &prefix, "the engine came back").await;
+    let (_, task) = stack
+        .core
+        .get(&format!("/api/v1/tasks/{target}"), "rita", &["reviewers"])
+        .await;
+    assert_eq!(
+        task["assignee"],
+        json!(null),
+        "the failed claim changed nothing"
+    );
+    let in_engine = engine
+        .ok(reqwest::Method::GET, &format!("/task/{target}"), None)
+        .await;
+    assert_eq!(in_engine["assignee"], json!(null), "nor in the engine");
 
     // PostgreSQL restarted under the engine and the collector.
     script("postgres", "stop");

@@ -53,22 +53,29 @@ pub struct AppContext {
     pub router: CommandRouter,
     pub proposer: Proposer,
     pub subscribers: Arc<Semaphore>,
+    /// Client requests in flight (`--max-concurrent-requests`); streams are not counted.
+    pub in_flight: Arc<Semaphore>,
     /// Cancelled on shutdown, so live subscriptions end and the server can stop.
     pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
-    let client_api = Router::new()
+    let requests = Router::new()
         .route("/v1/append", post(events::append))
         .route("/v1/events", get(events::read_events))
-        .route("/v1/subscribe", get(events::subscribe))
         .route("/v1/streams/{stream}", get(events::read_stream))
         .route("/v1/commands", post(commands::send))
         .route("/v1/commands/{id}/result", post(commands::result))
-        .route("/v1/handlers/subscribe", get(commands::subscribe_handler))
         .route("/v1/cluster", get(cluster::info))
         .route("/v1/cluster/learners", post(cluster::add_learner))
         .route("/v1/cluster/membership", post(cluster::change_membership))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    // Long-lived: limited by --max-subscribers and the handler registry, not by admission.
+    let streams = Router::new()
+        .route("/v1/subscribe", get(events::subscribe))
+        .route("/v1/handlers/subscribe", get(commands::subscribe_handler));
+    let client_api = requests
+        .merge(streams)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
     let raft_rpc = Router::new()
         .route("/raft/append", post(raft_rpc::append))
@@ -104,6 +111,19 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         }
     }
     next.run(req).await
+}
+
+/// Load shedding: a request past `--max-concurrent-requests` is answered `busy` at once rather
+/// than queued, so memory and latency stay bounded under a flood and clients try another node.
+/// A request is counted once, where the client sent it: forwarded ones were admitted there.
+async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.headers().contains_key(FORWARDED_HEADER) {
+        return next.run(req).await;
+    }
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => BusError::Busy.into_response(),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -3,6 +3,7 @@
 mod commands;
 mod fuzz;
 mod harness;
+mod limits;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -37,6 +37,8 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub config: ServeConfig,
     pub streams: Arc<Semaphore>,
+    /// API requests in flight (`--max-concurrent-requests`); task streams are not counted.
+    pub in_flight: Arc<Semaphore>,
     /// Turns true on shutdown: open streams end so the server can stop.
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -52,7 +54,6 @@ pub fn router(state: Shared) -> Router {
             "/tasks/attributes/{name}/values",
             get(tasks::attribute_values),
         )
-        .route("/tasks/stream", get(stream::tasks))
         .route("/tasks/{id}", get(tasks::one))
         .route("/tasks/{id}/claim", post(actions::claim))
         .route("/tasks/{id}/unclaim", post(actions::unclaim))
@@ -63,7 +64,10 @@ pub fn router(state: Shared) -> Router {
         .route("/processes", get(processes::list))
         .route("/processes/{key}/start", post(processes::start))
         .route("/me", get(me))
-        .route("/openapi.json", get(openapi::document));
+        .route("/openapi.json", get(openapi::document))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        // Long-lived: limited by --max-streams, not by admission.
+        .route("/tasks/stream", get(stream::tasks));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(render_metrics))
@@ -82,6 +86,25 @@ pub fn router(state: Shared) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
+}
+
+/// Load shedding: a request past `--max-concurrent-requests` is answered `busy` at once rather
+/// than queued, so memory and latency stay bounded under a flood. Not logged: a flood would
+/// flood the log; the request counter shows it by status.
+async fn admit(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            Json(taskpool_api::error::ErrorBody::new(
+                "busy",
+                "taskpool-core has as many requests in flight as it takes \
+                 (--max-concurrent-requests); retry shortly",
+            )),
+        )
+            .into_response(),
+    }
 }
 
 /// Request count and latency by matched route (never by raw path: ids would explode it).

@@ -600,3 +600,86 @@ async fn metrics_and_openapi_describe_the_service() {
     ));
     assert!(metrics.contains("taskpool_view_lag_positions"));
 }
+
+/// With room for one request, a core that waits on an action answers the next request `busy`
+/// at once, while task streams (up to their own limit), health and metrics still answer; it
+/// serves again once the action is done.
+#[tokio::test]
+async fn a_full_core_sheds_requests_but_keeps_streams_and_health() {
+    let bus = Cluster::start(&[]).await;
+    let client = bus.client(&[1, 2, 3]);
+    let core = Core::start(
+        &bus,
+        &database("limits"),
+        &[
+            "--max-concurrent-requests",
+            "1",
+            "--max-streams",
+            "1",
+            "--command-timeout",
+            "4s",
+        ],
+    )
+    .await;
+    let mut mine = task("l1");
+    mine.candidate_users = vec!["kermit".into()];
+    core.wait_position(append(&client, &[TaskEvent::Created(mine)]).await)
+        .await;
+
+    // No collector handles the claim: it waits for the 4 s command timeout, holding the one slot.
+    let claim = tokio::spawn({
+        let url = format!("{}/api/v1/tasks/l1/claim", core.url());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("x-user", "kermit")
+                .send()
+                .await
+                .expect("claim")
+                .status()
+        }
+    });
+    let http = reqwest::Client::new();
+    let list = || {
+        http.get(format!("{}/api/v1/tasks", core.url()))
+            .header("x-user", "kermit")
+    };
+    testkit::wait_busy(list).await;
+
+    // Still busy: one stream opens, a second meets the stream limit; health and metrics answer.
+    let stream = |user: &str| {
+        http.get(format!("{}/api/v1/tasks/stream", core.url()))
+            .header("x-user", user)
+            .send()
+    };
+    let first = stream("kermit").await.expect("stream");
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = stream("piggy").await.expect("stream");
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = second.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    for path in ["/health/live", "/health/ready"] {
+        let r = http.get(format!("{}{path}", core.url())).send().await;
+        assert_eq!(r.expect(path).status(), StatusCode::OK, "{path} while busy");
+    }
+    let metrics = testkit::get_text(&format!("{}/metrics", core.url())).await;
+    assert!(metrics.contains(
+        "taskpool_http_requests_total{method=\"GET\",route=\"/api/v1/tasks\",status=\"503\"}"
+    ));
+    drop(first);
+
+    let claimed = claim.await.expect("claim task");
+    assert!(
+        claimed.is_server_error(),
+        "an unhandled claim fails: {claimed}"
+    );
+    wait_for(
+        "taskpool-core to serve again",
+        Duration::from_secs(5),
+        || {
+            let req = list();
+            async move { (req.send().await.ok()?.status() == StatusCode::OK).then_some(()) }
+        },
+    )
+    .await;
+}
