@@ -48,12 +48,12 @@ fn bpmn() -> String {
     )
 }
 
-fn user(i: usize) -> String {
+pub(crate) fn user(i: usize) -> String {
     format!("bench-user-{i}")
 }
 
 /// A user's five groups.
-fn groups_of(i: usize, groups: usize) -> Vec<String> {
+pub(crate) fn groups_of(i: usize, groups: usize) -> Vec<String> {
     (0..5)
         .map(|k| format!("bench-group-{}", (i + k * 10) % groups))
         .collect()
@@ -237,15 +237,15 @@ async fn start_core(
     database: &str,
     dir: &Path,
 ) -> Result<Core> {
-    if !args.core_bin.exists() {
+    if !args.view.core_bin.exists() {
         bail!(
             "{} not found: run cargo build --release -p taskpool-core",
-            args.core_bin.display()
+            args.view.core_bin.display()
         );
     }
     let port = cluster::free_ports(1)?[0];
     let log = std::fs::File::create(dir.join("taskpool-core.log"))?;
-    let child = Command::new(&args.core_bin)
+    let child = Command::new(&args.view.core_bin)
         .args([
             "serve",
             "--listen",
@@ -255,7 +255,7 @@ async fn start_core(
         ])
         .args([
             "--mongo-url",
-            &args.mongo_url,
+            &args.view.mongo_url,
             "--database",
             database,
             "--trust-identity-headers",
@@ -468,13 +468,13 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     // Rebuild into a fresh database.
     let _ = core.child.kill().await;
     let rebuilt = format!("{database}_rebuilt");
-    let out = Command::new(&args.core_bin)
+    let out = Command::new(&args.view.core_bin)
         .args([
             "rebuild",
             "--bus",
             &cluster.urls.join(","),
             "--mongo-url",
-            &args.mongo_url,
+            &args.view.mongo_url,
             "--database",
             &rebuilt,
             "--no-progress",
@@ -490,6 +490,10 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
         bail!("rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
+    for db in [&database, &rebuilt] {
+        mongo.database(db).drop().await?;
+    }
     eprintln!("[core] removing the benchmark's process instances from the engine");
     let (v, _) = engine
         .call(

@@ -5,6 +5,8 @@
 //!   poll, idle poll cost as open tasks grow (collector.rs);
 //! - `core`: taskpool-core's "my tasks" against the engine's own REST, and its rebuild rate
 //!   (core.rs);
+//! - `rebuild`: the rate of `taskpool-core rebuild` on two histories of the same open tasks
+//!   (rebuild.rs);
 //! - `e2e`: the whole system: created → visible in hook and poll mode, claim round trip,
 //!   a burst until all are visible, each beside the engine's own figure (e2e.rs);
 //! - `all`: bus, commands and collector, one after the other.
@@ -18,6 +20,7 @@ mod commands;
 mod core;
 mod e2e;
 mod load;
+mod rebuild;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,6 +75,14 @@ enum Cmd {
         common: CommonArgs,
         #[command(flatten)]
         core: CoreArgs,
+    },
+    /// Benchmark `taskpool-core rebuild` on a history of created tasks only and on a working
+    /// history (needs FerretDB or MongoDB: scripts/bench rebuild starts FerretDB)
+    Rebuild {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        rebuild: RebuildArgs,
     },
     /// Benchmark the whole system end to end on the real engine (needs PostgreSQL, the engine
     /// and FerretDB: scripts/bench e2e starts them)
@@ -187,19 +198,12 @@ struct CollectorArgs {
     idle_secs: u64,
 }
 
+/// taskpool-core and its view store, for the `core` and `rebuild` benchmarks.
 #[derive(Args)]
-#[command(next_help_heading = "Core benchmark")]
-struct CoreArgs {
+struct ViewArgs {
     /// The taskpool-core binary
     #[arg(long, default_value = "target/release/taskpool-core")]
     core_bin: PathBuf,
-    /// The engine's REST API (basic auth demo/demo)
-    #[arg(
-        long,
-        env = "CAMUNDA_URL",
-        default_value = "http://127.0.0.1:8080/engine-rest"
-    )]
-    engine_url: String,
     /// The MongoDB-compatible server for the view
     #[arg(
         long,
@@ -207,6 +211,20 @@ struct CoreArgs {
         default_value = "mongodb://127.0.0.1:27017"
     )]
     mongo_url: String,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Core benchmark")]
+struct CoreArgs {
+    #[command(flatten)]
+    view: ViewArgs,
+    /// The engine's REST API (basic auth demo/demo)
+    #[arg(
+        long,
+        env = "CAMUNDA_URL",
+        default_value = "http://127.0.0.1:8080/engine-rest"
+    )]
+    engine_url: String,
     /// Open tasks in the engine (and the view); multiples of 1,000
     #[arg(long, default_value_t = 100_000)]
     tasks: usize,
@@ -222,6 +240,25 @@ struct CoreArgs {
     /// Measured answers of each engine query
     #[arg(long, default_value_t = 100)]
     engine_queries: usize,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Rebuild benchmark")]
+struct RebuildArgs {
+    #[command(flatten)]
+    view: ViewArgs,
+    /// Open tasks in both histories
+    #[arg(long, default_value_t = 100_000)]
+    open_tasks: usize,
+    /// Finished tasks (4 events each) in the working history
+    #[arg(long, default_value_t = 100_000)]
+    finished_tasks: usize,
+    /// Users the tasks are spread over
+    #[arg(long, default_value_t = 1_000)]
+    users: usize,
+    /// Groups the tasks are spread over
+    #[arg(long, default_value_t = 50)]
+    groups: usize,
 }
 
 #[derive(Args)]
@@ -268,8 +305,31 @@ async fn shutdown_signal() {
     }
 }
 
+/// The benchmarks one command runs, in this order.
+struct Plan {
+    common: CommonArgs,
+    bus: Option<BusArgs>,
+    commands: Option<CommandArgs>,
+    collector: Option<CollectorArgs>,
+    core: Option<CoreArgs>,
+    rebuild: Option<RebuildArgs>,
+}
+
+impl Plan {
+    fn new(common: CommonArgs) -> Plan {
+        Plan {
+            common,
+            bus: None,
+            commands: None,
+            collector: None,
+            core: None,
+            rebuild: None,
+        }
+    }
+}
+
 async fn run(cmd: Cmd) -> ExitCode {
-    let (common, bus, commands, collector, core) = match cmd {
+    let plan = match cmd {
         Cmd::E2e { e2e } => {
             if e2e.instances < 2 || e2e.poll_instances == 0 || e2e.burst == 0 {
                 eprintln!("--instances ≥ 2, --poll-instances ≥ 1 and --burst ≥ 1");
@@ -281,17 +341,53 @@ async fn run(cmd: Cmd) -> ExitCode {
                 ExitCode::FAILURE
             };
         }
-        Cmd::Bus { common, bus } => (common, Some(bus), None, None, None),
-        Cmd::Commands { common, commands } => (common, None, Some(commands), None, None),
-        Cmd::Collector { common, collector } => (common, None, None, Some(collector), None),
-        Cmd::Core { common, core } => (common, None, None, None, Some(core)),
+        Cmd::Bus { common, bus } => Plan {
+            bus: Some(bus),
+            ..Plan::new(common)
+        },
+        Cmd::Commands { common, commands } => Plan {
+            commands: Some(commands),
+            ..Plan::new(common)
+        },
+        Cmd::Collector { common, collector } => Plan {
+            collector: Some(collector),
+            ..Plan::new(common)
+        },
+        Cmd::Core { common, core } => Plan {
+            core: Some(core),
+            ..Plan::new(common)
+        },
+        Cmd::Rebuild { common, rebuild } => Plan {
+            rebuild: Some(rebuild),
+            ..Plan::new(common)
+        },
         Cmd::All {
             common,
             bus,
             commands,
             collector,
-        } => (common, Some(bus), Some(commands), Some(collector), None),
+        } => Plan {
+            bus: Some(bus),
+            commands: Some(commands),
+            collector: Some(collector),
+            ..Plan::new(common)
+        },
     };
+    let Plan {
+        common,
+        bus,
+        commands,
+        collector,
+        core,
+        rebuild,
+    } = plan;
+    let bad_rebuild = rebuild
+        .as_ref()
+        .is_some_and(|r| r.open_tasks == 0 || r.users == 0 || r.groups < 5);
+    if bad_rebuild {
+        eprintln!("--open-tasks ≥ 1, --users ≥ 1 and --groups ≥ 5");
+        return ExitCode::from(2);
+    }
     let bad_core = core
         .as_ref()
         .is_some_and(|c| c.users < 1 || c.groups < 5 || c.queries == 0 || c.engine_queries < 5);
@@ -334,6 +430,9 @@ async fn run(cmd: Cmd) -> ExitCode {
     }
     if let Some(core) = &core {
         ok &= core::run(&common, core, &dir).await;
+    }
+    if let Some(rebuild) = &rebuild {
+        ok &= rebuild::run(&common, rebuild, &dir).await;
     }
 
     if !ok {

@@ -18,6 +18,10 @@ pub struct Rebuilt {
     pub events: u64,
     pub open_tasks: usize,
     pub seconds: f64,
+    /// Reading the bus and folding its events in memory.
+    pub replay_seconds: f64,
+    /// Replacing the stored view with the result.
+    pub write_seconds: f64,
 }
 
 pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
@@ -34,11 +38,13 @@ pub async fn run(config: RebuildConfig) -> anyhow::Result<()> {
     let show = !config.no_progress && std::io::stderr().is_terminal();
     let r = rebuild(&bus, &store, show).await?;
     println!(
-        "rebuilt view: {} events, {} open tasks in {:.1} s ({:.0} events/s)",
+        "rebuilt view: {} events, {} open tasks in {:.1} s ({:.0} events/s; replay {:.1} s, write {:.1} s)",
         r.events,
         r.open_tasks,
         r.seconds,
-        r.events as f64 / r.seconds.max(1e-9)
+        r.events as f64 / r.seconds.max(1e-9),
+        r.replay_seconds,
+        r.write_seconds,
     );
     Ok(())
 }
@@ -78,6 +84,7 @@ pub async fn rebuild(bus: &BusClient, store: &Store, progress: bool) -> anyhow::
         bar.set_position(next - 1);
     }
     bar.set_message("writing");
+    let replayed = started.elapsed();
     let tasks: Vec<TaskRecord> = view.tasks().cloned().map(TaskRecord::Open).collect();
     store.drop_view().await?;
     store.ensure_indexes().await?;
@@ -99,5 +106,7 @@ pub async fn rebuild(bus: &BusClient, store: &Store, progress: bool) -> anyhow::
         events: head,
         open_tasks: tasks.len(),
         seconds: started.elapsed().as_secs_f64(),
+        replay_seconds: replayed.as_secs_f64(),
+        write_seconds: (started.elapsed() - replayed).as_secs_f64(),
     })
 }

@@ -569,6 +569,11 @@ fn encode_task(record: &TaskRecord) -> Result<(String, i64, Document), StoreErro
                 .filter(|(_, v)| !v.is_object() && !v.is_array() && !v.is_null())
                 .map(|(k, v)| serde_json::json!({"k": k, "v": v}))
                 .collect();
+            // Absent reads back as null; each stored field costs FerretDB time on every write.
+            fields.retain(|_, v| !v.is_null());
+            if let Some(Value::Object(source)) = fields.get_mut("source") {
+                source.retain(|_, v| !v.is_null());
+            }
             fields.insert("payloadJson".into(), Value::String(payload.to_string()));
             fields.insert("data".into(), Value::Array(data));
             fields.insert("state".into(), Value::String("open".into()));
@@ -626,6 +631,8 @@ mod tests {
             .insert("a.b".into(), serde_json::json!({"$x": [1, 2]}));
         task.payload
             .insert("amount".into(), serde_json::json!(12.5));
+        task.due = None;
+        task.source.tenant_id = None;
         let view = TaskView {
             authorized_principals: crate::view::principals_of(&task),
             task,
@@ -637,6 +644,10 @@ mod tests {
             encode_task(&TaskRecord::Open(Arc::new(view.clone()))).expect("encode");
         assert_eq!((id.as_str(), position), ("t1", 7));
         assert!(d.get("payloadJson").is_some());
+        assert!(d.get("due").is_none(), "an absent value is not stored");
+        assert!(d
+            .get_document("source")
+            .is_ok_and(|s| !s.contains_key("tenantId")));
         let TaskRecord::Open(back) = decode_task(&d).expect("decode") else {
             panic!("open")
         };
