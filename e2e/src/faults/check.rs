@@ -10,15 +10,17 @@ use uuid::Uuid;
 
 use super::workload::{History, Outcome};
 
-/// Every event a node holds, from position 1.
-pub async fn read_all(node: &BusClient) -> Result<Vec<RecordedEvent>> {
+/// The events a node holds from position 1 up to `upto`: the head all nodes agreed on. An
+/// append still in flight when the clients stopped may land after it; it is unacknowledged, so
+/// its absence is allowed, and cutting there compares every node at the same point.
+pub async fn read_all(node: &BusClient, upto: u64) -> Result<Vec<RecordedEvent>> {
     let mut out = Vec::new();
     let mut from = 1;
     loop {
         let page = node.events(from, 1000).await?;
         let n = page.events.len();
-        out.extend(page.events);
-        if n == 0 || out.len() as u64 >= page.head {
+        out.extend(page.events.into_iter().filter(|e| e.position <= upto));
+        if n == 0 || out.len() as u64 >= page.head.min(upto) {
             break;
         }
         from = out.last().map_or(from, |e| e.position + 1);
@@ -26,8 +28,8 @@ pub async fn read_all(node: &BusClient) -> Result<Vec<RecordedEvent>> {
     Ok(out)
 }
 
-/// Waits until every node has applied the same head position.
-pub async fn converge(nodes: &[BusClient], within: Duration) -> Result<u64> {
+/// Waits until every node has applied the same head position, at least `at_least`.
+pub async fn converge(nodes: &[BusClient], at_least: u64, within: Duration) -> Result<u64> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let mut heads = Vec::new();
@@ -35,7 +37,7 @@ pub async fn converge(nodes: &[BusClient], within: Duration) -> Result<u64> {
             heads.push(n.cluster().await.ok().map(|c| c.head_position));
         }
         if let Some(Some(h)) = heads.first() {
-            if heads.iter().all(|x| *x == Some(*h)) {
+            if *h >= at_least && heads.iter().all(|x| *x == Some(*h)) {
                 return Ok(*h);
             }
         }

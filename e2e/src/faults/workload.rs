@@ -65,29 +65,61 @@ pub async fn appender(bus: BusClient, history: Arc<History>, mut stop: watch::Re
     let mut n = 0u64;
     while !*stop.borrow() {
         n += 1;
-        let id = Uuid::new_v4();
-        let data = RawValue::from_string(json!({ "n": n }).to_string()).expect("json");
-        let request = AppendRequest {
-            events: vec![NewEvent {
-                stream: format!("probe-{}", rand::random::<usize>() % STREAMS),
-                event_type: "Probe".into(),
-                data,
-                metadata: None,
-                id,
-            }],
-            expected_versions: Default::default(),
-        };
+        let (id, request) = probe(n);
         let outcome = tokio::select! {
-            r = bus.append(&request) => match r {
-                Ok(r) => Outcome::Ok(r.events[0].position),
-                // A 4xx is a refusal of the request itself; anything else may have been
-                // written before the answer was lost.
-                Err(e @ ClientError::Api { status: 400..=499, .. }) => Outcome::Failed(e.to_string()),
-                Err(e) => Outcome::Unknown(e.to_string()),
-            },
+            o = append(&bus, &request) => o,
             _ = stop.changed() => Outcome::Unknown("stopped".into()),
         };
         history.record("append", id, outcome);
+    }
+}
+
+/// A one-event append to a random probe stream, and its event id.
+fn probe(n: u64) -> (Uuid, AppendRequest) {
+    let id = Uuid::new_v4();
+    let data = RawValue::from_string(json!({ "n": n }).to_string()).expect("json");
+    let request = AppendRequest {
+        events: vec![NewEvent {
+            stream: format!("probe-{}", rand::random::<usize>() % STREAMS),
+            event_type: "Probe".into(),
+            data,
+            metadata: None,
+            id,
+        }],
+        expected_versions: Default::default(),
+    };
+    (id, request)
+}
+
+async fn append(bus: &BusClient, request: &AppendRequest) -> Outcome {
+    match bus.append(request).await {
+        Ok(r) => Outcome::Ok(r.events[0].position),
+        // A 4xx is a refusal of the request itself; anything else may have been written
+        // before the answer was lost.
+        Err(
+            e @ ClientError::Api {
+                status: 400..=499, ..
+            },
+        ) => Outcome::Failed(e.to_string()),
+        Err(e) => Outcome::Unknown(e.to_string()),
+    }
+}
+
+/// After the faults, one more append that must be acknowledged: committed in the current
+/// leader's term, it commits every entry before it, so once all nodes have applied it nothing
+/// written during the faults can still arrive. Returns its position.
+pub async fn barrier(bus: &BusClient, history: &History) -> anyhow::Result<u64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (id, request) = probe(0);
+        let outcome = append(bus, &request).await;
+        history.record("append", id, outcome.clone());
+        if let Outcome::Ok(position) = outcome {
+            return Ok(position);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("no append was acknowledged within 60 s after the faults healed");
+        }
     }
 }
 
