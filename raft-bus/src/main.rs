@@ -20,7 +20,10 @@ async fn main() -> anyhow::Result<()> {
 /// batches all the time, and holding them made its RSS a third larger. Give them back at once.
 #[allow(unsafe_code)]
 fn return_freed_memory_at_once() {
-    // `mi_option_purge_delay` in mimalloc v2's option enum (the bindings name no constant).
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return; // mimalloc read the operator's choice itself
+    }
+    // `mi_option_purge_delay` in mimalloc's option enum (the bindings name no constant).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: mi_option_set only stores an option value; it is valid to call at any time.
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
