@@ -468,27 +468,7 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     // Rebuild into a fresh database.
     let _ = core.child.kill().await;
     let rebuilt = format!("{database}_rebuilt");
-    let out = Command::new(&args.view.core_bin)
-        .args([
-            "rebuild",
-            "--bus",
-            &cluster.urls.join(","),
-            "--mongo-url",
-            &args.view.mongo_url,
-            "--database",
-            &rebuilt,
-            "--no-progress",
-        ])
-        .env(
-            "TASKPOOL_BUS_TOKEN",
-            cluster.token.clone().unwrap_or_default(),
-        )
-        .output()
-        .await?;
-    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() {
-        bail!("rebuild failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let line = crate::rebuild::rebuild(&args.view, &cluster, &rebuilt).await?;
 
     let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
     for db in [&database, &rebuilt] {

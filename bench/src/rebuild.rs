@@ -21,7 +21,7 @@ use tokio::process::Command;
 
 use crate::cluster::{self, Kind};
 use crate::core::{groups_of, user};
-use crate::{render_table, CommonArgs, RebuildArgs};
+use crate::{render_table, CommonArgs, RebuildArgs, ViewArgs};
 
 /// Events per append, and appends at once, while filling the bus.
 const BATCH: usize = 100;
@@ -145,10 +145,14 @@ async fn fill(bus: &BusClient, tasks: Vec<Vec<TaskEvent>>) -> Result<usize> {
 }
 
 /// Runs `taskpool-core rebuild` into `database`; returns its summary line.
-async fn rebuild(args: &RebuildArgs, bus: &cluster::Cluster, database: &str) -> Result<String> {
-    let out = Command::new(&args.view.core_bin)
+pub(crate) async fn rebuild(
+    view: &ViewArgs,
+    bus: &cluster::Cluster,
+    database: &str,
+) -> Result<String> {
+    let out = Command::new(&view.core_bin)
         .args(["rebuild", "--bus", &bus.urls.join(",")])
-        .args(["--mongo-url", &args.view.mongo_url, "--database", database])
+        .args(["--mongo-url", &view.mongo_url, "--database", database])
         .arg("--no-progress")
         .env("TASKPOOL_BUS_TOKEN", bus.token.clone().unwrap_or_default())
         .output()
@@ -220,7 +224,7 @@ async fn bench(common: &CommonArgs, args: &RebuildArgs, dir: &Path) -> Result<St
         .collect();
     let mut events = fill(&bus, open).await?;
     let first = format!("bench_rebuild_{run_id}_created");
-    let line = rebuild(args, &cluster, &first).await?;
+    let line = rebuild(&args.view, &cluster, &first).await?;
     measure(
         format!("{} tasks created, nothing else", args.open_tasks),
         line,
@@ -241,7 +245,7 @@ async fn bench(common: &CommonArgs, args: &RebuildArgs, dir: &Path) -> Result<St
         .collect();
     events += fill(&bus, history).await?;
     let second = format!("bench_rebuild_{run_id}_history");
-    let line = rebuild(args, &cluster, &second).await?;
+    let line = rebuild(&args.view, &cluster, &second).await?;
     measure(
         format!(
             "the same open tasks (a third claimed) after {} finished tasks (created, claimed, updated, completed)",

@@ -152,11 +152,16 @@ impl Stack {
         (status == 200).then(|| tasks.as_array().cloned()).flatten()
     }
 
+    /// A reviewer's task list, filtered to instances whose business key starts with `prefix`.
+    pub async fn reviewer_tasks(&self, prefix: &str) -> Vec<Value> {
+        let query = format!("filter=task.businessKey%25{prefix}");
+        self.all_tasks(&query, "rita", &["reviewers"]).await
+    }
+
     /// Waits until a reviewer's task list, filtered to `prefix`, holds the same tasks as the
     /// engine's open tasks of `prefix`; returns the listed ids (a task listed twice stays
     /// twice, for the caller to check).
     pub async fn wait_view_matches_engine(&self, prefix: &str, after: &str) -> Vec<String> {
-        let query = format!("filter=task.businessKey%25{prefix}");
         let ids = |tasks: &[Value], field: &str| -> Vec<String> {
             tasks
                 .iter()
@@ -170,10 +175,7 @@ impl Stack {
                 let expected: BTreeSet<String> = ids(&self.engine_tasks(prefix).await?, "id")
                     .into_iter()
                     .collect();
-                let listed = ids(
-                    &self.all_tasks(&query, "rita", &["reviewers"]).await,
-                    "taskId",
-                );
+                let listed = ids(&self.reviewer_tasks(prefix).await, "taskId");
                 let set: BTreeSet<String> = listed.iter().cloned().collect();
                 (set == expected).then_some(listed)
             },

@@ -99,14 +99,15 @@ pub async fn rebuild(bus: &BusClient, store: &Store, progress: bool) -> anyhow::
         })
         .await?;
     bar.finish_and_clear();
+    let total = started.elapsed();
     if bad > 0 {
         tracing::warn!(skipped = bad, "events that could not be read were skipped");
     }
     Ok(Rebuilt {
         events: head,
         open_tasks: tasks.len(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: total.as_secs_f64(),
         replay_seconds: replayed.as_secs_f64(),
-        write_seconds: (started.elapsed() - replayed).as_secs_f64(),
+        write_seconds: (total - replayed).as_secs_f64(),
     })
 }

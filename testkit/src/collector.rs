@@ -144,11 +144,6 @@ impl Collector {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.url()))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        crate::get_text(&format!("{}/metrics", self.url())).await
     }
 }

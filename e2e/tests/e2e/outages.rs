@@ -72,8 +72,7 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
     // collector finds what changed.
     let down = Instant::now();
     script("camunda", "stop");
-    let query = format!("filter=task.businessKey%25{prefix}");
-    let listed = stack.all_tasks(&query, "rita", &["reviewers"]).await;
+    let listed = stack.reviewer_tasks(&prefix).await;
     assert_eq!(
         listed.len(),
         10,

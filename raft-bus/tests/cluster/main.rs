@@ -539,14 +539,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(stream.version, -1);
     let (status, _) = raw(http, http.get(format!("{base}/health/live"))).await;
     assert_eq!(status, 200);
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = harness::get_text(&format!("{base}/metrics")).await;
     for name in [
         "raftbus_term",
         "raftbus_commit_index",
