@@ -56,6 +56,21 @@ pub async fn get_text(url: &str) -> String {
         .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
+/// Sends `request` until a service with room for few requests admits it, and returns that
+/// answer: while another request holds the room, it is shed (503 with `Retry-After`, which only
+/// shedding sets).
+pub async fn send_admitted(request: impl Fn() -> reqwest::RequestBuilder) -> reqwest::Response {
+    wait_for("a request to be admitted", Duration::from_secs(30), || {
+        let req = request();
+        async move {
+            let resp = req.send().await.ok()?;
+            let shed = resp.status() == 503 && resp.headers().contains_key("retry-after");
+            (!shed).then_some(resp)
+        }
+    })
+    .await
+}
+
 /// Waits until `request` is shed by a full service: 503 with `Retry-After: 1` and the error
 /// code `busy`. Returns the error message.
 pub async fn wait_busy(request: impl Fn() -> reqwest::RequestBuilder) -> String {

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{get_text, wait_busy, wait_for, Cluster, TOKEN};
+use crate::harness::{get_text, send_admitted, wait_busy, wait_for, Cluster, TOKEN};
 
 /// With room for one request, a node that holds a waiting command answers the next request
 /// `busy` at once, while its stream, health and metrics still answer, its peers still serve,
@@ -21,15 +21,15 @@ async fn a_node_past_its_limits_sheds_requests_but_keeps_streams_health_and_peer
     let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(TOKEN);
 
     // A command nobody handles waits for its 8 s timeout, holding the only request slot.
+    // Sent again while one of the probes below holds the slot.
     let waiting = tokio::spawn({
-        let req = http
-            .post(format!("{base}/v1/commands"))
-            .bearer_auth(TOKEN)
-            .json(
-                &json!({"id": Uuid::new_v4(), "type": "ClaimTask", "routingKey": "nobody",
-                          "payload": {}, "timeoutMs": 8000}),
-            );
-        async move { req.send().await.expect("command").status().as_u16() }
+        let (http, url) = (http.clone(), format!("{base}/v1/commands"));
+        let command = json!({"id": Uuid::new_v4(), "type": "ClaimTask", "routingKey": "nobody",
+                             "payload": {}, "timeoutMs": 8000});
+        async move {
+            let post = || http.post(&url).bearer_auth(TOKEN).json(&command);
+            send_admitted(post).await.status().as_u16()
+        }
     });
     let message = wait_busy(|| get("/v1/cluster")).await;
     assert!(message.contains("--max-concurrent-requests"), "{message}");

@@ -587,12 +587,7 @@ async fn metrics_and_openapi_describe_the_service() {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
     }
     assert!(doc["components"]["schemas"].get("TaskView").is_some());
-    let metrics = reqwest::get(format!("{}/metrics", core.url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = testkit::get_text(&format!("{}/metrics", core.url())).await;
     assert!(
         metrics.contains("taskpool_events_applied_total{type=\"TaskCreated\"} 1"),
         "{metrics}"
@@ -630,15 +625,13 @@ async fn a_full_core_sheds_requests_but_keeps_streams_and_health() {
         .await;
 
     // No collector handles the claim: it waits for the 4 s command timeout, holding the one slot.
+    // Sent again while one of the probes below holds the slot.
     let claim = tokio::spawn({
         let url = format!("{}/api/v1/tasks/l1/claim", core.url());
         async move {
-            reqwest::Client::new()
-                .post(url)
-                .header("x-user", "kermit")
-                .send()
+            let http = reqwest::Client::new();
+            testkit::send_admitted(|| http.post(&url).header("x-user", "kermit"))
                 .await
-                .expect("claim")
                 .status()
         }
     });
