@@ -1,6 +1,10 @@
 //! The replicated state: events by global position, stream versions and the event-id index,
 //! in one redb file. Only the state machine writes here; the HTTP readers read.
 //!
+//! Events are stored in chunks of consecutive positions ([`crate::event_chunk`]) and a
+//! stream's positions as runs (a batch of 100 events to one stream is one row), so an apply
+//! writes a few rows per entry instead of two per event.
+//!
 //! Applies commit without fsync (the Raft log already has every applied entry on disk) and
 //! at most once a second, and before every snapshot, a commit pays for the fsync. After a
 //! crash the state falls back to its last durable commit and openraft re-applies the rest
@@ -14,24 +18,30 @@ use std::time::{Duration, Instant};
 
 use openraft::{EntryPayload, RaftLogId};
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
 };
 use tokio::sync::watch;
 
+use crate::event_chunk::{Chunk, ChunkBuilder};
 use crate::types::{
     decode, encode, AppendBatch, Appended, ApplyOutcome, BatchOutcome, Entry, LogId, StoredEvent,
     StoredMembership,
 };
 
-pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// First position of a chunk → the chunk ([`crate::event_chunk`]).
+const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("event_chunks");
 /// Stream name → number of events in it (the next version).
-pub(crate) const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
-/// (stream, version) → position.
-pub(crate) const STREAM_EVENTS: TableDefinition<(&str, u64), u64> =
-    TableDefinition::new("stream_events");
+const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
+/// (stream, first version of a run) → (first position, events in the run): a run is events
+/// of one stream at consecutive positions, written by one apply.
+const STREAM_RUNS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("stream_runs");
+/// The first format's tables: one row per event and per stream version. Converted at open.
+const OLD_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const OLD_STREAM_EVENTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_events");
 /// First event id of each appended batch → its position, for idempotent retries.
-pub(crate) const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
-pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
 const KEY_HEAD: &str = "head";
@@ -68,8 +78,13 @@ pub struct AppliedState {
 impl EventStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let db = Database::builder().set_cache_size(8 << 20).create(path)?;
-        let txn = db.begin_write()?;
+        let mut txn = db.begin_write()?;
         create_tables(&txn)?;
+        let old = txn.list_tables()?.any(|t| t.name() == OLD_EVENTS.name());
+        if old {
+            txn.set_durability(Durability::Immediate)?;
+            convert_first_format(&txn)?;
+        }
         txn.commit()?;
         let store = EventStore {
             inner: Arc::new(Inner {
@@ -189,13 +204,39 @@ impl EventStore {
     /// Events from `from` (inclusive), at most `limit`.
     pub fn read(&self, from: u64, limit: usize) -> anyhow::Result<Vec<StoredEvent>> {
         let txn = self.inner.db.begin_read()?;
-        let events = txn.open_table(EVENTS)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let start = match chunks.range(..=from)?.next_back() {
+            Some(row) => row?.0.value(),
+            None => from,
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for row in events.range(from..)?.take(limit) {
-            let (_, v) = row?;
-            out.push(decode(v.value())?);
+        for row in chunks.range(start..)? {
+            let (first, bytes) = row?;
+            let chunk = Chunk::parse(bytes.value())?;
+            let skip = from.saturating_sub(first.value()) as usize;
+            for i in skip..chunk.len() {
+                if out.len() == limit {
+                    return Ok(out);
+                }
+                out.push(chunk.event(i)?);
+            }
         }
         Ok(out)
+    }
+
+    /// Calls `f` with every stored event, encoded, in position order (for a snapshot).
+    pub(crate) fn each_event(
+        txn: &redb::ReadTransaction,
+        mut f: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        for row in txn.open_table(CHUNKS)?.iter()? {
+            let (_, bytes) = row?;
+            let chunk = Chunk::parse(bytes.value())?;
+            for i in 0..chunk.len() {
+                f(chunk.event_bytes(i)?)?;
+            }
+        }
+        Ok(())
     }
 
     /// A stream's events from `from_version`, at most `limit`, and its current version
@@ -211,18 +252,31 @@ impl EventStore {
         let Some(count) = streams.get(stream)?.map(|v| v.value()) else {
             return Ok((Vec::new(), -1));
         };
-        let index = txn.open_table(STREAM_EVENTS)?;
-        let events = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        for row in index
-            .range((stream, from_version)..(stream, count))?
-            .take(limit)
+        let runs = txn.open_table(STREAM_RUNS)?;
+        // The run holding `from_version` starts at or before it.
+        let start = match runs
+            .range((stream, 0)..=(stream, from_version))?
+            .next_back()
         {
-            let (_, pos) = row?;
-            if let Some(v) = events.get(pos.value())? {
-                out.push(decode(v.value())?);
+            Some(row) => row?.0.value().1,
+            None => from_version,
+        };
+        let mut positions = Vec::new();
+        'runs: for row in runs.range((stream, start)..(stream, count))? {
+            let (key, run) = row?;
+            let (first_version, (first_position, len)) = (key.value().1, run.value());
+            for i in from_version.saturating_sub(first_version)..len {
+                if positions.len() == limit {
+                    break 'runs;
+                }
+                positions.push(first_position + i);
             }
         }
+        let chunks = txn.open_table(CHUNKS)?;
+        let out = positions
+            .into_iter()
+            .map(|p| event_at(&chunks, p)?.ok_or_else(|| anyhow::anyhow!("no event at {p}")))
+            .collect::<anyhow::Result<_>>()?;
         Ok((out, count as i64 - 1))
     }
 
@@ -234,9 +288,9 @@ impl EventStore {
     ) -> anyhow::Result<()> {
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.delete_table(EVENTS)?;
+        txn.delete_table(CHUNKS)?;
         txn.delete_table(STREAMS)?;
-        txn.delete_table(STREAM_EVENTS)?;
+        txn.delete_table(STREAM_RUNS)?;
         txn.delete_table(IDS)?;
         txn.delete_table(META)?;
         create_tables(&txn)?;
@@ -284,24 +338,68 @@ pub(crate) fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<Applie
 }
 
 fn create_tables(txn: &WriteTransaction) -> anyhow::Result<()> {
-    txn.open_table(EVENTS)?;
+    txn.open_table(CHUNKS)?;
     txn.open_table(STREAMS)?;
-    txn.open_table(STREAM_EVENTS)?;
+    txn.open_table(STREAM_RUNS)?;
     txn.open_table(IDS)?;
     txn.open_table(META)?;
     Ok(())
 }
 
+/// The event at `position`, if stored.
+fn event_at(
+    chunks: &impl ReadableTable<u64, &'static [u8]>,
+    position: u64,
+) -> anyhow::Result<Option<StoredEvent>> {
+    let Some(row) = chunks.range(..=position)?.next_back() else {
+        return Ok(None);
+    };
+    let (first, bytes) = row?;
+    let chunk = Chunk::parse(bytes.value())?;
+    let offset = (position - first.value()) as usize;
+    if offset >= chunk.len() {
+        return Ok(None);
+    }
+    Ok(Some(chunk.event(offset)?))
+}
+
+/// Rewrites a store of the first format (a row per event, a row per stream version) in
+/// chunks and runs, in the caller's transaction.
+fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
+    {
+        let old = txn.open_table(OLD_EVENTS)?;
+        let mut w = Writer::open(txn)?;
+        for row in old.iter()? {
+            w.insert(&decode(row?.1.value())?)?;
+        }
+        w.finish()?;
+    }
+    txn.delete_table(OLD_EVENTS)?;
+    txn.delete_table(OLD_STREAM_EVENTS)?;
+    tracing::info!("converted the event store to chunked events and stream runs");
+    Ok(())
+}
+
+/// Events of one stream at consecutive positions, from one transaction.
+struct Run {
+    first_version: u64,
+    first_position: u64,
+    len: u64,
+}
+
 /// The open tables of one write transaction.
 struct Writer<'t> {
-    events: redb::Table<'t, u64, &'static [u8]>,
+    chunks: redb::Table<'t, u64, &'static [u8]>,
     streams: redb::Table<'t, &'static str, u64>,
-    stream_events: redb::Table<'t, (&'static str, u64), u64>,
+    runs: redb::Table<'t, (&'static str, u64), (u64, u64)>,
     ids: redb::Table<'t, u128, u64>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     head: u64,
-    /// Stream versions changed in this transaction, written once each by `finish`.
-    stream_counts: HashMap<String, u64>,
+    /// Events not yet written as a chunk.
+    chunk: ChunkBuilder,
+    /// The last run of each stream this transaction appended to; its end is the stream's
+    /// next version. Runs and versions are written once each, by `finish`.
+    open_runs: HashMap<String, Run>,
 }
 
 impl<'t> Writer<'t> {
@@ -312,28 +410,51 @@ impl<'t> Writer<'t> {
             None => 0,
         };
         Ok(Writer {
-            events: txn.open_table(EVENTS)?,
+            chunks: txn.open_table(CHUNKS)?,
             streams: txn.open_table(STREAMS)?,
-            stream_events: txn.open_table(STREAM_EVENTS)?,
+            runs: txn.open_table(STREAM_RUNS)?,
             ids: txn.open_table(IDS)?,
             meta,
             head,
-            stream_counts: HashMap::new(),
+            chunk: ChunkBuilder::default(),
+            open_runs: HashMap::new(),
         })
     }
 
     fn stream_count(&self, stream: &str) -> anyhow::Result<u64> {
-        if let Some(n) = self.stream_counts.get(stream) {
-            return Ok(*n);
+        if let Some(run) = self.open_runs.get(stream) {
+            return Ok(run.first_version + run.len);
         }
         Ok(self.streams.get(stream)?.map(|v| v.value()).unwrap_or(0))
     }
 
-    /// Writes the stream versions and the head this transaction moved.
-    fn finish(&mut self) -> anyhow::Result<()> {
-        for (stream, count) in &self.stream_counts {
-            self.streams.insert(stream.as_str(), *count)?;
+    fn event(&self, position: u64) -> anyhow::Result<Option<StoredEvent>> {
+        if let Some(bytes) = self.chunk.get(position) {
+            return Ok(Some(decode(bytes)?));
         }
+        event_at(&self.chunks, position)
+    }
+
+    fn write_chunk(&mut self) -> anyhow::Result<()> {
+        if let Some((first, bytes)) = self.chunk.take() {
+            self.chunks.insert(first, bytes.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Writes what this transaction holds back: the last chunk, the runs, the stream
+    /// versions and the head.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.write_chunk()?;
+        for (stream, run) in &self.open_runs {
+            self.runs.insert(
+                (stream.as_str(), run.first_version),
+                (run.first_position, run.len),
+            )?;
+            self.streams
+                .insert(stream.as_str(), run.first_version + run.len)?;
+        }
+        self.open_runs.clear();
         self.meta.insert(KEY_HEAD, encode(&self.head).as_slice())?;
         Ok(())
     }
@@ -351,9 +472,8 @@ impl<'t> Writer<'t> {
         let mut original = Vec::with_capacity(cmd.events.len());
         for (offset, e) in cmd.events.iter().enumerate() {
             let position = start + offset as u64;
-            let stored: StoredEvent = match self.events.get(position)? {
-                Some(v) => decode(v.value())?,
-                None => return reused,
+            let Some(stored) = self.event(position)? else {
+                return reused;
             };
             let same_batch = if offset == 0 {
                 stored.batch_len as usize == cmd.events.len()
@@ -414,13 +534,30 @@ impl<'t> Writer<'t> {
     }
 
     fn insert(&mut self, e: &StoredEvent) -> anyhow::Result<()> {
-        self.events.insert(e.position, encode(e).as_slice())?;
-        self.stream_events
-            .insert((e.stream.as_str(), e.version), e.position)?;
-        match self.stream_counts.get_mut(e.stream.as_str()) {
-            Some(n) => *n = e.version + 1,
+        self.chunk.push(e)?;
+        if self.chunk.is_full() {
+            self.write_chunk()?;
+        }
+        match self.open_runs.get_mut(e.stream.as_str()) {
+            Some(run) if run.first_position + run.len == e.position => run.len += 1,
+            Some(run) => {
+                self.runs.insert(
+                    (e.stream.as_str(), run.first_version),
+                    (run.first_position, run.len),
+                )?;
+                *run = Run {
+                    first_version: e.version,
+                    first_position: e.position,
+                    len: 1,
+                };
+            }
             None => {
-                self.stream_counts.insert(e.stream.clone(), e.version + 1);
+                let run = Run {
+                    first_version: e.version,
+                    first_position: e.position,
+                    len: 1,
+                };
+                self.open_runs.insert(e.stream.clone(), run);
             }
         }
         if e.batch_len > 0 {
@@ -533,6 +670,136 @@ mod tests {
         assert_eq!(store.head(), 5);
         let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
         assert_eq!(positions, vec![1, 2, 3, 5]);
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Whatever the entries, batches and streams, reads by position and by stream answer
+        /// what a plain list of the appended events says, across chunks, runs and entries.
+        #[test]
+        fn reads_match_a_plain_list_of_the_events(
+            entries in proptest::collection::vec(
+                proptest::collection::vec((0usize..4, 1usize..40), 1..12), 1..8),
+            from in 1u64..600,
+            from_version in 0u64..200,
+            limit in 1usize..700,
+        ) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = EventStore::open(&dir.path().join("events.redb")).expect("open");
+            let mut all: Vec<(String, String)> = Vec::new();
+            for (i, batches) in entries.iter().enumerate() {
+                let batches: Vec<AppendBatch> = batches
+                    .iter()
+                    .map(|&(s, n)| batch(&format!("s{s}"), n, None))
+                    .collect();
+                for b in &batches {
+                    all.extend(b.events.iter().map(|e| (e.stream.clone(), e.data.clone())));
+                }
+                store.apply(&[entry(i as u64 + 1, batches)]).expect("apply");
+            }
+            let read = store.read(from, limit).expect("read");
+            let want: Vec<_> = all.iter().skip(from as usize - 1).take(limit).collect();
+            proptest::prop_assert_eq!(read.len(), want.len());
+            for (k, (e, w)) in read.iter().zip(&want).enumerate() {
+                proptest::prop_assert_eq!(e.position, from + k as u64);
+                proptest::prop_assert_eq!((&e.stream, &e.data), (&w.0, &w.1));
+            }
+            for s in 0..4 {
+                let name = format!("s{s}");
+                let positions: Vec<u64> = (1..=all.len() as u64)
+                    .filter(|p| all[*p as usize - 1].0 == name)
+                    .collect();
+                let (events, version) = store.read_stream(&name, from_version, limit).expect("read stream");
+                proptest::prop_assert_eq!(version, positions.len() as i64 - 1);
+                let want: Vec<u64> =
+                    positions.iter().copied().skip(from_version as usize).take(limit).collect();
+                let got: Vec<u64> = events.iter().map(|e| e.position).collect();
+                proptest::prop_assert_eq!(got, want);
+                for (k, e) in events.iter().enumerate() {
+                    proptest::prop_assert_eq!(e.version, from_version + k as u64);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_of_the_first_format_is_converted_at_open() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("events.redb");
+        let written: Vec<StoredEvent> = (1..=600u64)
+            .map(|p| StoredEvent {
+                position: p,
+                stream: format!("s{}", p % 3),
+                version: 0, // counted per stream below
+                event_type: "T".into(),
+                data: format!("{{\"p\":{p}}}"),
+                metadata: None,
+                id: Uuid::new_v4(),
+                timestamp_ms: 1,
+                batch_len: 1,
+            })
+            .collect();
+        {
+            // The first format, written as its code did: a row per event and per version.
+            let db = Database::create(&path)?;
+            let txn = db.begin_write()?;
+            {
+                let mut events = txn.open_table(OLD_EVENTS)?;
+                let mut index = txn.open_table(OLD_STREAM_EVENTS)?;
+                let mut streams = txn.open_table(STREAMS)?;
+                let mut ids = txn.open_table(IDS)?;
+                let mut meta = txn.open_table(META)?;
+                let mut counts: HashMap<String, u64> = HashMap::new();
+                for e in &written {
+                    let version = counts.entry(e.stream.clone()).or_default();
+                    let mut e = e.clone();
+                    e.version = *version;
+                    *version += 1;
+                    events.insert(e.position, encode(&e).as_slice())?;
+                    index.insert((e.stream.as_str(), e.version), e.position)?;
+                    ids.insert(e.id.as_u128(), e.position)?;
+                }
+                for (s, n) in &counts {
+                    streams.insert(s.as_str(), *n)?;
+                }
+                meta.insert(KEY_HEAD, encode(&600u64).as_slice())?;
+            }
+            txn.commit()?;
+        }
+        let store = EventStore::open(&path)?;
+        assert_eq!(store.head(), 600);
+        let events = store.read(1, 1000)?;
+        assert_eq!(events.len(), 600);
+        assert!(events
+            .iter()
+            .zip(&written)
+            .all(|(a, b)| a.id == b.id && a.data == b.data));
+        let (s1, version) = store.read_stream("s1", 10, 1000)?;
+        assert_eq!(version, 199);
+        assert_eq!(s1.len(), 190);
+        assert_eq!(s1[0].position, 31);
+        // A retry of a converted batch is still recognised.
+        let retry = AppendBatch {
+            events: vec![ProposedEvent {
+                stream: written[4].stream.clone(),
+                event_type: "T".into(),
+                data: "{}".into(),
+                metadata: None,
+                id: written[4].id,
+            }],
+            expected_versions: BTreeMap::new(),
+        };
+        let out = store.apply(&[entry(1, vec![retry])])?;
+        let ApplyOutcome::Batches(b) = &out[0] else {
+            panic!("batches")
+        };
+        assert_eq!(appended(&b[0]), vec![(5, 1)]);
+        // Opened again, nothing is converted twice.
+        drop(store);
+        let store = EventStore::open(&path)?;
+        assert_eq!(store.read(1, 1000)?.len(), 600);
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod app;
 pub mod command_router;
 pub mod config;
 pub mod error;
+pub mod event_chunk;
 pub mod event_store;
 pub mod log_store;
 pub mod metrics;

@@ -211,13 +211,21 @@ impl LogStore {
 
 /// The writer thread: drain the queue, one transaction, one fsync, then report.
 fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
+    // The commit index alone is not worth an fsync (losing it costs only re-learning it
+    // from the leader): it waits for the next write that is.
+    let mut committed: Option<Op> = None;
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+        let mut batch: Vec<Op> = committed.take().into_iter().collect();
+        batch.push(first);
         while batch.len() < 4096 {
             match rx.try_recv() {
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
+        }
+        if batch.iter().all(|op| matches!(op, Op::Committed(_))) {
+            committed = batch.pop();
+            continue;
         }
         let started = std::time::Instant::now();
         let result = write_batch(&shared.db, &batch).map_err(|e| e.to_string());

@@ -24,6 +24,10 @@ const IN_FLIGHT: usize = 4;
 const MAX_BATCHES: usize = 1024;
 /// Events gathered into one entry at most.
 const MAX_EVENTS: usize = 5_000;
+/// An entry stops gathering at about this many bytes. The log store gives a large entry a
+/// run of pages rounded up to a power of two and writes all of it: an entry of 290 KiB took
+/// 512 KiB on disk. Just under 256 KiB fills its pages.
+const MAX_ENTRY_BYTES: usize = 250 << 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ProposeError {
@@ -104,12 +108,13 @@ async fn run(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let mut events = first.batch.events.len();
+        let (mut events, mut bytes) = (first.batch.events.len(), first.batch.weight());
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCHES && events < MAX_EVENTS {
+        while jobs.len() < MAX_BATCHES && events < MAX_EVENTS && bytes < MAX_ENTRY_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
                     events += job.batch.events.len();
+                    bytes += job.batch.weight();
                     jobs.push(job);
                 }
                 Err(_) => break,

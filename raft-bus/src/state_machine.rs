@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{AnyError, RaftSnapshotBuilder, StorageIOError};
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableDatabase;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::Mutex;
 
-use crate::event_store::{read_applied, AppliedState, EventStore, EVENTS};
+use crate::event_store::{read_applied, AppliedState, EventStore};
 use crate::types::{
     decode, encode, ApplyOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredEvent,
     StoredMembership, TypeConfig,
@@ -173,11 +173,7 @@ fn build_snapshot_file(
             head: state.head,
         }),
     )?;
-    let events = txn.open_table(EVENTS)?;
-    for row in events.iter()? {
-        let (_, v) = row?;
-        write_frame(&mut w, v.value())?;
-    }
+    EventStore::each_event(&txn, |event| Ok(write_frame(&mut w, event)?))?;
     let file = w.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     let path = dir.publish(&tmp, &meta)?;

@@ -115,18 +115,28 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode
     bincode::deserialize(bytes)
 }
 
+impl AppendBatch {
+    /// About its encoded size: the strings plus the length prefixes, id and tags around them.
+    pub fn weight(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| {
+                e.data.len()
+                    + e.metadata.as_ref().map_or(0, String::len)
+                    + e.stream.len()
+                    + e.event_type.len()
+                    + 64
+            })
+            .sum::<usize>()
+            + 16
+    }
+}
+
 /// Roughly how many bytes an entry holds, to bound the log store's cache of recent entries.
 pub fn entry_weight(entry: &Entry) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(cmd) => {
-            cmd.batches
-                .iter()
-                .flat_map(|b| &b.events)
-                .map(|e| {
-                    e.data.len() + e.metadata.as_ref().map_or(0, String::len) + e.stream.len() + 64
-                })
-                .sum::<usize>()
-                + 64
+            cmd.batches.iter().map(AppendBatch::weight).sum::<usize>() + 64
         }
         _ => 256,
     }
