@@ -1,25 +1,33 @@
 //! Gathers concurrent appends into one Raft log entry, and carries a follower's appends to
 //! the leader in one request.
 //!
-//! openraft 0.9 writes each proposed entry to disk before it takes the next one, so one entry
-//! per client append would cost one fsync per append, in series. The proposer keeps a few
-//! entries in flight; while they are being written, replicated and applied, new appends queue
-//! up, and the next entry carries all of them. Under load an fsync covers hundreds of appends;
-//! alone, an append still goes out at once. On a follower the same gathering happens, and the
-//! group travels to the leader as one internal request (`/raft/propose`), where it joins the
-//! leader's own queue: followers never forward appends one by one.
+//! Every entry costs RPCs, transactions and fsyncs on three nodes, so the fewer entries carry
+//! the appends, the more appends a second. On the leader, while an entry is being written,
+//! replicated and applied, new appends queue up and the next entry carries all of them; a
+//! group overlaps with the one in flight only once it is full. Under load an entry carries
+//! hundreds of appends; alone, an append still goes out at once. On a follower appends are
+//! gathered the same way and travel to the leader as one internal request (`/raft/propose`),
+//! where they join the leader's own queue: followers never forward appends one by one.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::types::{decode, encode, AppendBatch, AppendCommand, ApplyOutcome, BatchOutcome, Raft};
 
-/// Groups being committed or forwarded at once.
-const IN_FLIGHT: usize = 4;
+/// Groups the leader commits at once. A group that is not full waits while another is being
+/// committed and gathers what arrives (forwarded groups included): under load entries are
+/// few and large, so per-entry costs (RPCs, transactions, fsyncs) are shared by many appends,
+/// and only full groups overlap. Measured against fixed limits in docs/BENCHMARKS.md.
+const COMMITTING: usize = 4;
+/// Groups a follower has on their way to the leader at once. They do not wait for each
+/// other: a forward stuck on a leader that was cut off must not hold the next one.
+const FORWARDING: usize = 4;
+/// How often a waiting group looks whether it has filled.
+const GATHER_CHECK: Duration = Duration::from_millis(1);
 /// Appends gathered into one entry at most.
 const MAX_BATCHES: usize = 1024;
 /// Events gathered into one entry at most.
@@ -96,39 +104,88 @@ impl Proposer {
     }
 }
 
+/// Appends gathered into one entry, or one forward.
+struct Group {
+    jobs: Vec<Job>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Group {
+    fn new(first: Job) -> Self {
+        let mut group = Group {
+            jobs: Vec::new(),
+            events: 0,
+            bytes: 0,
+        };
+        group.add(first);
+        group
+    }
+
+    fn add(&mut self, job: Job) {
+        self.events += job.batch.events.len();
+        self.bytes += job.batch.weight();
+        self.jobs.push(job);
+    }
+
+    fn is_full(&self) -> bool {
+        self.jobs.len() >= MAX_BATCHES || self.events >= MAX_EVENTS || self.bytes >= MAX_ENTRY_BYTES
+    }
+
+    /// Takes what is queued, up to full.
+    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<Job>) {
+        while !self.is_full() {
+            match rx.try_recv() {
+                Ok(job) => self.add(job),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
 async fn run(
     raft: Raft,
     forwarding: Forwarding,
     mut rx: mpsc::UnboundedReceiver<Job>,
     commit_timeout: Duration,
 ) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let committing = Arc::new(Semaphore::new(COMMITTING));
+    let forwarding_slots = Arc::new(Semaphore::new(FORWARDING));
+    let committed = Arc::new(Notify::new());
     while let Some(first) = rx.recv().await {
+        let on_leader = !matches!(leader(&raft), Leader::At(_));
+        let slots = if on_leader {
+            &committing
+        } else {
+            &forwarding_slots
+        };
         // Wait for a free slot first: appends arriving meanwhile join this group.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (mut events, mut bytes) = (first.batch.events.len(), first.batch.weight());
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCHES && events < MAX_EVENTS && bytes < MAX_ENTRY_BYTES {
-            match rx.try_recv() {
-                Ok(job) => {
-                    events += job.batch.events.len();
-                    bytes += job.batch.weight();
-                    jobs.push(job);
-                }
-                Err(_) => break,
+        let mut group = Group::new(first);
+        group.drain(&mut rx);
+        while on_leader && !group.is_full() {
+            let one_done = committed.notified();
+            tokio::pin!(one_done);
+            one_done.as_mut().enable();
+            if committing.available_permits() + 1 == COMMITTING {
+                break; // nothing else is being committed
             }
+            // Woken when a commit ends, or to look whether the group has filled meanwhile.
+            let _ = tokio::time::timeout(GATHER_CHECK, &mut one_done).await;
+            group.drain(&mut rx);
         }
-        let (raft, forwarding) = (raft.clone(), forwarding.clone());
+        let (raft, forwarding, committed) = (raft.clone(), forwarding.clone(), committed.clone());
         tokio::spawn(async move {
-            let leader = leader(&raft);
-            match leader {
+            let jobs = group.jobs;
+            match leader(&raft) {
                 Leader::Me => commit(&raft, &forwarding, jobs, commit_timeout).await,
                 Leader::At(addr) => forward(&forwarding, &addr, jobs, commit_timeout).await,
                 Leader::Unknown => answer_all(jobs, ProposeError::NoLeader),
             }
             drop(slot);
+            committed.notify_waiters();
         });
     }
 }
