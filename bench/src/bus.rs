@@ -53,7 +53,7 @@ async fn bench(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> R
         Kind::Etcd => &args.etcd_bin,
         Kind::Bus => &common.raft_bus_bin,
     };
-    let mut cluster = cluster::start(kind, bin, dir).await?;
+    let mut cluster = cluster::start(kind, bin, dir, common.bus_threads).await?;
 
     let (urls, token) = (cluster.urls.clone(), cluster.token.clone());
     let target = |batch| Target {

@@ -123,8 +123,9 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts a three-node cluster of `kind` from `bin` in a fresh dir under `dir`, and waits
-/// until every node is healthy and knows the leader.
-pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> Result<Cluster> {
+/// until every node is healthy and knows the leader. A raft-bus node serves HTTP on
+/// `bus_threads` threads.
+pub async fn start(kind: Kind, bin: &Path, dir: &Path, bus_threads: u16) -> Result<Cluster> {
     let name = kind.name();
     if !bin.exists() {
         match kind {
@@ -145,7 +146,7 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path) -> Result<Cluster> {
         Kind::Etcd => Cluster::start_etcd(bin, &dir)?,
         Kind::Bus => {
             let token = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-            Cluster::start_bus(bin, &dir, &token)?
+            Cluster::start_bus(bin, &dir, &token, bus_threads)?
         }
     };
     let started = Instant::now();
@@ -235,7 +236,7 @@ impl Cluster {
     }
 
     /// Three raft-bus nodes with the same `--peers`; the cluster forms by itself.
-    pub fn start_bus(bin: &Path, dir: &Path, token: &str) -> Result<Self> {
+    pub fn start_bus(bin: &Path, dir: &Path, token: &str, threads: u16) -> Result<Self> {
         let ports = free_ports(3)?;
         let peers = (0..3)
             .map(|i| format!("{}=127.0.0.1:{}", i + 1, ports[i]))
@@ -254,6 +255,8 @@ impl Cluster {
                     peers.clone(),
                     "--token".into(),
                     token.into(),
+                    "--worker-threads".into(),
+                    threads.to_string(),
                 ],
                 name: format!("raft-bus node {}", i + 1),
                 bin: bin.to_path_buf(),

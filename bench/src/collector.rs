@@ -336,7 +336,7 @@ async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<
     for f in ["simple-user-task.bpmn", "multi-instance.bpmn"] {
         engine.deploy(&repo, f).await?;
     }
-    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir).await?;
+    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
     let bus = BusClient::new(ClientConfig::new(
         cluster.urls.clone(),
         cluster.token.clone(),

@@ -60,7 +60,8 @@ struct Results {
 }
 
 async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Results> {
-    let mut cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir).await?;
+    let mut cluster =
+        cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
     let leader = cluster.leader().await?;
     let followers: Vec<usize> = (0..cluster.urls.len()).filter(|&i| i != leader).collect();
 

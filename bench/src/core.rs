@@ -304,7 +304,7 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     eprintln!("[core] reading the engine's tasks");
     let tasks = task_events(&engine).await?;
     eprintln!("[core] {} tasks; starting three bus nodes", tasks.len());
-    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir).await?;
+    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
     let bus = BusClient::new(ClientConfig::new(
         cluster.urls.clone(),
         cluster.token.clone(),

@@ -115,6 +115,10 @@ struct CommonArgs {
     /// The raft-bus binary
     #[arg(long, default_value = "target/release/raft-bus")]
     raft_bus_bin: PathBuf,
+    /// HTTP threads of each raft-bus node (its --worker-threads): three nodes and the load
+    /// generator share this machine's cores
+    #[arg(long, default_value_t = 1)]
+    bus_threads: u16,
     /// Where data dirs and server logs go (default: a temp dir, removed on success)
     #[arg(long)]
     work_dir: Option<PathBuf>,

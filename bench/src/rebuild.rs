@@ -184,7 +184,7 @@ async fn bench(common: &CommonArgs, args: &RebuildArgs, dir: &Path) -> Result<St
     }
     let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
     eprintln!("[rebuild] starting three bus nodes");
-    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir).await?;
+    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
     let bus = BusClient::new(ClientConfig::new(
         cluster.urls.clone(),
         cluster.token.clone(),

@@ -56,6 +56,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_requests: u32,
 
+    /// Threads serving HTTP (default: one per CPU). Nodes that share a machine's cores, as in
+    /// a benchmark or a local stack, do better with fewer: 1 each for three nodes on two cores.
+    #[arg(long, env = "RAFT_BUS_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
     /// Leader heartbeat interval, in milliseconds.
     #[arg(long, env = "RAFT_BUS_HEARTBEAT_MS", default_value_t = 50)]
     pub heartbeat_ms: u64,
@@ -123,5 +129,23 @@ mod tests {
         assert!(parse_peers("x=a:1").is_err());
         assert!(parse_peers("1=nohost").is_err());
         assert!(parse_peers("").is_err());
+    }
+
+    #[test]
+    fn worker_threads_are_optional_and_at_least_one() {
+        let args = [
+            "raft-bus",
+            "--node-id",
+            "1",
+            "--data-dir",
+            "d",
+            "--peers",
+            "1=h:1",
+        ];
+        let parse = |extra: &[&str]| Config::try_parse_from(args.iter().chain(extra));
+        assert_eq!(parse(&[]).expect("valid").worker_threads, None);
+        let two = parse(&["--worker-threads", "2"]).expect("valid");
+        assert_eq!(two.worker_threads, Some(2));
+        assert!(parse(&["--worker-threads", "0"]).is_err());
     }
 }

@@ -6,14 +6,19 @@ use raft_bus::{App, Config};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     return_freed_memory_at_once();
     let config = Config::parse();
     raft_bus::init_tracing(config.log_json);
-    let app = App::build(config).await?;
-    app.run_until_stopped(taskpool_api::service::shutdown_signal())
-        .await
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n.into());
+    }
+    runtime.enable_all().build()?.block_on(async {
+        let app = App::build(config).await?;
+        app.run_until_stopped(taskpool_api::service::shutdown_signal())
+            .await
+    })
 }
 
 /// mimalloc keeps freed pages for a while before it gives them back, and its arenas get
