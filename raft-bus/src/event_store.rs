@@ -1,4 +1,4 @@
-//! The replicated state: events by global position, stream versions and the event-id index,
+//! The replicated state: events by global position, stream runs and the event-id index,
 //! in one redb file. Only the state machine writes here; the HTTP readers read.
 //!
 //! Events are stored in chunks of consecutive positions ([`crate::event_chunk`]) and a
@@ -31,14 +31,15 @@ use crate::types::{
 
 /// First position of a chunk → the chunk ([`crate::event_chunk`]).
 const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("event_chunks");
-/// Stream name → number of events in it (the next version).
-const STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
 /// (stream, first version of a run) → (first position, events in the run): a run is events
-/// of one stream at consecutive positions, written by one apply.
+/// of one stream at consecutive positions, written by one apply. A stream's last run gives
+/// its version.
 const STREAM_RUNS: TableDefinition<(&str, u64), (u64, u64)> = TableDefinition::new("stream_runs");
-/// The first format's tables: one row per event and per stream version. Converted at open.
+/// The first format's tables: one row per event and per stream version, and each stream's
+/// count. Converted at open.
 const OLD_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const OLD_STREAM_EVENTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_events");
+const OLD_STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
 /// First event id of each appended batch → its position, for idempotent retries.
 const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -80,10 +81,13 @@ impl EventStore {
         let db = Database::builder().set_cache_size(8 << 20).create(path)?;
         let mut txn = db.begin_write()?;
         create_tables(&txn)?;
-        let old = txn.list_tables()?.any(|t| t.name() == OLD_EVENTS.name());
-        if old {
+        let tables: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        if tables.iter().any(|t| t == OLD_EVENTS.name()) {
             txn.set_durability(Durability::Immediate)?;
             convert_first_format(&txn)?;
+        }
+        if tables.iter().any(|t| t == OLD_STREAMS.name()) {
+            txn.delete_table(OLD_STREAMS)?;
         }
         txn.commit()?;
         let store = EventStore {
@@ -248,11 +252,10 @@ impl EventStore {
         limit: usize,
     ) -> anyhow::Result<(Vec<StoredEvent>, i64)> {
         let txn = self.inner.db.begin_read()?;
-        let streams = txn.open_table(STREAMS)?;
-        let Some(count) = streams.get(stream)?.map(|v| v.value()) else {
+        let runs = txn.open_table(STREAM_RUNS)?;
+        let Some(count) = stream_version_count(&runs, stream)? else {
             return Ok((Vec::new(), -1));
         };
-        let runs = txn.open_table(STREAM_RUNS)?;
         // The run holding `from_version` starts at or before it.
         let start = match runs
             .range((stream, 0)..=(stream, from_version))?
@@ -289,7 +292,6 @@ impl EventStore {
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(CHUNKS)?;
-        txn.delete_table(STREAMS)?;
         txn.delete_table(STREAM_RUNS)?;
         txn.delete_table(IDS)?;
         txn.delete_table(META)?;
@@ -339,11 +341,26 @@ pub(crate) fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<Applie
 
 fn create_tables(txn: &WriteTransaction) -> anyhow::Result<()> {
     txn.open_table(CHUNKS)?;
-    txn.open_table(STREAMS)?;
     txn.open_table(STREAM_RUNS)?;
     txn.open_table(IDS)?;
     txn.open_table(META)?;
     Ok(())
+}
+
+/// How many events `stream` has (its next version), from its last run; None: no such stream.
+fn stream_version_count(
+    runs: &impl ReadableTable<(&'static str, u64), (u64, u64)>,
+    stream: &str,
+) -> anyhow::Result<Option<u64>> {
+    Ok(
+        match runs.range((stream, 0)..=(stream, u64::MAX))?.next_back() {
+            Some(row) => {
+                let (key, run) = row?;
+                Some(key.value().1 + run.value().1)
+            }
+            None => None,
+        },
+    )
 }
 
 /// The event at `position`, if stored.
@@ -376,6 +393,7 @@ fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     }
     txn.delete_table(OLD_EVENTS)?;
     txn.delete_table(OLD_STREAM_EVENTS)?;
+    txn.delete_table(OLD_STREAMS)?;
     tracing::info!("converted the event store to chunked events and stream runs");
     Ok(())
 }
@@ -390,7 +408,6 @@ struct Run {
 /// The open tables of one write transaction.
 struct Writer<'t> {
     chunks: redb::Table<'t, u64, &'static [u8]>,
-    streams: redb::Table<'t, &'static str, u64>,
     runs: redb::Table<'t, (&'static str, u64), (u64, u64)>,
     ids: redb::Table<'t, u128, u64>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
@@ -411,7 +428,6 @@ impl<'t> Writer<'t> {
         };
         Ok(Writer {
             chunks: txn.open_table(CHUNKS)?,
-            streams: txn.open_table(STREAMS)?,
             runs: txn.open_table(STREAM_RUNS)?,
             ids: txn.open_table(IDS)?,
             meta,
@@ -425,7 +441,7 @@ impl<'t> Writer<'t> {
         if let Some(run) = self.open_runs.get(stream) {
             return Ok(run.first_version + run.len);
         }
-        Ok(self.streams.get(stream)?.map(|v| v.value()).unwrap_or(0))
+        Ok(stream_version_count(&self.runs, stream)?.unwrap_or(0))
     }
 
     fn event(&self, position: u64) -> anyhow::Result<Option<StoredEvent>> {
@@ -442,8 +458,7 @@ impl<'t> Writer<'t> {
         Ok(())
     }
 
-    /// Writes what this transaction holds back: the last chunk, the runs, the stream
-    /// versions and the head.
+    /// Writes what this transaction holds back: the last chunk, the runs and the head.
     fn finish(&mut self) -> anyhow::Result<()> {
         self.write_chunk()?;
         for (stream, run) in &self.open_runs {
@@ -451,8 +466,6 @@ impl<'t> Writer<'t> {
                 (stream.as_str(), run.first_version),
                 (run.first_position, run.len),
             )?;
-            self.streams
-                .insert(stream.as_str(), run.first_version + run.len)?;
         }
         self.open_runs.clear();
         self.meta.insert(KEY_HEAD, encode(&self.head).as_slice())?;
@@ -748,7 +761,7 @@ mod tests {
             {
                 let mut events = txn.open_table(OLD_EVENTS)?;
                 let mut index = txn.open_table(OLD_STREAM_EVENTS)?;
-                let mut streams = txn.open_table(STREAMS)?;
+                let mut streams = txn.open_table(OLD_STREAMS)?;
                 let mut ids = txn.open_table(IDS)?;
                 let mut meta = txn.open_table(META)?;
                 let mut counts: HashMap<String, u64> = HashMap::new();

@@ -1,7 +1,7 @@
 //! openraft's state machine over the [`EventStore`], and snapshots as files.
 //!
 //! A snapshot file is: a magic line, a length-prefixed header (the snapshot meta and the head
-//! position), then every event length-prefixed, in position order. Stream versions and the id
+//! position), then every event length-prefixed, in position order. Stream runs and the id
 //! index are rebuilt from the events when a snapshot is installed.
 
 use std::io::{BufReader, BufWriter, Read, Write};
