@@ -48,6 +48,8 @@ const KEY_MEMBERSHIP: &str = "membership";
 const KEY_HEAD: &str = "head";
 
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Stream versions kept in memory between applies, at most; past it the cache starts over.
+const CACHED_VERSIONS: usize = 100_000;
 
 /// A cheap, cloneable handle on the event store.
 #[derive(Clone)]
@@ -59,6 +61,9 @@ struct Inner {
     db: Database,
     head: watch::Sender<u64>,
     last_flush: Mutex<Instant>,
+    /// The version of recently appended streams as of the last commit: looking a stream's
+    /// last run up in the table was a tenth of an apply.
+    versions: Mutex<HashMap<String, u64>>,
     /// One past the last log index whose effect is on disk (0: none): what a crash keeps.
     durable_applied: Arc<AtomicU64>,
 }
@@ -95,6 +100,7 @@ impl EventStore {
                 db,
                 head: watch::channel(0).0,
                 last_flush: Mutex::new(Instant::now()),
+                versions: Mutex::default(),
                 durable_applied: Arc::default(),
             }),
         };
@@ -154,8 +160,10 @@ impl EventStore {
         })?;
         let mut outcomes = Vec::with_capacity(entries.len());
         let head;
+        let versions;
         {
-            let mut w = Writer::open(&txn)?;
+            let known = std::mem::take(&mut *self.inner.versions.lock().expect("versions lock"));
+            let mut w = Writer::open(&txn, known)?;
             for entry in entries {
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => ApplyOutcome::Nothing,
@@ -179,8 +187,13 @@ impl EventStore {
             }
             w.finish()?;
             head = w.head;
+            versions = w.known;
         }
         txn.commit()?;
+        // Only what was committed is cached; a failed apply leaves the cache empty.
+        if versions.len() <= CACHED_VERSIONS {
+            *self.inner.versions.lock().expect("versions lock") = versions;
+        }
         if durable {
             let last = entries.last().map(|e| *e.get_log_id());
             self.inner
@@ -297,7 +310,8 @@ impl EventStore {
         txn.delete_table(META)?;
         create_tables(&txn)?;
         {
-            let mut w = Writer::open(&txn)?;
+            self.inner.versions.lock().expect("versions lock").clear();
+            let mut w = Writer::open(&txn, HashMap::new())?;
             for event in events {
                 w.insert(&event?)?;
             }
@@ -385,7 +399,7 @@ fn event_at(
 fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     {
         let old = txn.open_table(OLD_EVENTS)?;
-        let mut w = Writer::open(txn)?;
+        let mut w = Writer::open(txn, HashMap::new())?;
         for row in old.iter()? {
             w.insert(&decode(row?.1.value())?)?;
         }
@@ -415,12 +429,15 @@ struct Writer<'t> {
     /// Events not yet written as a chunk.
     chunk: ChunkBuilder,
     /// The last run of each stream this transaction appended to; its end is the stream's
-    /// next version. Runs and versions are written once each, by `finish`.
+    /// next version. Runs are written once each, by `finish`.
     open_runs: HashMap<String, Run>,
+    /// Versions known from earlier transactions (the store's cache); `finish` adds this
+    /// transaction's.
+    known: HashMap<String, u64>,
 }
 
 impl<'t> Writer<'t> {
-    fn open(txn: &'t WriteTransaction) -> anyhow::Result<Self> {
+    fn open(txn: &'t WriteTransaction, known: HashMap<String, u64>) -> anyhow::Result<Self> {
         let meta = txn.open_table(META)?;
         let head = match meta.get(KEY_HEAD)? {
             Some(v) => decode(v.value())?,
@@ -434,12 +451,16 @@ impl<'t> Writer<'t> {
             head,
             chunk: ChunkBuilder::default(),
             open_runs: HashMap::new(),
+            known,
         })
     }
 
     fn stream_count(&self, stream: &str) -> anyhow::Result<u64> {
         if let Some(run) = self.open_runs.get(stream) {
             return Ok(run.first_version + run.len);
+        }
+        if let Some(version) = self.known.get(stream) {
+            return Ok(*version);
         }
         Ok(stream_version_count(&self.runs, stream)?.unwrap_or(0))
     }
@@ -461,13 +482,13 @@ impl<'t> Writer<'t> {
     /// Writes what this transaction holds back: the last chunk, the runs and the head.
     fn finish(&mut self) -> anyhow::Result<()> {
         self.write_chunk()?;
-        for (stream, run) in &self.open_runs {
+        for (stream, run) in self.open_runs.drain() {
             self.runs.insert(
                 (stream.as_str(), run.first_version),
                 (run.first_position, run.len),
             )?;
+            self.known.insert(stream, run.first_version + run.len);
         }
-        self.open_runs.clear();
         self.meta.insert(KEY_HEAD, encode(&self.head).as_slice())?;
         Ok(())
     }
