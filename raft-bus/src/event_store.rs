@@ -395,7 +395,7 @@ fn event_at(
 }
 
 /// Rewrites a store of the first format (a row per event, a row per stream version) in
-/// chunks and runs, in the caller's transaction.
+/// chunks and runs, in the caller's transaction. Its stream counts are dropped by `open`.
 fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     {
         let old = txn.open_table(OLD_EVENTS)?;
@@ -407,7 +407,6 @@ fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     }
     txn.delete_table(OLD_EVENTS)?;
     txn.delete_table(OLD_STREAM_EVENTS)?;
-    txn.delete_table(OLD_STREAMS)?;
     tracing::info!("converted the event store to chunked events and stream runs");
     Ok(())
 }
@@ -417,6 +416,29 @@ struct Run {
     first_version: u64,
     first_position: u64,
     len: u64,
+}
+
+impl Run {
+    fn starting_with(e: &StoredEvent) -> Self {
+        Run {
+            first_version: e.version,
+            first_position: e.position,
+            len: 1,
+        }
+    }
+
+    /// The run's row in the `STREAM_RUNS` table.
+    fn write_to(
+        &self,
+        runs: &mut redb::Table<'_, (&'static str, u64), (u64, u64)>,
+        stream: &str,
+    ) -> anyhow::Result<()> {
+        runs.insert(
+            (stream, self.first_version),
+            (self.first_position, self.len),
+        )?;
+        Ok(())
+    }
 }
 
 /// The open tables of one write transaction.
@@ -483,10 +505,7 @@ impl<'t> Writer<'t> {
     fn finish(&mut self) -> anyhow::Result<()> {
         self.write_chunk()?;
         for (stream, run) in self.open_runs.drain() {
-            self.runs.insert(
-                (stream.as_str(), run.first_version),
-                (run.first_position, run.len),
-            )?;
+            run.write_to(&mut self.runs, &stream)?;
             self.known.insert(stream, run.first_version + run.len);
         }
         self.meta.insert(KEY_HEAD, encode(&self.head).as_slice())?;
@@ -575,23 +594,12 @@ impl<'t> Writer<'t> {
         match self.open_runs.get_mut(e.stream.as_str()) {
             Some(run) if run.first_position + run.len == e.position => run.len += 1,
             Some(run) => {
-                self.runs.insert(
-                    (e.stream.as_str(), run.first_version),
-                    (run.first_position, run.len),
-                )?;
-                *run = Run {
-                    first_version: e.version,
-                    first_position: e.position,
-                    len: 1,
-                };
+                run.write_to(&mut self.runs, &e.stream)?;
+                *run = Run::starting_with(e);
             }
             None => {
-                let run = Run {
-                    first_version: e.version,
-                    first_position: e.position,
-                    len: 1,
-                };
-                self.open_runs.insert(e.stream.clone(), run);
+                self.open_runs
+                    .insert(e.stream.clone(), Run::starting_with(e));
             }
         }
         if e.batch_len > 0 {
