@@ -21,6 +21,7 @@ pub mod proposer;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;
+pub mod stream_runs;
 pub mod types;
 
 pub use app::App;
