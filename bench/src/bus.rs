@@ -15,90 +15,176 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 const FILL_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs the benchmark and prints its table; false if either half failed.
+///
+/// The timed phases run in rounds that alternate between the systems (etcd first in odd
+/// rounds, raft-bus first in even ones), both clusters up throughout: this machine's speed
+/// drifts by ±10 % within minutes, and phases of both systems close in time meet the same
+/// drift. The table shows each metric's median over the rounds.
 pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
+    let mut systems = Vec::new();
     // etcd first: it is the baseline, and it still runs when raft-bus does not start.
-    let etcd = if args.skip_etcd {
-        Ok(None)
-    } else {
-        bench(Kind::Etcd, common, args, dir).await.map(Some)
-    };
-    let bus = if args.skip_bus {
-        Ok(None)
-    } else {
-        bench(Kind::Bus, common, args, dir).await.map(Some)
-    };
+    for (kind, skip) in [(Kind::Etcd, args.skip_etcd), (Kind::Bus, args.skip_bus)] {
+        if skip {
+            continue;
+        }
+        let bin = match kind {
+            Kind::Etcd => &args.etcd_bin,
+            Kind::Bus => &common.raft_bus_bin,
+        };
+        let cluster = cluster::start(kind, bin, dir, common.bus_threads).await;
+        systems.push(System::new(kind, cluster));
+    }
+    let warmup = Duration::from_secs(common.warmup_secs);
+    let duration = Duration::from_secs(common.duration_secs);
+    for round in 0..args.rounds {
+        let mut order: Vec<usize> = (0..systems.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for batch in [1, args.batch] {
+            for &i in &order {
+                let s = &mut systems[i];
+                let Some(target) = s.target(args, batch) else {
+                    continue;
+                };
+                let phase = if batch == 1 { "single" } else { "batched" };
+                eprintln!("[{}] round {} {phase}", s.kind.name(), round + 1);
+                match timed(&target, warmup, duration).await {
+                    Ok(stats) => {
+                        report(s.kind.name(), phase, &stats);
+                        if batch == 1 {
+                            s.results.single.push(stats);
+                        } else {
+                            s.results.batched.push(stats);
+                        }
+                    }
+                    Err(e) => s.fail(e),
+                }
+            }
+        }
+    }
+    for s in &mut systems {
+        let Some(target) = s.target(args, 1) else {
+            continue;
+        };
+        let name = s.kind.name();
+        eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
+        let Ok(cluster) = &mut s.cluster else {
+            continue;
+        };
+        match failover(cluster, &target, warmup).await {
+            Ok(gap) => {
+                match gap {
+                    Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
+                    None => {
+                        eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}")
+                    }
+                }
+                s.results.failover_gap = gap;
+            }
+            Err(e) => s.fail(e),
+        }
+    }
+    // One system at a time, each stopped after: a million events make etcd's RSS large.
+    for s in &mut systems {
+        if args.rss_events > 0 {
+            if let Some(target) = s.target(args, args.batch) {
+                let name = s.kind.name();
+                eprintln!("[{name}] appending {} events for RSS", args.rss_events);
+                let rss = match fill(&target, args.rss_events).await {
+                    Ok(()) => s
+                        .cluster
+                        .as_ref()
+                        .map_err(|e| anyhow::anyhow!("{e:#}"))
+                        .and_then(Cluster::max_rss_mib),
+                    Err(e) => Err(e),
+                };
+                match rss {
+                    Ok(rss) => {
+                        eprintln!("[{name}] max node RSS {rss:.0} MiB");
+                        s.results.rss_mib = Some(rss);
+                    }
+                    Err(e) => s.fail(e),
+                }
+            }
+        }
+        if let Ok(cluster) = &mut s.cluster {
+            cluster.stop().await;
+        }
+    }
     let mut failed = false;
-    let [etcd, bus] = [(Kind::Etcd, etcd), (Kind::Bus, bus)].map(|(kind, r)| {
-        r.unwrap_or_else(|e| {
-            eprintln!("{} benchmark failed: {e:#}", kind.name());
-            failed = true;
-            None
-        })
-    });
+    let mut results = [None, None];
+    for s in systems {
+        let slot = match s.kind {
+            Kind::Etcd => 0,
+            Kind::Bus => 1,
+        };
+        match s.cluster {
+            Ok(_) => results[slot] = Some(s.results),
+            Err(e) => {
+                eprintln!("{} benchmark failed: {e:#}", s.kind.name());
+                failed = true;
+            }
+        }
+    }
+    let [etcd, bus] = results;
     print!("{}", table(common, args, bus.as_ref(), etcd.as_ref()));
     !failed
 }
 
+/// One system under test: its cluster (or why it failed) and what was measured so far.
+struct System {
+    kind: Kind,
+    cluster: Result<Cluster>,
+    results: Results,
+}
+
+impl System {
+    fn new(kind: Kind, cluster: Result<Cluster>) -> Self {
+        System {
+            kind,
+            cluster,
+            results: Results::default(),
+        }
+    }
+
+    /// The load target, if the system still runs.
+    fn target(&self, args: &BusArgs, batch: usize) -> Option<Target> {
+        let cluster = self.cluster.as_ref().ok()?;
+        Some(Target {
+            kind: self.kind,
+            urls: cluster.urls.clone(),
+            token: cluster.token.clone(),
+            batch,
+            payload_bytes: args.payload_bytes,
+            connections: args.connections,
+        })
+    }
+
+    /// Takes the system out of the remaining phases; the table then reports it failed.
+    fn fail(&mut self, e: anyhow::Error) {
+        eprintln!("[{}] failed: {e:#}", self.kind.name());
+        if let Ok(mut cluster) = std::mem::replace(&mut self.cluster, Err(e)) {
+            tokio::spawn(async move { cluster.stop().await });
+        }
+    }
+}
+
+#[derive(Default)]
 struct Results {
-    single: Stats,
-    batched: Stats,
+    /// One per round.
+    single: Vec<Stats>,
+    batched: Vec<Stats>,
     /// None: no acknowledged append within FAILOVER_TIMEOUT.
     failover_gap: Option<Duration>,
     rss_mib: Option<f64>,
 }
 
-async fn bench(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> Result<Results> {
-    let name = kind.name();
-    let bin = match kind {
-        Kind::Etcd => &args.etcd_bin,
-        Kind::Bus => &common.raft_bus_bin,
-    };
-    let mut cluster = cluster::start(kind, bin, dir, common.bus_threads).await?;
-
-    let (urls, token) = (cluster.urls.clone(), cluster.token.clone());
-    let target = |batch| Target {
-        kind,
-        urls: urls.clone(),
-        token: token.clone(),
-        batch,
-        payload_bytes: args.payload_bytes,
-        connections: args.connections,
-    };
-    let warmup = Duration::from_secs(common.warmup_secs);
-    let duration = Duration::from_secs(common.duration_secs);
-
-    eprintln!("[{name}] single appends");
-    let single = timed(&target(1), warmup, duration).await?;
-    report(name, "single", &single);
-
-    eprintln!("[{name}] batches of {}", args.batch);
-    let batched = timed(&target(args.batch), warmup, duration).await?;
-    report(name, "batched", &batched);
-
-    eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
-    let failover_gap = failover(&mut cluster, &target(1), warmup).await?;
-    match failover_gap {
-        Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
-        None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
-    }
-
-    let rss_mib = if args.rss_events > 0 {
-        eprintln!("[{name}] appending {} events for RSS", args.rss_events);
-        fill(&target(args.batch), args.rss_events).await?;
-        let rss = cluster.max_rss_mib()?;
-        eprintln!("[{name}] max node RSS {rss:.0} MiB");
-        Some(rss)
-    } else {
-        None
-    };
-
-    cluster.stop().await;
-    Ok(Results {
-        single,
-        batched,
-        failover_gap,
-        rss_mib,
-    })
+/// The median of the rounds' values (the lower middle one of an even count).
+fn median(rounds: &[Stats], value: impl Fn(&Stats) -> Option<f64>) -> Option<f64> {
+    let mut values: Vec<f64> = rounds.iter().filter_map(value).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied()
 }
 
 async fn timed(target: &Target, warmup: Duration, duration: Duration) -> Result<Stats> {
@@ -176,12 +262,12 @@ fn table(
     etcd: Option<&Results>,
 ) -> String {
     type Pick = fn(&Results) -> Option<f64>;
-    let single_rate: Pick = |r| Some(r.single.requests_per_sec());
-    let p50: Pick = |r| r.single.percentile_ms(0.5);
-    let p99: Pick = |r| r.single.percentile_ms(0.99);
-    let single_errors: Pick = |r| Some(r.single.error_count() as f64);
-    let batched_rate: Pick = |r| Some(r.batched.events_per_sec());
-    let batched_errors: Pick = |r| Some(r.batched.error_count() as f64);
+    let single_rate: Pick = |r| median(&r.single, |s| Some(s.requests_per_sec()));
+    let p50: Pick = |r| median(&r.single, |s| s.percentile_ms(0.5));
+    let p99: Pick = |r| median(&r.single, |s| s.percentile_ms(0.99));
+    let single_errors: Pick = |r| Some(r.single.iter().map(|s| s.error_count() as f64).sum());
+    let batched_rate: Pick = |r| median(&r.batched, |s| Some(s.events_per_sec()));
+    let batched_errors: Pick = |r| Some(r.batched.iter().map(|s| s.error_count() as f64).sum());
     let gap: Pick = |r| r.failover_gap.map(ms);
     let rss: Pick = |r| r.rss_mib;
     // (metric, value, comparison, decimals); a failover without a value never got an ack.
@@ -239,9 +325,25 @@ fn table(
     out.push_str(&format!(
         "{} connections, {} B payloads, {} s measured after {} s warm-up, \
          3 nodes + load generator on {cores} cores.\n\
+         single and batched: the median of {} rounds alternating between the systems.\n\
          failover gap: SIGKILL of the leader to the first 2xx for a request sent after it \
          died to a surviving node.\n",
-        args.connections, args.payload_bytes, common.duration_secs, common.warmup_secs
+        args.connections, args.payload_bytes, common.duration_secs, common.warmup_secs, args.rounds
     ));
+    for (name, r) in [("raft-bus", bus), ("etcd", etcd)] {
+        let Some(r) = r else { continue };
+        let rates = |rounds: &[Stats], f: fn(&Stats) -> f64| {
+            rounds
+                .iter()
+                .map(|s| format!("{:.0}", f(s)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        out.push_str(&format!(
+            "rounds {name}: single {} appends/s, batched {} events/s\n",
+            rates(&r.single, Stats::requests_per_sec),
+            rates(&r.batched, Stats::events_per_sec)
+        ));
+    }
     out
 }

@@ -148,6 +148,10 @@ struct BusArgs {
     /// Events appended before reading the nodes' RSS (0 skips this step)
     #[arg(long, default_value_t = 1_000_000)]
     rss_events: u64,
+    /// Rounds of the single and batched phases, alternating between the systems; the table
+    /// shows the median round of each metric
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
 }
 
 #[derive(Args)]
