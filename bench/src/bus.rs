@@ -17,155 +17,146 @@ const FILL_TIMEOUT: Duration = Duration::from_secs(900);
 /// Runs the benchmark and prints its table; false if either half failed.
 ///
 /// The timed phases run in rounds that alternate between the systems (etcd first in odd
-/// rounds, raft-bus first in even ones), both clusters up throughout: this machine's speed
-/// drifts by ±10 % within minutes, and phases of both systems close in time meet the same
-/// drift. The table shows each metric's median over the rounds.
+/// rounds, raft-bus first in even ones), each round on a fresh cluster that is stopped and
+/// deleted after it: this machine's speed drifts by ±10 % within minutes, so phases of both
+/// systems close in time meet the same drift, and neither system's background work (etcd
+/// snapshots its store every 100,000 entries) lands in the other's phase. The table shows
+/// each metric's median over the rounds. Failover and the RSS fill run once per system.
 pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
-    let mut systems = Vec::new();
     // etcd first: it is the baseline, and it still runs when raft-bus does not start.
-    for (kind, skip) in [(Kind::Etcd, args.skip_etcd), (Kind::Bus, args.skip_bus)] {
-        if skip {
-            continue;
-        }
-        let bin = match kind {
-            Kind::Etcd => &args.etcd_bin,
-            Kind::Bus => &common.raft_bus_bin,
-        };
-        let cluster = cluster::start(kind, bin, dir, common.bus_threads).await;
-        systems.push(System::new(kind, cluster));
-    }
-    let warmup = Duration::from_secs(common.warmup_secs);
-    let duration = Duration::from_secs(common.duration_secs);
+    let mut systems: Vec<(Kind, Result<Results>)> =
+        [(Kind::Etcd, args.skip_etcd), (Kind::Bus, args.skip_bus)]
+            .into_iter()
+            .filter(|(_, skip)| !skip)
+            .map(|(kind, _)| (kind, Ok(Results::default())))
+            .collect();
     for round in 0..args.rounds {
         let mut order: Vec<usize> = (0..systems.len()).collect();
         if round % 2 == 1 {
             order.reverse();
         }
-        for batch in [1, args.batch] {
-            for &i in &order {
-                let s = &mut systems[i];
-                let Some(target) = s.target(args, batch) else {
-                    continue;
-                };
-                let phase = if batch == 1 { "single" } else { "batched" };
-                eprintln!("[{}] round {} {phase}", s.kind.name(), round + 1);
-                match timed(&target, warmup, duration).await {
-                    Ok(stats) => {
-                        report(s.kind.name(), phase, &stats);
-                        if batch == 1 {
-                            s.results.single.push(stats);
-                        } else {
-                            s.results.batched.push(stats);
-                        }
-                    }
-                    Err(e) => s.fail(e),
-                }
+        for i in order {
+            let (kind, state) = &mut systems[i];
+            let Ok(results) = state else { continue };
+            eprintln!("[{}] round {} of {}", kind.name(), round + 1, args.rounds);
+            if let Err(e) = timed_round(*kind, common, args, dir, results).await {
+                *state = Err(e);
             }
         }
     }
-    for s in &mut systems {
-        let Some(target) = s.target(args, 1) else {
-            continue;
-        };
-        let name = s.kind.name();
-        eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
-        let Ok(cluster) = &mut s.cluster else {
-            continue;
-        };
-        match failover(cluster, &target, warmup).await {
-            Ok(gap) => {
-                match gap {
-                    Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
-                    None => {
-                        eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}")
-                    }
-                }
-                s.results.failover_gap = gap;
-            }
-            Err(e) => s.fail(e),
-        }
-    }
-    // One system at a time, each stopped after: a million events make etcd's RSS large.
-    for s in &mut systems {
-        if args.rss_events > 0 {
-            if let Some(target) = s.target(args, args.batch) {
-                let name = s.kind.name();
-                eprintln!("[{name}] appending {} events for RSS", args.rss_events);
-                let rss = match fill(&target, args.rss_events).await {
-                    Ok(()) => s
-                        .cluster
-                        .as_ref()
-                        .map_err(|e| anyhow::anyhow!("{e:#}"))
-                        .and_then(Cluster::max_rss_mib),
-                    Err(e) => Err(e),
-                };
-                match rss {
-                    Ok(rss) => {
-                        eprintln!("[{name}] max node RSS {rss:.0} MiB");
-                        s.results.rss_mib = Some(rss);
-                    }
-                    Err(e) => s.fail(e),
-                }
-            }
-        }
-        if let Ok(cluster) = &mut s.cluster {
-            cluster.stop().await;
+    for (kind, state) in &mut systems {
+        let Ok(results) = state else { continue };
+        if let Err(e) = failover_and_rss(*kind, common, args, dir, results).await {
+            *state = Err(e);
         }
     }
     let mut failed = false;
-    let mut results = [None, None];
-    for s in systems {
-        let slot = match s.kind {
-            Kind::Etcd => 0,
-            Kind::Bus => 1,
-        };
-        match s.cluster {
-            Ok(_) => results[slot] = Some(s.results),
+    let (mut bus, mut etcd) = (None, None);
+    for (kind, state) in systems {
+        match state {
+            Ok(results) => match kind {
+                Kind::Etcd => etcd = Some(results),
+                Kind::Bus => bus = Some(results),
+            },
             Err(e) => {
-                eprintln!("{} benchmark failed: {e:#}", s.kind.name());
+                eprintln!("{} benchmark failed: {e:#}", kind.name());
                 failed = true;
             }
         }
     }
-    let [etcd, bus] = results;
     print!("{}", table(common, args, bus.as_ref(), etcd.as_ref()));
     !failed
 }
 
-/// One system under test: its cluster (or why it failed) and what was measured so far.
-struct System {
-    kind: Kind,
-    cluster: Result<Cluster>,
-    results: Results,
+fn target(cluster: &Cluster, args: &BusArgs, batch: usize) -> Target {
+    Target {
+        kind: cluster.kind,
+        urls: cluster.urls.clone(),
+        token: cluster.token.clone(),
+        batch,
+        payload_bytes: args.payload_bytes,
+        connections: args.connections,
+    }
 }
 
-impl System {
-    fn new(kind: Kind, cluster: Result<Cluster>) -> Self {
-        System {
-            kind,
-            cluster,
-            results: Results::default(),
+async fn start(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> Result<Cluster> {
+    let bin = match kind {
+        Kind::Etcd => &args.etcd_bin,
+        Kind::Bus => &common.raft_bus_bin,
+    };
+    cluster::start(kind, bin, dir, common.bus_threads).await
+}
+
+/// A fresh cluster: single appends, then batches; deleted after (kept, with its logs, if a
+/// phase fails).
+async fn timed_round(
+    kind: Kind,
+    common: &CommonArgs,
+    args: &BusArgs,
+    dir: &Path,
+    results: &mut Results,
+) -> Result<()> {
+    let mut cluster = start(kind, common, args, dir).await?;
+    let warmup = Duration::from_secs(common.warmup_secs);
+    let duration = Duration::from_secs(common.duration_secs);
+    let outcome = async {
+        let single = timed(&target(&cluster, args, 1), warmup, duration).await?;
+        report(kind.name(), "single", &single);
+        results.single.push(single);
+        let batched = timed(&target(&cluster, args, args.batch), warmup, duration).await?;
+        report(kind.name(), "batched", &batched);
+        results.batched.push(batched);
+        anyhow::Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => cluster.discard().await,
+        Err(e) => {
+            cluster.stop().await;
+            Err(e)
         }
     }
+}
 
-    /// The load target, if the system still runs.
-    fn target(&self, args: &BusArgs, batch: usize) -> Option<Target> {
-        let cluster = self.cluster.as_ref().ok()?;
-        Some(Target {
-            kind: self.kind,
-            urls: cluster.urls.clone(),
-            token: cluster.token.clone(),
-            batch,
-            payload_bytes: args.payload_bytes,
-            connections: args.connections,
-        })
+/// A fresh cluster: the failover gap, then the RSS after `--rss-events`.
+async fn failover_and_rss(
+    kind: Kind,
+    common: &CommonArgs,
+    args: &BusArgs,
+    dir: &Path,
+    results: &mut Results,
+) -> Result<()> {
+    let name = kind.name();
+    let mut cluster = start(kind, common, args, dir).await?;
+    let outcome = async {
+        eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
+        let single = target(&cluster, args, 1);
+        let gap = failover(
+            &mut cluster,
+            &single,
+            Duration::from_secs(common.warmup_secs),
+        )
+        .await?;
+        match gap {
+            Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
+            None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
+        }
+        results.failover_gap = gap;
+        if args.rss_events > 0 {
+            eprintln!("[{name}] appending {} events for RSS", args.rss_events);
+            fill(&target(&cluster, args, args.batch), args.rss_events).await?;
+            let rss = cluster.max_rss_mib()?;
+            eprintln!("[{name}] max node RSS {rss:.0} MiB");
+            results.rss_mib = Some(rss);
+        }
+        anyhow::Ok(())
     }
-
-    /// Takes the system out of the remaining phases; the table then reports it failed.
-    fn fail(&mut self, e: anyhow::Error) {
-        eprintln!("[{}] failed: {e:#}", self.kind.name());
-        if let Ok(mut cluster) = std::mem::replace(&mut self.cluster, Err(e)) {
-            tokio::spawn(async move { cluster.stop().await });
+    .await;
+    match outcome {
+        Ok(()) => cluster.discard().await,
+        Err(e) => {
+            cluster.stop().await;
+            Err(e)
         }
     }
 }

@@ -149,6 +149,7 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path, bus_threads: u16) -> Resu
             Cluster::start_bus(bin, &dir, &token, bus_threads)?
         }
     };
+    cluster.dir = Some(dir.clone());
     let started = Instant::now();
     cluster.wait_ready(READY_TIMEOUT).await?;
     eprintln!(
@@ -166,6 +167,8 @@ pub struct Cluster {
     pub urls: Vec<String>,
     pub token: Option<String>,
     http: reqwest::Client,
+    /// The cluster's own dir (data and logs), when `start` made one.
+    dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -184,6 +187,7 @@ impl Cluster {
             urls,
             token,
             http,
+            dir: None,
         };
         for node in &mut cluster.nodes {
             node.spawn()?;
@@ -429,5 +433,14 @@ impl Cluster {
         for node in &mut self.nodes {
             node.stop().await;
         }
+    }
+
+    /// Stops the nodes and deletes the cluster's dir: its data is not needed again.
+    pub async fn discard(&mut self) -> Result<()> {
+        self.stop().await;
+        if let Some(dir) = self.dir.take() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
     }
 }

@@ -16,6 +16,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Kind;
+use crate::raw_http::Connection;
+
+/// A request not answered in this time counts as an error (and its connection is dropped).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to send and where.
 #[derive(Clone)]
@@ -243,28 +247,17 @@ async fn worker<O: Op>(op: Arc<O>, conn: usize, events: u64, shared: Arc<Shared>
 /// Appends to raft-bus or puts to etcd over plain HTTP, one keep-alive connection per loop.
 struct Http {
     target: Target,
-    clients: Vec<reqwest::Client>,
+    /// Loop `i`'s connection, to node `i % nodes`; only its loop locks it.
+    conns: Vec<tokio::sync::Mutex<Connection>>,
     /// Random once per run, as a JSON string: the benchmark measures the servers, not the
     /// payload generator.
     payload: String,
-    /// Each node's URL for the operation, parsed once.
-    urls: Vec<reqwest::Url>,
     /// A fresh key prefix per run keeps etcd keys unique across phases.
     run_id: u32,
 }
 
 impl Http {
     fn new(target: &Target) -> anyhow::Result<Self> {
-        // One client per loop: exactly one keep-alive connection each (HTTP/1.1).
-        let clients = (0..target.connections)
-            .map(|_| {
-                reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .tcp_nodelay(true)
-                    .timeout(Duration::from_secs(10))
-                    .build()
-            })
-            .collect::<reqwest::Result<Vec<_>>>()?;
         let payload = match target.kind {
             Kind::Bus => Alphanumeric.sample_string(&mut rand::thread_rng(), target.payload_bytes),
             Kind::Etcd => {
@@ -278,16 +271,17 @@ impl Http {
             Kind::Etcd if target.batch == 1 => "/v3/kv/put",
             Kind::Etcd => "/v3/kv/txn",
         };
-        let urls = target
-            .urls
-            .iter()
-            .map(|u| reqwest::Url::parse(&format!("{u}{path}")))
-            .collect::<Result<_, _>>()?;
+        let conns = (0..target.connections)
+            .map(|i| {
+                let url = &target.urls[i % target.urls.len()];
+                Connection::new(url, path, target.token.as_deref(), REQUEST_TIMEOUT)
+                    .map(tokio::sync::Mutex::new)
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Http {
             target: target.clone(),
-            clients,
+            conns,
             payload: serde_json::to_string(&payload)?,
-            urls,
             run_id: rand::thread_rng().next_u32(),
         })
     }
@@ -295,41 +289,14 @@ impl Http {
 
 impl Op for Http {
     async fn call(&self, conn: usize, seq: u64) -> (usize, Result<(), String>) {
-        let target = &self.target;
-        let node = conn % self.urls.len();
-        let body = body(target, conn, self.run_id, seq, &self.payload);
-        let mut req = self.clients[conn]
-            .post(self.urls[node].clone())
-            .header("content-type", "application/json")
-            .body(body);
-        if let Some(token) = &target.token {
-            req = req.bearer_auth(token);
-        }
-        (node, send(req).await)
-    }
-}
-
-/// Sends one request and reads the whole answer (so the connection is reused).
-/// The error is a short label used to group errors in the report.
-async fn send(req: reqwest::RequestBuilder) -> Result<(), String> {
-    let resp = req.send().await.map_err(|e| {
-        if e.is_timeout() {
-            "timeout".to_string()
-        } else if e.is_connect() {
-            "connect error".to_string()
-        } else {
-            "transport error".to_string()
-        }
-    })?;
-    let status = resp.status();
-    let _ = resp
-        .bytes()
-        .await
-        .map_err(|_| "transport error".to_string())?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", status.as_u16()))
+        let node = conn % self.target.urls.len();
+        let body = body(&self.target, conn, self.run_id, seq, &self.payload);
+        let result = match self.conns[conn].lock().await.post(&body).await {
+            Ok(status) if (200..300).contains(&status) => Ok(()),
+            Ok(status) => Err(format!("HTTP {status}")),
+            Err(label) => Err(label),
+        };
+        (node, result)
     }
 }
 

@@ -20,6 +20,7 @@ mod commands;
 mod core;
 mod e2e;
 mod load;
+mod raw_http;
 mod rebuild;
 
 use std::path::PathBuf;
