@@ -33,7 +33,7 @@ impl App {
         crate::metrics::init();
         std::fs::create_dir_all(&config.data_dir)?;
         let store = EventStore::open(&config.data_dir.join("events.redb"))?;
-        let log = LogStore::open(&config.data_dir.join("raft-log.redb"))?
+        let log = LogStore::open(&config.data_dir.join("raft-log"))?
             .purging_up_to(store.durable_applied());
         let sm = StateMachine::new(store.clone(), config.data_dir.join("snapshots"))?;
         let raft_config = openraft::Config {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod event_chunk;
 pub mod event_store;
+pub mod log_segments;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

@@ -1,8 +1,9 @@
-//! The durable Raft log (and vote) in a redb file, with group commit.
+//! The durable Raft log (and vote) in segment files ([`crate::log_segments`]), with group
+//! commit.
 //!
 //! `append` makes entries readable at once (an in-memory tail) and hands them to one writer
-//! thread. The writer drains everything queued, writes it in one redb transaction and pays for
-//! one fsync, then reports every batch in it as flushed. So concurrent appends share an fsync,
+//! thread. The writer drains everything queued, appends it to the log in one write and pays
+//! for one fsync, then reports every batch in it as flushed. So concurrent appends share an fsync,
 //! and the Raft core never blocks on the disk. All writes, vote included, go through the same
 //! queue, which keeps them in the order they were issued, as openraft requires.
 
@@ -17,17 +18,16 @@ use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use crate::log_segments::{Record, Segments};
 use crate::metrics;
-use crate::types::{decode, encode, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::types::{decode, Entry, LogId, StorageError, TypeConfig, Vote};
 
-const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const KEY_VOTE: &str = "vote";
-const KEY_PURGED: &str = "last_purged";
-const KEY_COMMITTED: &str = "committed";
+/// The log's first format, a redb file: converted at open.
+const OLD_LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
+const OLD_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 fn write_err(e: impl std::fmt::Display) -> StorageError {
     StorageIOError::write_logs(AnyError::error(e.to_string())).into()
@@ -89,7 +89,7 @@ impl Memory {
 }
 
 struct Shared {
-    db: Database,
+    disk: Segments,
     mem: Mutex<Memory>,
 }
 
@@ -116,41 +116,21 @@ pub struct LogReader {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log at `path` and starts its writer thread.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let db = Database::builder().set_cache_size(8 << 20).create(path)?;
-        let mut mem = Memory::default();
-        {
-            let txn = db.begin_write()?;
-            txn.open_table(LOGS)?;
-            txn.open_table(META)?;
-            txn.commit()?;
-            let txn = db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            let get = |k: &str| -> anyhow::Result<Option<Vec<u8>>> {
-                Ok(meta.get(k)?.map(|v| v.value().to_vec()))
-            };
-            if let Some(b) = get(KEY_VOTE)? {
-                mem.vote = Some(decode(&b)?);
-            }
-            if let Some(b) = get(KEY_PURGED)? {
-                mem.last_purged = Some(decode(&b)?);
-            }
-            if let Some(b) = get(KEY_COMMITTED)? {
-                mem.committed = decode(&b)?;
-            }
-            let logs = txn.open_table(LOGS)?;
-            mem.last_log_id = match logs.last()? {
-                Some((_, v)) => Some(*decode::<Entry>(v.value())?.get_log_id()),
-                None => mem.last_purged,
-            };
-            mem.held = match (logs.first()?, logs.last()?) {
-                (Some((f, _)), Some((l, _))) => Some((f.value(), l.value())),
-                _ => None,
-            };
-        }
+    /// Opens (or creates) the log in the directory `dir` and starts its writer thread. A log
+    /// of the first format (`dir` + `.redb`) is converted first.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        convert_redb_log(&dir.with_extension("redb"), dir)?;
+        let (disk, meta) = Segments::open(dir)?;
+        let mem = Memory {
+            vote: meta.vote,
+            committed: meta.committed,
+            last_purged: meta.purged,
+            last_log_id: disk.last_log_id().or(meta.purged),
+            held: disk.held(),
+            ..Memory::default()
+        };
         let shared = Arc::new(Shared {
-            db,
+            disk,
             mem: Mutex::new(mem),
         });
         let (tx, rx) = mpsc::channel();
@@ -228,7 +208,7 @@ fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
             continue;
         }
         let started = std::time::Instant::now();
-        let result = write_batch(&shared.db, &batch).map_err(|e| e.to_string());
+        let result = write_batch(&shared.disk, &batch).map_err(|e| e.to_string());
         metrics::LOG_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
         if result.is_ok() {
             // Committed entries move from the tail to the cache of recent entries, unless a
@@ -263,36 +243,61 @@ fn run_writer(shared: Arc<Shared>, rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn write_batch(db: &Database, batch: &[Op]) -> anyhow::Result<()> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    {
-        let mut logs = txn.open_table(LOGS)?;
-        let mut meta = txn.open_table(META)?;
-        for op in batch {
-            match op {
-                Op::Append(entries, _) => {
-                    for e in entries {
-                        logs.insert(e.get_log_id().index, encode(e).as_slice())?;
-                    }
-                }
-                Op::Vote(v, _) => {
-                    meta.insert(KEY_VOTE, encode(v).as_slice())?;
-                }
-                Op::Committed(c) => {
-                    meta.insert(KEY_COMMITTED, encode(c).as_slice())?;
-                }
-                Op::Truncate(from, _) => {
-                    logs.retain_in(*from.., |_, _| false)?;
-                }
-                Op::Purge(upto, _) => {
-                    logs.retain_in(..=upto.index, |_, _| false)?;
-                    meta.insert(KEY_PURGED, encode(upto).as_slice())?;
-                }
-            }
+fn write_batch(disk: &Segments, batch: &[Op]) -> anyhow::Result<()> {
+    let mut records = Vec::with_capacity(batch.len());
+    for op in batch {
+        match op {
+            Op::Append(entries, _) => records.extend(entries.iter().cloned().map(Record::Entry)),
+            Op::Vote(v, _) => records.push(Record::Vote(*v)),
+            Op::Committed(c) => records.push(Record::Committed(*c)),
+            Op::Truncate(from, _) => records.push(Record::Truncate(*from)),
+            Op::Purge(upto, _) => records.push(Record::Purge(*upto)),
         }
     }
-    txn.commit()?;
+    disk.write(&records)
+}
+
+/// Rewrites a log of the first format (a redb file at `old`) as segments in `dir`: into a
+/// temporary dir, renamed into place once durable, then the old file goes.
+fn convert_redb_log(old: &Path, dir: &Path) -> anyhow::Result<()> {
+    if !old.exists() {
+        return Ok(());
+    }
+    if !dir.exists() {
+        let db = Database::open(old)?;
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(OLD_META)?;
+        let get = |k: &str| -> anyhow::Result<Option<Vec<u8>>> {
+            Ok(meta.get(k)?.map(|v| v.value().to_vec()))
+        };
+        let mut records = vec![Record::State {
+            vote: get("vote")?.map(|b| decode(&b)).transpose()?,
+            committed: match get("committed")? {
+                Some(b) => decode(&b)?,
+                None => None,
+            },
+            purged: get("last_purged")?.map(|b| decode(&b)).transpose()?,
+        }];
+        for row in txn.open_table(OLD_LOGS)?.iter()? {
+            records.push(Record::Entry(decode(row?.1.value())?));
+        }
+        let converting = dir.with_extension("converting");
+        if converting.exists() {
+            std::fs::remove_dir_all(&converting)?;
+        }
+        let (segments, _) = Segments::open(&converting)?;
+        segments.write(&records)?;
+        drop(segments);
+        std::fs::rename(&converting, dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
+        tracing::info!(
+            entries = records.len() - 1,
+            "converted the Raft log to segment files"
+        );
+    }
+    std::fs::remove_file(old)?;
     Ok(())
 }
 
@@ -321,8 +326,8 @@ impl LogReader {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Copy the tail and the cache before opening the read transaction: an entry leaves
-        // the tail only after its transaction committed, so it is always in one of them.
+        // Copy the tail and the cache before reading the disk: an entry leaves the tail only
+        // after it is on disk, so it is always in one of them.
         let tail: BTreeMap<u64, Entry> = {
             let mem = self.shared.mem.lock().expect("log memory lock");
             let mut found: BTreeMap<u64, Entry> = mem
@@ -337,14 +342,9 @@ impl LogReader {
         if tail.keys().next() == Some(&start) && tail.len() as u64 == end.saturating_sub(start) {
             return Ok(tail.into_values().collect());
         }
-        let txn = self.shared.db.begin_read().map_err(read_err)?;
-        let logs = txn.open_table(LOGS).map_err(read_err)?;
         let mut merged = tail;
-        for row in logs.range(start..end).map_err(read_err)? {
-            let (k, v) = row.map_err(read_err)?;
-            if let std::collections::btree_map::Entry::Vacant(slot) = merged.entry(k.value()) {
-                slot.insert(decode(v.value()).map_err(read_err)?);
-            }
+        for entry in self.shared.disk.read(start, end).map_err(read_err)? {
+            merged.entry(entry.get_log_id().index).or_insert(entry);
         }
         // Return the run of consecutive entries from the first one present.
         let mut out: Vec<Entry> = Vec::with_capacity(merged.len());
@@ -526,5 +526,52 @@ impl LogStore {
     /// The last committed log id this node knows of.
     pub fn committed(&self) -> Option<LogId> {
         self.shared.mem.lock().expect("log memory lock").committed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::types::encode;
+
+    #[tokio::test]
+    async fn a_log_of_the_first_format_is_converted_at_open() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("raft-log");
+        let old = path.with_extension("redb");
+        let entry = |i: u64| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), i),
+            payload: EntryPayload::Blank,
+        };
+        let vote = Vote::new(2, 1);
+        {
+            // As the first format's code wrote it.
+            let db = Database::create(&old)?;
+            let txn = db.begin_write()?;
+            {
+                let mut logs = txn.open_table(OLD_LOGS)?;
+                for i in 6..=20 {
+                    logs.insert(i, encode(&entry(i)).as_slice())?;
+                }
+                let mut meta = txn.open_table(OLD_META)?;
+                meta.insert("vote", encode(&vote).as_slice())?;
+                meta.insert("last_purged", encode(&entry(5).log_id).as_slice())?;
+                meta.insert("committed", encode(&Some(entry(18).log_id)).as_slice())?;
+            }
+            txn.commit()?;
+        }
+        let mut log = LogStore::open(&path)?;
+        assert!(!old.exists());
+        let state = log.get_log_state().await?;
+        assert_eq!(state.last_purged_log_id, Some(entry(5).log_id));
+        assert_eq!(state.last_log_id, Some(entry(20).log_id));
+        assert_eq!(log.read_vote().await?, Some(vote));
+        assert_eq!(log.read_committed().await?, Some(entry(18).log_id));
+        let entries = log.try_get_log_entries(6..=20).await?;
+        assert_eq!(entries.len(), 15);
+        assert_eq!(entries[14].log_id, entry(20).log_id);
+        Ok(())
     }
 }

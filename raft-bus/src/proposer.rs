@@ -32,9 +32,8 @@ const GATHER_CHECK: Duration = Duration::from_millis(1);
 const MAX_BATCHES: usize = 1024;
 /// Events gathered into one entry at most.
 const MAX_EVENTS: usize = 5_000;
-/// An entry stops gathering at about this many bytes. The log store gives a large entry a
-/// run of pages rounded up to a power of two and writes all of it: an entry of 290 KiB took
-/// 512 KiB on disk. Just under 256 KiB fills its pages.
+/// An entry stops gathering at about this many bytes, which keeps AppendEntries RPCs and
+/// applies short.
 const MAX_ENTRY_BYTES: usize = 250 << 10;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! openraft's own storage test suite, run on the redb log store and the event-store state
+//! openraft's own storage test suite, run on the segment log store and the event-store state
 //! machine, each time on fresh files.
 
 use openraft::testing::{StoreBuilder, Suite};
@@ -16,7 +16,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             openraft::StorageIOError::write(openraft::AnyError::error(e.to_string())).into()
         };
         let dir = tempfile::tempdir().map_err(|e| io(e.into()))?;
-        let log = LogStore::open(&dir.path().join("log.redb")).map_err(io)?;
+        let log = LogStore::open(&dir.path().join("log")).map_err(io)?;
         let store = EventStore::open(&dir.path().join("events.redb")).map_err(io)?;
         let sm = StateMachine::new(store, dir.path().join("snapshots")).map_err(io)?;
         Ok((dir, log, sm))
