@@ -79,6 +79,50 @@ struct Index {
     segments: BTreeMap<u64, Segment>,
 }
 
+impl Index {
+    /// Replays one record, framed at `offset` of `segment` with a payload of `len` bytes, on
+    /// the index and on `meta`: the same at open as after a write. The segment is open.
+    fn apply(&mut self, meta: &mut LogMeta, record: &Record, segment: u64, offset: u64, len: u32) {
+        match record {
+            Record::State {
+                vote,
+                committed,
+                purged,
+            } => {
+                *meta = LogMeta {
+                    vote: *vote,
+                    committed: *committed,
+                    purged: *purged,
+                }
+            }
+            Record::Entry(e) => {
+                let log_id = *e.get_log_id();
+                self.entries.insert(
+                    log_id.index,
+                    Loc {
+                        segment,
+                        offset,
+                        len,
+                        log_id,
+                    },
+                );
+                let seg = self
+                    .segments
+                    .get_mut(&segment)
+                    .expect("the record's segment is open");
+                seg.max_index = seg.max_index.max(Some(log_id.index));
+            }
+            Record::Vote(v) => meta.vote = Some(*v),
+            Record::Committed(c) => meta.committed = *c,
+            Record::Truncate(from) => drop(self.entries.split_off(from)),
+            Record::Purge(upto) => {
+                meta.purged = Some(*upto);
+                self.entries = self.entries.split_off(&(upto.index + 1));
+            }
+        }
+    }
+}
+
 /// The segment files of one log. One writer; readers from any thread.
 pub struct Segments {
     dir: PathBuf,
@@ -119,46 +163,21 @@ impl Segments {
         for (i, &id) in ids.iter().enumerate() {
             let last = i + 1 == ids.len();
             let path = segment_path(dir, id);
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            let file = Arc::new(OpenOptions::new().read(true).write(true).open(&path)?);
+            index.segments.insert(
+                id,
+                Segment {
+                    file: file.clone(),
+                    max_index: None,
+                },
+            );
             let bytes = std::fs::read(&path)?;
-            let mut max_index = None;
             let mut at = 0usize;
             while let Some((payload, next)) = frame(&bytes, at) {
                 let record: Record = decode(payload)
                     .with_context(|| format!("{}: record at {at}", path.display()))?;
-                match record {
-                    Record::State {
-                        vote,
-                        committed,
-                        purged,
-                    } => {
-                        meta = LogMeta {
-                            vote,
-                            committed,
-                            purged,
-                        }
-                    }
-                    Record::Entry(e) => {
-                        let log_id = *e.get_log_id();
-                        max_index = max_index.max(Some(log_id.index));
-                        index.entries.insert(
-                            log_id.index,
-                            Loc {
-                                segment: id,
-                                offset: at as u64,
-                                len: (next - at - FRAME_HEAD) as u32,
-                                log_id,
-                            },
-                        );
-                    }
-                    Record::Vote(v) => meta.vote = Some(v),
-                    Record::Committed(c) => meta.committed = c,
-                    Record::Truncate(from) => drop(index.entries.split_off(&from)),
-                    Record::Purge(upto) => {
-                        meta.purged = Some(upto);
-                        index.entries = index.entries.split_off(&(upto.index + 1));
-                    }
-                }
+                let len = (next - at - FRAME_HEAD) as u32;
+                index.apply(&mut meta, &record, id, at as u64, len);
                 at = next;
             }
             if at < bytes.len() {
@@ -178,13 +197,6 @@ impl Segments {
             if last {
                 active_len = at as u64;
             }
-            index.segments.insert(
-                id,
-                Segment {
-                    file: Arc::new(file),
-                    max_index,
-                },
-            );
         }
         let (active, file, len) = match ids.last() {
             Some(&id) => (id, index.segments[&id].file.clone(), active_len),
@@ -233,60 +245,26 @@ impl Segments {
     pub fn write(&self, records: &[Record]) -> anyhow::Result<()> {
         let mut w = self.writer.lock().expect("log writer lock");
         let mut buf = Vec::new();
-        let mut placed = Vec::new();
+        let mut placed = Vec::with_capacity(records.len());
         for record in records {
             let at = w.len + buf.len() as u64;
-            let len = push_frame(&mut buf, record)?;
-            if let Record::Entry(e) = record {
-                placed.push((at, len, *e.get_log_id()));
-            }
+            placed.push((at, push_frame(&mut buf, record)?));
         }
         w.file.write_all_at(&buf, w.len)?;
         w.file.sync_data()?;
         w.len += buf.len() as u64;
-        let active = w.active;
-        let mut purged_to = None;
+        let (active, purged_before) = (w.active, w.meta.purged);
         {
             let mut index = self.index.lock().expect("log index lock");
-            let mut placed = placed.into_iter();
-            for record in records {
-                match record {
-                    Record::Entry(_) => {
-                        let (offset, len, log_id) = placed.next().expect("one place per entry");
-                        index.entries.insert(
-                            log_id.index,
-                            Loc {
-                                segment: active,
-                                offset,
-                                len,
-                                log_id,
-                            },
-                        );
-                        let seg = index.segments.get_mut(&active).expect("active segment");
-                        seg.max_index = seg.max_index.max(Some(log_id.index));
-                    }
-                    Record::Truncate(from) => drop(index.entries.split_off(from)),
-                    Record::Purge(upto) => {
-                        index.entries = index.entries.split_off(&(upto.index + 1));
-                        purged_to = Some(upto.index);
-                    }
-                    Record::Vote(_) | Record::Committed(_) | Record::State { .. } => {}
-                }
-            }
-        }
-        for record in records {
-            match record {
-                Record::Vote(v) => w.meta.vote = Some(*v),
-                Record::Committed(c) => w.meta.committed = *c,
-                Record::Purge(upto) => w.meta.purged = Some(*upto),
-                _ => {}
+            for (record, (offset, len)) in records.iter().zip(placed) {
+                index.apply(&mut w.meta, record, active, offset, len);
             }
         }
         if w.len >= self.segment_bytes {
             self.start_segment(&mut w, active + 1)?;
         }
-        if let Some(upto) = purged_to {
-            self.delete_purged(upto, w.active)?;
+        if let Some(purged) = w.meta.purged.filter(|_| w.meta.purged != purged_before) {
+            self.delete_purged(purged.index, w.active)?;
         }
         Ok(())
     }
