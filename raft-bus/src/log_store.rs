@@ -25,6 +25,8 @@ use crate::log_segments::{Record, Segments};
 use crate::metrics;
 use crate::types::{decode, Entry, LogId, StorageError, TypeConfig, Vote};
 
+/// Entries converted per write from the first format.
+const CONVERT_SLICE: usize = 1024;
 /// The log's first format, a redb file: converted at open.
 const OLD_LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const OLD_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -270,32 +272,37 @@ fn convert_redb_log(old: &Path, dir: &Path) -> anyhow::Result<()> {
         let get = |k: &str| -> anyhow::Result<Option<Vec<u8>>> {
             Ok(meta.get(k)?.map(|v| v.value().to_vec()))
         };
-        let mut records = vec![Record::State {
+        let converting = dir.with_extension("converting");
+        if converting.exists() {
+            std::fs::remove_dir_all(&converting)?;
+        }
+        let (segments, _) = Segments::open(&converting)?;
+        segments.write(&[Record::State {
             vote: get("vote")?.map(|b| decode(&b)).transpose()?,
             committed: match get("committed")? {
                 Some(b) => decode(&b)?,
                 None => None,
             },
             purged: get("last_purged")?.map(|b| decode(&b)).transpose()?,
-        }];
+        }])?;
+        // A slice at a time: a log of 100,000 entries need not be in memory at once.
+        let mut entries = 0;
+        let mut slice = Vec::with_capacity(CONVERT_SLICE);
         for row in txn.open_table(OLD_LOGS)?.iter()? {
-            records.push(Record::Entry(decode(row?.1.value())?));
+            slice.push(Record::Entry(decode(row?.1.value())?));
+            if slice.len() == CONVERT_SLICE {
+                entries += slice.len();
+                segments.write(&std::mem::take(&mut slice))?;
+            }
         }
-        let converting = dir.with_extension("converting");
-        if converting.exists() {
-            std::fs::remove_dir_all(&converting)?;
-        }
-        let (segments, _) = Segments::open(&converting)?;
-        segments.write(&records)?;
+        entries += slice.len();
+        segments.write(&slice)?;
         drop(segments);
         std::fs::rename(&converting, dir)?;
         if let Some(parent) = dir.parent() {
             std::fs::File::open(parent)?.sync_all()?;
         }
-        tracing::info!(
-            entries = records.len() - 1,
-            "converted the Raft log to segment files"
-        );
+        tracing::info!(entries, "converted the Raft log to segment files");
     }
     std::fs::remove_file(old)?;
     Ok(())
@@ -552,7 +559,8 @@ mod tests {
             let txn = db.begin_write()?;
             {
                 let mut logs = txn.open_table(OLD_LOGS)?;
-                for i in 6..=20 {
+                // More than two slices of the conversion.
+                for i in 6..=2100 {
                     logs.insert(i, encode(&entry(i)).as_slice())?;
                 }
                 let mut meta = txn.open_table(OLD_META)?;
@@ -566,12 +574,15 @@ mod tests {
         assert!(!old.exists());
         let state = log.get_log_state().await?;
         assert_eq!(state.last_purged_log_id, Some(entry(5).log_id));
-        assert_eq!(state.last_log_id, Some(entry(20).log_id));
+        assert_eq!(state.last_log_id, Some(entry(2100).log_id));
         assert_eq!(log.read_vote().await?, Some(vote));
         assert_eq!(log.read_committed().await?, Some(entry(18).log_id));
-        let entries = log.try_get_log_entries(6..=20).await?;
-        assert_eq!(entries.len(), 15);
-        assert_eq!(entries[14].log_id, entry(20).log_id);
+        let entries = log.try_get_log_entries(6..=2100).await?;
+        assert_eq!(entries.len(), 2095);
+        assert!(entries
+            .iter()
+            .zip(6..)
+            .all(|(e, i)| e.log_id == entry(i).log_id));
         Ok(())
     }
 }
