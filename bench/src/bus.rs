@@ -87,29 +87,17 @@ async fn start(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> R
     cluster::start(kind, bin, dir, common.bus_threads).await
 }
 
-/// A fresh cluster: single appends, then batches; deleted after (kept, with its logs, if a
-/// phase fails).
-async fn timed_round(
+/// Runs `work` on a fresh cluster of `kind`, then deletes the cluster (kept, with its logs,
+/// if `work` fails).
+async fn on_fresh_cluster(
     kind: Kind,
     common: &CommonArgs,
     args: &BusArgs,
     dir: &Path,
-    results: &mut Results,
+    work: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
 ) -> Result<()> {
     let mut cluster = start(kind, common, args, dir).await?;
-    let warmup = Duration::from_secs(common.warmup_secs);
-    let duration = Duration::from_secs(common.duration_secs);
-    let outcome = async {
-        let single = timed(&target(&cluster, args, 1), warmup, duration).await?;
-        report(kind.name(), "single", &single);
-        results.single.push(single);
-        let batched = timed(&target(&cluster, args, args.batch), warmup, duration).await?;
-        report(kind.name(), "batched", &batched);
-        results.batched.push(batched);
-        anyhow::Ok(())
-    }
-    .await;
-    match outcome {
+    match work(&mut cluster).await {
         Ok(()) => cluster.discard().await,
         Err(e) => {
             cluster.stop().await;
@@ -118,7 +106,29 @@ async fn timed_round(
     }
 }
 
-/// A fresh cluster: the failover gap, then the RSS after `--rss-events`.
+/// Single appends, then batches, on a fresh cluster.
+async fn timed_round(
+    kind: Kind,
+    common: &CommonArgs,
+    args: &BusArgs,
+    dir: &Path,
+    results: &mut Results,
+) -> Result<()> {
+    let warmup = Duration::from_secs(common.warmup_secs);
+    let duration = Duration::from_secs(common.duration_secs);
+    on_fresh_cluster(kind, common, args, dir, async |cluster: &mut Cluster| {
+        let single = timed(&target(cluster, args, 1), warmup, duration).await?;
+        report(kind.name(), "single", &single);
+        results.single.push(single);
+        let batched = timed(&target(cluster, args, args.batch), warmup, duration).await?;
+        report(kind.name(), "batched", &batched);
+        results.batched.push(batched);
+        Ok(())
+    })
+    .await
+}
+
+/// The failover gap, then the RSS after `--rss-events`, on a fresh cluster.
 async fn failover_and_rss(
     kind: Kind,
     common: &CommonArgs,
@@ -127,16 +137,10 @@ async fn failover_and_rss(
     results: &mut Results,
 ) -> Result<()> {
     let name = kind.name();
-    let mut cluster = start(kind, common, args, dir).await?;
-    let outcome = async {
+    on_fresh_cluster(kind, common, args, dir, async |cluster: &mut Cluster| {
         eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
-        let single = target(&cluster, args, 1);
-        let gap = failover(
-            &mut cluster,
-            &single,
-            Duration::from_secs(common.warmup_secs),
-        )
-        .await?;
+        let single = target(cluster, args, 1);
+        let gap = failover(cluster, &single, Duration::from_secs(common.warmup_secs)).await?;
         match gap {
             Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
             None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
@@ -144,21 +148,14 @@ async fn failover_and_rss(
         results.failover_gap = gap;
         if args.rss_events > 0 {
             eprintln!("[{name}] appending {} events for RSS", args.rss_events);
-            fill(&target(&cluster, args, args.batch), args.rss_events).await?;
+            fill(&target(cluster, args, args.batch), args.rss_events).await?;
             let rss = cluster.max_rss_mib()?;
             eprintln!("[{name}] max node RSS {rss:.0} MiB");
             results.rss_mib = Some(rss);
         }
-        anyhow::Ok(())
-    }
-    .await;
-    match outcome {
-        Ok(()) => cluster.discard().await,
-        Err(e) => {
-            cluster.stop().await;
-            Err(e)
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 #[derive(Default)]
