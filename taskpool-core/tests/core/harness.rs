@@ -33,6 +33,21 @@ pub async fn store_at(url: &str, database: &str) -> Store {
     store
 }
 
+/// Waits until the stored view of `database` has reached `position`. The projection publishes a
+/// batch to readers before it writes it to MongoDB, so the stored view may be a batch behind
+/// the position `/health/ready` shows.
+pub async fn wait_stored(url: &str, database: &str, position: u64) {
+    wait_for(
+        &format!("the stored view at position {position}"),
+        std::time::Duration::from_secs(60),
+        || async {
+            let store = Store::connect(url, database).await.ok()?;
+            (store.position().await.ok()? >= position).then_some(())
+        },
+    )
+    .await;
+}
+
 /// The stored view of `database`, as a restart would load it.
 pub async fn stored_view(database: &str) -> View {
     stored_view_at(&mongo_url(), database).await

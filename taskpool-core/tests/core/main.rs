@@ -139,6 +139,7 @@ async fn every_event_type_is_projected_and_stored() {
     assert_eq!(p["processes"][0]["key"], "order");
 
     // MongoDB holds the same view, up to the same position.
+    harness::wait_stored(&harness::mongo_url(), &db, head).await;
     let stored = stored_view(&db).await;
     assert_eq!(stored.position(), head);
     let live_t1: TaskView = serde_json::from_value(t).expect("task view");
@@ -289,6 +290,7 @@ async fn restarts_and_leader_loss_lose_and_double_nothing() {
 
     let expected = fold_of_bus(&bus, head).await;
     assert_eq!(expected.open_tasks(), 240);
+    harness::wait_stored(&harness::mongo_url(), &db, head).await;
     let stored = stored_view(&db).await;
     assert_eq!(stored.position(), head);
     assert_eq!(open_tasks(&stored), open_tasks(&expected));
@@ -348,16 +350,9 @@ async fn a_store_outage_loses_and_doubles_nothing() {
     .await;
     ferretdb.spawn();
     core.wait_position(head).await;
-    wait_for(
-        "the stored view at the head",
-        Duration::from_secs(60),
-        || async {
-            let store = taskpool_core::store::Store::connect(&url, &db).await.ok()?;
-            (store.position().await.ok()? == head).then_some(())
-        },
-    )
-    .await;
+    harness::wait_stored(&url, &db, head).await;
     let stored = harness::stored_view_at(&url, &db).await;
+    assert_eq!(stored.position(), head);
     let expected = fold_of_bus(&bus, head).await;
     assert_eq!(expected.open_tasks(), 160);
     assert_eq!(open_tasks(&stored), open_tasks(&expected));
@@ -424,6 +419,7 @@ async fn rebuild_gives_the_live_view() {
         "{stdout}"
     );
 
+    harness::wait_stored(&harness::mongo_url(), &live_db, head).await;
     let live = stored_view(&live_db).await;
     let rebuilt = stored_view(&rebuilt_db).await;
     assert_eq!(rebuilt.position(), head);
