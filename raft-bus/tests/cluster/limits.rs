@@ -28,7 +28,19 @@ async fn a_node_past_its_limits_sheds_requests_but_keeps_streams_health_and_peer
                              "payload": {}, "timeoutMs": 8000});
         async move {
             let post = || http.post(&url).bearer_auth(TOKEN).json(&command);
-            send_admitted(post).await.status().as_u16()
+            // A new leader routes commands once it has heard from its quorum (looked at every
+            // 50 ms); until then it answers `no_leader` at once, and the command is sent again.
+            wait_for(
+                "the leader to route commands",
+                Duration::from_secs(5),
+                || async {
+                    let resp = send_admitted(post).await;
+                    let status = resp.status().as_u16();
+                    let body: Value = resp.json().await.ok()?;
+                    (body["error"]["code"] != "no_leader").then_some(status)
+                },
+            )
+            .await
         }
     });
     let message = wait_busy(|| get("/v1/cluster")).await;
