@@ -29,6 +29,8 @@ use redb::{
 use tokio::sync::watch;
 
 use crate::event_chunk::{Chunk, ChunkBuilder};
+use crate::id_filter::IdFilter;
+use crate::id_runs::{IdRuns, Pair, ID_RUNS, MAX_MERGED};
 use crate::stream_runs::{Run, Runs};
 use crate::types::{
     decode, encode, AppendBatch, Appended, ApplyOutcome, BatchOutcome, Entry, LogId, StoredEvent,
@@ -50,7 +52,8 @@ const OLD_EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const OLD_STREAM_EVENTS: TableDefinition<(&str, u64), u64> = TableDefinition::new("stream_events");
 const OLD_STREAMS: TableDefinition<&str, u64> = TableDefinition::new("streams");
 /// First event id of each appended batch → its position, for idempotent retries.
-const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
+/// The id index of the formats before sorted runs ([`crate::id_runs`]): a B-tree by id.
+const OLD_IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_APPLIED: &str = "last_applied";
 const KEY_MEMBERSHIP: &str = "membership";
@@ -80,6 +83,10 @@ struct Inner {
     /// Held by each write (apply, flush, replace) from its transaction until `recent`
     /// agrees with it, so no write's additions are flushed or dropped by another's.
     writing: Mutex<()>,
+    /// Every batch id in the tables and in `recent` (and perhaps some of a failed apply).
+    batch_ids: Mutex<IdFilter>,
+    /// The runs of the id table, as of the last commit.
+    id_runs: Mutex<IdRuns>,
 }
 
 /// What the commits since the last durable one added to the stream and id indexes; the
@@ -136,7 +143,13 @@ impl EventStore {
         if tables.iter().any(|t| t == OLD_STREAMS.name()) {
             txn.delete_table(OLD_STREAMS)?;
         }
+        if txn.list_tables()?.any(|t| t.name() == OLD_IDS.name()) {
+            txn.set_durability(Durability::Immediate)?;
+            convert_old_ids(&txn)?;
+        }
+        let id_runs = IdRuns::load(&txn.open_table(ID_RUNS)?)?;
         txn.commit()?;
+        let batch_ids = load_batch_ids(&db)?;
         let store = EventStore {
             inner: Arc::new(Inner {
                 db,
@@ -146,6 +159,8 @@ impl EventStore {
                 durable_applied: Arc::default(),
                 recent: RwLock::default(),
                 writing: Mutex::default(),
+                batch_ids: Mutex::new(batch_ids),
+                id_runs: Mutex::new(id_runs),
             }),
         };
         let state = store.applied_state()?;
@@ -207,10 +222,13 @@ impl EventStore {
         let head;
         let versions;
         let added;
+        let runs_after;
         {
             let known = std::mem::take(&mut *self.inner.versions.lock().expect("versions lock"));
             let recent = self.inner.recent.read().expect("recent lock");
-            let mut w = Writer::open(&txn, &recent, known, durable)?;
+            let mut batch_ids = self.inner.batch_ids.lock().expect("batch id lock");
+            let id_runs = self.inner.id_runs.lock().expect("id runs lock").clone();
+            let mut w = Writer::open(&txn, &recent, known, durable, &mut batch_ids, id_runs)?;
             for entry in entries {
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => ApplyOutcome::Nothing,
@@ -236,8 +254,10 @@ impl EventStore {
             head = w.head;
             versions = w.known;
             added = (w.new_runs, w.new_ids);
+            runs_after = w.id_runs;
         }
         txn.commit()?;
+        *self.inner.id_runs.lock().expect("id runs lock") = runs_after;
         {
             let mut recent = self.inner.recent.write().expect("recent lock");
             if durable {
@@ -264,13 +284,19 @@ impl EventStore {
     pub fn flush(&self) -> anyhow::Result<()> {
         let _writing = self.inner.writing.lock().expect("write lock");
         let applied = self.applied_state()?.last_applied;
+        let runs_after;
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let recent = self.inner.recent.read().expect("recent lock");
-            Writer::open(&txn, &recent, HashMap::new(), true)?.finish()?;
+            let mut batch_ids = self.inner.batch_ids.lock().expect("batch id lock");
+            let id_runs = self.inner.id_runs.lock().expect("id runs lock").clone();
+            let mut w = Writer::open(&txn, &recent, HashMap::new(), true, &mut batch_ids, id_runs)?;
+            w.finish()?;
+            runs_after = w.id_runs;
         }
         txn.commit()?;
+        *self.inner.id_runs.lock().expect("id runs lock") = runs_after;
         *self.inner.recent.write().expect("recent lock") = Recent::default();
         self.inner
             .durable_applied
@@ -395,13 +421,22 @@ impl EventStore {
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(CHUNKS)?;
         txn.delete_table(STREAM_SEGMENTS)?;
-        txn.delete_table(IDS)?;
+        txn.delete_table(ID_RUNS)?;
         txn.delete_table(META)?;
         create_tables(&txn)?;
+        let mut batch_ids = IdFilter::default();
+        let id_runs;
         {
             self.inner.versions.lock().expect("versions lock").clear();
             let none = Recent::default();
-            let mut w = Writer::open(&txn, &none, HashMap::new(), true)?;
+            let mut w = Writer::open(
+                &txn,
+                &none,
+                HashMap::new(),
+                true,
+                &mut batch_ids,
+                IdRuns::default(),
+            )?;
             for event in events {
                 w.insert(&event?)?;
             }
@@ -416,8 +451,11 @@ impl EventStore {
             w.meta
                 .insert(KEY_MEMBERSHIP, encode(&state.membership).as_slice())?;
             w.finish()?;
+            id_runs = w.id_runs;
         }
         txn.commit()?;
+        *self.inner.batch_ids.lock().expect("batch id lock") = batch_ids;
+        *self.inner.id_runs.lock().expect("id runs lock") = id_runs;
         // A snapshot may also take the state back (an older one over a newer state).
         self.inner
             .durable_applied
@@ -443,10 +481,23 @@ pub(crate) fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<Applie
     Ok(state)
 }
 
+/// The filter of the id table's batch ids, read once at open.
+fn load_batch_ids(db: &Database) -> anyhow::Result<IdFilter> {
+    let started = Instant::now();
+    let mut filter = IdFilter::default();
+    crate::id_runs::each_pair(&db.begin_read()?.open_table(ID_RUNS)?, |(id, _)| {
+        filter.insert(id)
+    })?;
+    if filter.len() > 100_000 {
+        tracing::info!(ids = filter.len(), took = ?started.elapsed(), "loaded the batch id filter");
+    }
+    Ok(filter)
+}
+
 fn create_tables(txn: &WriteTransaction) -> anyhow::Result<()> {
     txn.open_table(CHUNKS)?;
     txn.open_table(STREAM_SEGMENTS)?;
-    txn.open_table(IDS)?;
+    txn.open_table(ID_RUNS)?;
     txn.open_table(META)?;
     Ok(())
 }
@@ -488,13 +539,38 @@ fn event_at(
     Ok(Some(chunk.event(offset)?))
 }
 
+/// Moves the ids of the B-tree index into runs, in slices of the merge limit (the table is in
+/// id order, so the slices need no merging) and deletes the old table.
+fn convert_old_ids(txn: &WriteTransaction) -> anyhow::Result<()> {
+    {
+        let old = txn.open_table(OLD_IDS)?;
+        let mut table = txn.open_table(ID_RUNS)?;
+        let mut runs = IdRuns::load(&table)?;
+        let mut slice = Vec::with_capacity(MAX_MERGED);
+        for row in old.iter()? {
+            let (id, position) = row?;
+            slice.push((id.value(), position.value()));
+            if slice.len() == MAX_MERGED {
+                runs.add(&mut table, std::mem::take(&mut slice))?;
+            }
+        }
+        runs.add(&mut table, slice)?;
+    }
+    txn.delete_table(OLD_IDS)?;
+    tracing::info!("converted the event-id index to sorted runs");
+    Ok(())
+}
+
 /// Rewrites a store of the first format (a row per event, a row per stream version) in
 /// chunks and runs, in the caller's transaction. Its stream counts are dropped by `open`.
 fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     {
         let old = txn.open_table(OLD_EVENTS)?;
         let none = Recent::default();
-        let mut w = Writer::open(txn, &none, HashMap::new(), true)?;
+        // The ids go to the table; `open` loads the filter from it afterwards.
+        let mut ids = IdFilter::default();
+        let runs = IdRuns::load(&txn.open_table(ID_RUNS)?)?;
+        let mut w = Writer::open(txn, &none, HashMap::new(), true, &mut ids, runs)?;
         for row in old.iter()? {
             w.insert(&decode(row?.1.value())?)?;
         }
@@ -502,6 +578,7 @@ fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
     }
     txn.delete_table(OLD_EVENTS)?;
     txn.delete_table(OLD_STREAM_EVENTS)?;
+    txn.delete_table(OLD_IDS)?; // indexed anew from the events
     tracing::info!("converted the event store to chunked events and stream runs");
     Ok(())
 }
@@ -545,7 +622,7 @@ fn write_runs(
 struct Writer<'t, 'r> {
     chunks: redb::Table<'t, u64, &'static [u8]>,
     segments: redb::Table<'t, (&'static str, u64), &'static [u8]>,
-    ids: redb::Table<'t, u128, u64>,
+    id_table: redb::Table<'t, (u64, u128), &'static [u8]>,
     meta: redb::Table<'t, &'static str, &'static [u8]>,
     head: u64,
     /// Events not yet written as a chunk.
@@ -561,6 +638,10 @@ struct Writer<'t, 'r> {
     /// Versions known from earlier transactions (the store's cache); `finish` adds this
     /// transaction's.
     known: HashMap<String, u64>,
+    /// Every batch id stored; `insert` adds to it.
+    batch_ids: &'r mut IdFilter,
+    /// The runs of `id_table`, kept current by this transaction's writes.
+    id_runs: IdRuns,
 }
 
 impl<'t, 'r> Writer<'t, 'r> {
@@ -569,6 +650,8 @@ impl<'t, 'r> Writer<'t, 'r> {
         recent: &'r Recent,
         known: HashMap<String, u64>,
         durable: bool,
+        batch_ids: &'r mut IdFilter,
+        id_runs: IdRuns,
     ) -> anyhow::Result<Self> {
         let meta = txn.open_table(META)?;
         let head = match meta.get(KEY_HEAD)? {
@@ -578,7 +661,7 @@ impl<'t, 'r> Writer<'t, 'r> {
         Ok(Writer {
             chunks: txn.open_table(CHUNKS)?,
             segments: txn.open_table(STREAM_SEGMENTS)?,
-            ids: txn.open_table(IDS)?,
+            id_table: txn.open_table(ID_RUNS)?,
             meta,
             head,
             chunk: ChunkBuilder::default(),
@@ -587,6 +670,8 @@ impl<'t, 'r> Writer<'t, 'r> {
             new_runs: HashMap::new(),
             new_ids: HashMap::new(),
             known,
+            batch_ids,
+            id_runs,
         })
     }
 
@@ -605,10 +690,13 @@ impl<'t, 'r> Writer<'t, 'r> {
 
     /// The position of the batch whose first event has this id, if appended.
     fn batch_at(&self, id: u128) -> anyhow::Result<Option<u64>> {
+        if !self.batch_ids.may_contain(id) {
+            return Ok(None);
+        }
         if let Some(p) = self.new_ids.get(&id).or_else(|| self.recent.ids.get(&id)) {
             return Ok(Some(*p));
         }
-        Ok(self.ids.get(id)?.map(|v| v.value()))
+        self.id_runs.get(&self.id_table, id)
     }
 
     fn event(&self, position: u64) -> anyhow::Result<Option<StoredEvent>> {
@@ -630,12 +718,12 @@ impl<'t, 'r> Writer<'t, 'r> {
     fn finish(&mut self) -> anyhow::Result<()> {
         self.write_chunk()?;
         if self.durable {
-            // Sorted: neighbouring ids share leaves.
-            let mut ids: Vec<(u128, u64)> = self.recent.ids.iter().map(|(i, p)| (*i, *p)).collect();
-            ids.sort_unstable();
-            for (id, position) in ids {
-                self.ids.insert(id, position)?;
-            }
+            let ids: Vec<Pair> = (self.recent.ids.iter())
+                .chain(&self.new_ids)
+                .map(|(i, p)| (*i, *p))
+                .collect();
+            self.new_ids.clear();
+            self.id_runs.add(&mut self.id_table, ids)?;
             for (stream, recent) in &self.recent.runs {
                 let mut runs = recent.clone();
                 if let Some(new) = self.new_runs.remove(stream) {
@@ -745,10 +833,12 @@ impl<'t, 'r> Writer<'t, 'r> {
             }
         }
         if e.batch_len > 0 {
-            if self.durable {
-                self.ids.insert(e.id.as_u128(), e.position)?;
-            } else {
-                self.new_ids.insert(e.id.as_u128(), e.position);
+            self.batch_ids.insert(e.id.as_u128());
+            self.new_ids.insert(e.id.as_u128(), e.position);
+            // A snapshot's or a conversion's ids go out in runs as they come, not all at the end.
+            if self.durable && self.new_ids.len() >= MAX_MERGED {
+                let ids = self.new_ids.drain().collect();
+                self.id_runs.add(&mut self.id_table, ids)?;
             }
         }
         self.head = e.position;
@@ -861,6 +951,32 @@ mod tests {
         Ok(())
     }
 
+    /// A store replaced by a snapshot's events knows their batch ids: the id filter is
+    /// rebuilt with the tables, so a retry is still an answer, not a second append.
+    #[test]
+    fn retries_are_recognised_after_a_snapshot_replaced_the_store() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let source = EventStore::open(&dir.path().join("source.redb"))?;
+        let batches: Vec<AppendBatch> = (0..50).map(|i| batch(&format!("s{i}"), 2, None)).collect();
+        source.apply(&[entry(1, batches.clone())])?;
+        let target = EventStore::open(&dir.path().join("target.redb"))?;
+        target.apply(&[entry(1, vec![batch("old", 3, None)])])?;
+        target.replace(
+            &source.applied_state()?,
+            source.read(1, 1_000)?.into_iter().map(Ok),
+        )?;
+        let retried = target.apply(&[entry(2, batches)])?;
+        let ApplyOutcome::Batches(b) = &retried[0] else {
+            panic!("batches")
+        };
+        for (i, outcome) in b.iter().enumerate() {
+            let p = 2 * i as u64 + 1;
+            assert_eq!(appended(outcome), vec![(p, 0), (p + 1, 1)]);
+        }
+        assert_eq!(target.head(), 100);
+        Ok(())
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
 
@@ -964,7 +1080,7 @@ mod tests {
             {
                 let mut chunk = ChunkBuilder::default();
                 let mut runs = txn.open_table(OLD_STREAM_RUNS)?;
-                let mut id_index = txn.open_table(IDS)?;
+                let mut id_index = txn.open_table(OLD_IDS)?;
                 for (i, id) in ids.iter().enumerate() {
                     let p = i as u64 + 1;
                     // s0 at positions 1-5 (one run), s1 at 6-10 in runs of one
@@ -1009,6 +1125,24 @@ mod tests {
             panic!("batches")
         };
         assert_eq!(appended(&b[0]), vec![(11, 5), (12, 6)]);
+        // The old id table became runs: a retry of a converted batch is an answer.
+        let retry = AppendBatch {
+            events: vec![ProposedEvent {
+                stream: "s1".into(),
+                event_type: "T".into(),
+                data: "{}".into(),
+                metadata: None,
+                id: ids[7],
+            }],
+            expected_versions: BTreeMap::new(),
+        };
+        let out = store.apply(&[entry(2, vec![retry])])?;
+        let ApplyOutcome::Batches(b) = &out[0] else {
+            panic!("batches")
+        };
+        assert_eq!(appended(&b[0]), vec![(8, 2)]);
+        let txn = store.db().begin_read()?;
+        assert!(!txn.list_tables()?.any(|t| t.name() == OLD_IDS.name()));
         Ok(())
     }
 
@@ -1037,7 +1171,7 @@ mod tests {
                 let mut events = txn.open_table(OLD_EVENTS)?;
                 let mut index = txn.open_table(OLD_STREAM_EVENTS)?;
                 let mut streams = txn.open_table(OLD_STREAMS)?;
-                let mut ids = txn.open_table(IDS)?;
+                let mut ids = txn.open_table(OLD_IDS)?;
                 let mut meta = txn.open_table(META)?;
                 let mut counts: HashMap<String, u64> = HashMap::new();
                 for e in &written {

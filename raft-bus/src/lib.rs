@@ -14,6 +14,8 @@ pub mod config;
 pub mod error;
 pub mod event_chunk;
 pub mod event_store;
+pub mod id_filter;
+pub mod id_runs;
 pub mod log_segments;
 pub mod log_store;
 pub mod metrics;
