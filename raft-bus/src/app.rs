@@ -73,10 +73,7 @@ impl App {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .build()?;
-        let forwarding = Forwarding {
-            http: http.clone(),
-            token: config.token.clone(),
-        };
+        let forwarding = Forwarding::new(http.clone(), config.token.clone());
         let proposer =
             Proposer::start(raft.clone(), forwarding, crate::api::events::COMMIT_TIMEOUT);
         let state = Arc::new(AppContext {

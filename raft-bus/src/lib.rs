@@ -21,6 +21,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod proposer;
+pub mod rpc_stream;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;

@@ -120,6 +120,18 @@ pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("valid counter"),
     )
 });
+pub static RPC_STREAM_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "raftbus_rpc_stream_calls_total",
+                "Calls served on RPC streams from other nodes, by kind (append, propose)",
+            ),
+            &["kind"],
+        )
+        .expect("valid counter"),
+    )
+});
 pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     let opts = HistogramOpts::new(
         "raftbus_http_request_seconds",
@@ -212,6 +224,7 @@ pub fn init() {
     }
     LazyLock::force(&HTTP_REQUESTS);
     LazyLock::force(&HTTP_SECONDS);
+    LazyLock::force(&RPC_STREAM_CALLS);
     LazyLock::force(&COMMANDS_DONE);
     LazyLock::force(&COMMAND_HANDLERS);
 }

@@ -1,6 +1,8 @@
-//! The Raft RPC client: openraft's messages, bincode-encoded, over HTTP to the peer's
-//! `/raft/*` routes, with the cluster token.
+//! The Raft RPC client: openraft's messages, bincode-encoded, with the cluster token.
+//! AppendEntries go over a long-lived RPC stream ([`crate::rpc_stream`]); votes and snapshots
+//! (and AppendEntries to a node without streams) are HTTP requests to its `/raft/*` routes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -15,6 +17,7 @@ use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::rpc_stream::{CallError, Connections, Kind};
 use crate::types::{decode, encode, NodeId, TypeConfig};
 
 const APPEND_TIMEOUT_FLOOR: Duration = Duration::from_secs(2);
@@ -40,6 +43,7 @@ pub struct Peer {
     net: Network,
     target: NodeId,
     addr: String,
+    stream: Arc<Connections>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -50,6 +54,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             net: self.clone(),
             target,
             addr: node.addr.clone(),
+            stream: Arc::new(Connections::new(
+                self.http.clone(),
+                self.token.clone(),
+                node.addr.clone(),
+            )),
         }
     }
 }
@@ -89,8 +98,32 @@ impl Peer {
                 &std::io::Error::other(msg),
             )));
         }
+        self.answer(&bytes)
+    }
+
+    /// AppendEntries over the RPC stream, or over HTTP to a node without streams.
+    async fn append_on_stream<Req, Resp, E>(&self, req: &Req, ttl: Duration) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        match self.stream.call(Kind::Append, &encode(req), ttl).await {
+            Ok(bytes) => self.answer(&bytes),
+            Err(CallError::NotSupported) => self.call("append", req, ttl).await,
+            Err(e @ CallError::Unreachable(_)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ CallError::Failed(_)) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    /// The peer's answer: its Raft core's result, errors included.
+    fn answer<Resp, E>(&self, bytes: &[u8]) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let result: Result<Resp, RaftError<NodeId, E>> =
-            decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -105,7 +138,7 @@ impl RaftNetwork<TypeConfig> for Peer {
         // of events to a busy follower (which must fsync it) needs longer, or it is sent again
         // and again and a new leader cannot commit.
         let ttl = option.hard_ttl().max(APPEND_TIMEOUT_FLOOR);
-        self.call("append", &rpc, ttl).await
+        self.append_on_stream(&rpc, ttl).await
     }
 
     async fn install_snapshot(

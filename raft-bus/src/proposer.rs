@@ -9,13 +9,15 @@
 //! gathered the same way and travel to the leader as one internal request (`/raft/propose`),
 //! where they join the leader's own queue: followers never forward appends one by one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
+use crate::rpc_stream::{CallError, Connections, Kind};
 use crate::types::{decode, encode, AppendBatch, AppendCommand, ApplyOutcome, BatchOutcome, Raft};
 
 /// Groups the leader commits at once. A group that is not full waits while another is being
@@ -55,8 +57,34 @@ struct Job {
 /// How to reach the leader from a follower.
 #[derive(Clone)]
 pub struct Forwarding {
-    pub http: reqwest::Client,
-    pub token: Option<String>,
+    http: reqwest::Client,
+    token: Option<String>,
+    /// RPC streams by node address ([`crate::rpc_stream`]).
+    streams: Arc<Mutex<HashMap<String, Arc<Connections>>>>,
+}
+
+impl Forwarding {
+    pub fn new(http: reqwest::Client, token: Option<String>) -> Self {
+        Forwarding {
+            http,
+            token,
+            streams: Arc::default(),
+        }
+    }
+
+    fn stream(&self, addr: &str) -> Arc<Connections> {
+        let mut streams = self.streams.lock().expect("streams lock");
+        if let Some(c) = streams.get(addr) {
+            return c.clone();
+        }
+        let c = Arc::new(Connections::new(
+            self.http.clone(),
+            self.token.clone(),
+            addr.to_string(),
+        ));
+        streams.insert(addr.to_string(), c.clone());
+        c
+    }
 }
 
 #[derive(Clone)]
@@ -275,27 +303,22 @@ async fn forward(forwarding: &Forwarding, addr: &str, jobs: Vec<Job>, commit_tim
         return;
     }
     let batches: Vec<&AppendBatch> = jobs.iter().map(|j| &j.batch).collect();
-    let mut req = forwarding
-        .http
-        .post(format!("http://{addr}/raft/propose"))
-        .timeout(commit_timeout + Duration::from_secs(2))
-        .body(encode(&batches));
-    if let Some(token) = &forwarding.token {
-        req = req.bearer_auth(token);
-    }
-    let outcomes = async {
-        let resp = req.send().await.map_err(|_| ProposeError::NoLeader)?;
-        if !resp.status().is_success() {
-            return Err(ProposeError::Unavailable(format!(
-                "the leader at {addr} answered {}",
-                resp.status()
-            )));
-        }
-        let bytes = resp.bytes().await.map_err(|_| ProposeError::NoLeader)?;
+    let body = encode(&batches);
+    let ttl = commit_timeout + Duration::from_secs(2);
+    // A failed send may still have been committed: the client retries with the same ids.
+    let bytes = match forwarding
+        .stream(addr)
+        .call(Kind::Propose, &body, ttl)
+        .await
+    {
+        Ok(bytes) => Ok(bytes),
+        Err(CallError::NotSupported) => forward_over_http(forwarding, addr, body, ttl).await,
+        Err(CallError::Unreachable(_) | CallError::Failed(_)) => Err(ProposeError::NoLeader),
+    };
+    let outcomes = bytes.and_then(|bytes| {
         decode::<Vec<Result<BatchOutcome, ProposeError>>>(&bytes)
             .map_err(|e| ProposeError::Unavailable(format!("undecodable answer from {addr}: {e}")))
-    }
-    .await;
+    });
     match outcomes {
         Ok(outcomes) if outcomes.len() == jobs.len() => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -310,4 +333,30 @@ async fn forward(forwarding: &Forwarding, addr: &str, jobs: Vec<Job>, commit_tim
         ),
         Err(e) => answer_all(jobs, e),
     }
+}
+
+/// The group to `/raft/propose` of a leader without RPC streams.
+async fn forward_over_http(
+    forwarding: &Forwarding,
+    addr: &str,
+    body: Vec<u8>,
+    ttl: Duration,
+) -> Result<Vec<u8>, ProposeError> {
+    let mut req = forwarding
+        .http
+        .post(format!("http://{addr}/raft/propose"))
+        .timeout(ttl)
+        .body(body);
+    if let Some(token) = &forwarding.token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.map_err(|_| ProposeError::NoLeader)?;
+    if !resp.status().is_success() {
+        return Err(ProposeError::Unavailable(format!(
+            "the leader at {addr} answered {}",
+            resp.status()
+        )));
+    }
+    let bytes = resp.bytes().await.map_err(|_| ProposeError::NoLeader)?;
+    Ok(bytes.to_vec())
 }

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/raft/vote", post(raft_rpc::vote))
         .route("/raft/snapshot", post(raft_rpc::snapshot))
         .route("/raft/propose", post(raft_rpc::propose))
+        .route("/raft/stream", post(raft_rpc::stream))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
     let protected = client_api
         .merge(raft_rpc)

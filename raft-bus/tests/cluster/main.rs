@@ -514,6 +514,7 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         ("propose without token", http.post(format!("{base}/raft/propose")).body("x"), 401, "unauthorized"),
         ("propose garbage", http.post(format!("{base}/raft/propose")).bearer_auth(TOKEN).body("garbage"), 400, "bad_request"),
         ("raft rpc garbage", http.post(format!("{base}/raft/vote")).bearer_auth(TOKEN).body("garbage"), 400, "bad_request"),
+        ("rpc stream without upgrade", http.post(format!("{base}/raft/stream")).bearer_auth(TOKEN).body("x"), 400, "bad_request"),
         ("bad learner address", http.post(format!("{base}/v1/cluster/learners")).bearer_auth(TOKEN).json(&json!({"nodeId":9,"addr":"nope"})), 400, "bad_request"),
     ];
     for (what, req, status, code) in cases {
@@ -549,6 +550,65 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     ] {
         assert!(metrics.contains(name), "metric {name} is exported");
     }
+}
+
+/// The RPC stream between nodes: refused without the token, answered in frames with it; a frame
+/// that is not one closes only its own connection, and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rpc_streams_need_the_token_and_survive_garbage() {
+    use raft_bus::rpc_stream::{CallError, Connections, Kind};
+    let cluster = Cluster::start(&[]).await;
+    let leader = cluster.leader().await;
+    let addr = cluster.node(leader).addr.clone();
+    let http = reqwest::Client::new();
+    let ttl = Duration::from_secs(5);
+    let stranger = Connections::new(http.clone(), Some("nope".into()), addr.clone());
+    match stranger.call(Kind::Propose, b"", ttl).await {
+        Err(CallError::Unreachable(why)) => assert!(why.contains("401"), "{why}"),
+        other => panic!("a wrong token must be refused, got {other:?}"),
+    }
+    let peer = Connections::new(http, Some(TOKEN.into()), addr);
+    for garbage in [&b"garbage"[..], &[9, 9, 9][..]] {
+        match peer.call(Kind::Propose, garbage, ttl).await {
+            Err(CallError::Failed(_)) => {}
+            other => panic!("garbage must close the stream, got {other:?}"),
+        }
+    }
+    // An empty group of appends, well formed: an empty list of outcomes.
+    let none: Vec<raft_bus::types::AppendBatch> = Vec::new();
+    let answer = peer
+        .call(Kind::Propose, &bincode_of(&none), ttl)
+        .await
+        .expect("a well-formed call is answered");
+    assert_eq!(answer, bincode_of(&Vec::<()>::new()));
+    cluster
+        .client(&[leader])
+        .append(&AppendRequest {
+            events: vec![NewEvent::new("s", "T", &json!({})).expect("event")],
+            ..Default::default()
+        })
+        .await
+        .expect("the node still appends");
+    // Replication itself runs on streams: the followers count the AppendEntries they served.
+    let follower = (1..=3).find(|n| *n != leader).expect("a follower");
+    let calls = wait_for(
+        "AppendEntries over a stream",
+        Duration::from_secs(5),
+        || async {
+            let text =
+                harness::get_text(&format!("{}/metrics", cluster.node(follower).url())).await;
+            text.lines()
+                .find(|l| l.starts_with("raftbus_rpc_stream_calls_total{kind=\"append\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .filter(|n| *n > 0)
+        },
+    )
+    .await;
+    assert!(calls > 0);
+}
+
+fn bincode_of<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    raft_bus::types::encode(value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -623,6 +683,7 @@ async fn every_route_but_health_and_metrics_needs_the_token() {
         ("POST", "/raft/vote"),
         ("POST", "/raft/snapshot"),
         ("POST", "/raft/propose"),
+        ("POST", "/raft/stream"),
     ];
     let wrong = [
         None,
