@@ -57,7 +57,8 @@ pub struct Config {
     pub max_concurrent_requests: u32,
 
     /// Threads serving HTTP (default: one per CPU). Nodes that share a machine's cores, as in
-    /// a benchmark or a local stack, do better with fewer: 1 each for three nodes on two cores.
+    /// a benchmark or a local stack, do better with fewer: 1 each for three nodes on two cores
+    /// (one thread runs a current-thread runtime, without work stealing).
     #[arg(long, env = "RAFT_BUS_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,

@@ -553,11 +553,12 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 }
 
 /// The RPC stream between nodes: refused without the token, answered in frames with it; a frame
-/// that is not one closes only its own connection, and the node goes on serving.
+/// that is not one closes only its own connection, and the node goes on serving. The nodes
+/// serve HTTP on one thread (a current-thread runtime), as in the benchmarks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rpc_streams_need_the_token_and_survive_garbage() {
     use raft_bus::rpc_stream::{CallError, Connections, Kind};
-    let cluster = Cluster::start(&[]).await;
+    let cluster = Cluster::start(&["--worker-threads", "1"]).await;
     let leader = cluster.leader().await;
     let addr = cluster.node(leader).addr.clone();
     let http = reqwest::Client::new();
