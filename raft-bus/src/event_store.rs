@@ -147,9 +147,13 @@ impl EventStore {
             txn.set_durability(Durability::Immediate)?;
             convert_old_ids(&txn)?;
         }
-        let id_runs = IdRuns::load(&txn.open_table(ID_RUNS)?)?;
+        let started = Instant::now();
+        let mut batch_ids = IdFilter::default();
+        let id_runs = IdRuns::load(&txn.open_table(ID_RUNS)?, |(id, _)| batch_ids.insert(id))?;
+        if batch_ids.len() > 100_000 {
+            tracing::info!(ids = batch_ids.len(), took = ?started.elapsed(), "loaded the batch id index");
+        }
         txn.commit()?;
-        let batch_ids = load_batch_ids(&db)?;
         let store = EventStore {
             inner: Arc::new(Inner {
                 db,
@@ -481,19 +485,6 @@ pub(crate) fn read_applied(txn: &redb::ReadTransaction) -> anyhow::Result<Applie
     Ok(state)
 }
 
-/// The filter of the id table's batch ids, read once at open.
-fn load_batch_ids(db: &Database) -> anyhow::Result<IdFilter> {
-    let started = Instant::now();
-    let mut filter = IdFilter::default();
-    crate::id_runs::each_pair(&db.begin_read()?.open_table(ID_RUNS)?, |(id, _)| {
-        filter.insert(id)
-    })?;
-    if filter.len() > 100_000 {
-        tracing::info!(ids = filter.len(), took = ?started.elapsed(), "loaded the batch id filter");
-    }
-    Ok(filter)
-}
-
 fn create_tables(txn: &WriteTransaction) -> anyhow::Result<()> {
     txn.open_table(CHUNKS)?;
     txn.open_table(STREAM_SEGMENTS)?;
@@ -545,7 +536,7 @@ fn convert_old_ids(txn: &WriteTransaction) -> anyhow::Result<()> {
     {
         let old = txn.open_table(OLD_IDS)?;
         let mut table = txn.open_table(ID_RUNS)?;
-        let mut runs = IdRuns::load(&table)?;
+        let mut runs = IdRuns::load(&table, |_| {})?;
         let mut slice = Vec::with_capacity(MAX_MERGED);
         for row in old.iter()? {
             let (id, position) = row?;
@@ -569,7 +560,7 @@ fn convert_first_format(txn: &WriteTransaction) -> anyhow::Result<()> {
         let none = Recent::default();
         // The ids go to the table; `open` loads the filter from it afterwards.
         let mut ids = IdFilter::default();
-        let runs = IdRuns::load(&txn.open_table(ID_RUNS)?)?;
+        let runs = IdRuns::load(&txn.open_table(ID_RUNS)?, |_| {})?;
         let mut w = Writer::open(txn, &none, HashMap::new(), true, &mut ids, runs)?;
         for row in old.iter()? {
             w.insert(&decode(row?.1.value())?)?;

@@ -44,13 +44,19 @@ pub struct IdRuns {
 }
 
 impl IdRuns {
-    /// Learns the runs from the table's keys and row sizes.
-    pub fn load(table: &impl ReadableTable<(u64, u128), &'static [u8]>) -> anyhow::Result<Self> {
+    /// Learns the runs from the table, handing every pair to `each` on the way (one pass
+    /// over the table at open fills the id filter too).
+    pub fn load(
+        table: &impl ReadableTable<(u64, u128), &'static [u8]>,
+        mut each: impl FnMut(Pair),
+    ) -> anyhow::Result<Self> {
         let mut runs: Vec<Run> = Vec::new();
         for row in table.iter()? {
             let (key, value) = row?;
             let number = key.value().0;
-            let len = pairs_in(value.value())?;
+            let bytes = value.value();
+            let len = pairs_in(bytes)?;
+            decode(bytes, &mut each)?;
             match runs.last_mut() {
                 Some(run) if run.number == number => run.len += len,
                 _ => runs.push(Run { number, len }),
@@ -114,17 +120,6 @@ impl IdRuns {
         });
         Ok(())
     }
-}
-
-/// Every pair of the table, run by run.
-pub fn each_pair(
-    table: &impl ReadableTable<(u64, u128), &'static [u8]>,
-    mut f: impl FnMut(Pair),
-) -> anyhow::Result<()> {
-    for row in table.iter()? {
-        decode(row?.1.value(), &mut f)?;
-    }
-    Ok(())
 }
 
 fn read_run(table: &Table<(u64, u128), &'static [u8]>, number: u64) -> anyhow::Result<Vec<Pair>> {
@@ -246,19 +241,19 @@ mod tests {
         assert!(sizes.windows(2).all(|w| w[0] > w[1]), "runs {sizes:?}");
         let txn = db.begin_read()?;
         let table = txn.open_table(ID_RUNS)?;
-        assert_eq!(IdRuns::load(&table)?, runs);
+        let mut seen = 0;
+        let loaded = IdRuns::load(&table, |(id, position)| {
+            assert_eq!(all.get(&id), Some(&position));
+            seen += 1;
+        })?;
+        assert_eq!(loaded, runs);
+        assert_eq!(seen, all.len());
         for (id, position) in &all {
             assert_eq!(runs.get(&table, *id)?, Some(*position));
         }
         for i in next..next + 1_000 {
             assert_eq!(runs.get(&table, mixed(i))?, None);
         }
-        let mut seen = 0;
-        each_pair(&table, |(id, position)| {
-            assert_eq!(all.get(&id), Some(&position));
-            seen += 1;
-        })?;
-        assert_eq!(seen, all.len());
         Ok(())
     }
 
