@@ -16,20 +16,31 @@ use crate::rpc_stream::{read_frame, write_frame, Kind, PROTOCOL};
 use crate::types::{decode, encode, AppendBatch};
 
 fn reply<T: Serialize>(value: &T) -> Response {
-    (
-        [("content-type", "application/octet-stream")],
-        encode(value),
-    )
-        .into_response()
+    octets(encode(value))
 }
 
 fn bad_body(e: bincode::Error) -> BusError {
     BusError::BadRequest(format!("not a Raft RPC body: {e}"))
 }
 
+/// What a call answers, the same over HTTP and over an RPC stream.
+async fn call(state: &AppState, kind: Kind, body: &[u8]) -> Result<Vec<u8>, bincode::Error> {
+    Ok(match kind {
+        Kind::Append => encode(&state.raft.append_entries(decode(body)?).await),
+        Kind::Propose => {
+            let batches: Vec<AppendBatch> = decode(body)?;
+            encode(&state.proposer.propose_forwarded(batches).await)
+        }
+    })
+}
+
+fn octets(bytes: Vec<u8>) -> Response {
+    ([("content-type", "application/octet-stream")], bytes).into_response()
+}
+
 pub async fn append(State(state): State<AppState>, body: Bytes) -> Result<Response, BusError> {
-    let req = decode(&body).map_err(bad_body)?;
-    Ok(reply(&state.raft.append_entries(req).await))
+    let answer = call(&state, Kind::Append, &body).await.map_err(bad_body)?;
+    Ok(octets(answer))
 }
 
 pub async fn vote(State(state): State<AppState>, body: Bytes) -> Result<Response, BusError> {
@@ -44,8 +55,8 @@ pub async fn snapshot(State(state): State<AppState>, body: Bytes) -> Result<Resp
 
 /// A group of appends a follower gathered: answered one outcome per append.
 pub async fn propose(State(state): State<AppState>, body: Bytes) -> Result<Response, BusError> {
-    let batches: Vec<AppendBatch> = decode(&body).map_err(bad_body)?;
-    Ok(reply(&state.proposer.propose_forwarded(batches).await))
+    let answer = call(&state, Kind::Propose, &body).await.map_err(bad_body)?;
+    Ok(octets(answer))
 }
 
 /// Turns the request into a long-lived RPC stream ([`crate::rpc_stream`]) served until the
@@ -94,22 +105,18 @@ async fn serve_stream(state: AppState, mut io: impl AsyncRead + AsyncWrite + Unp
             }
         };
         let answer = match frame.split_first() {
-            Some((&kind, body)) => match Kind::from_byte(kind) {
-                Some(Kind::Append) => match decode(body) {
-                    Ok(rpc) => {
-                        appends.inc();
-                        Ok(encode(&state.raft.append_entries(rpc).await))
+            Some((&byte, body)) => match Kind::from_byte(byte) {
+                Some(kind) => match call(&state, kind, body).await {
+                    Ok(answer) => {
+                        match kind {
+                            Kind::Append => appends.inc(),
+                            Kind::Propose => proposes.inc(),
+                        }
+                        Ok(answer)
                     }
-                    Err(e) => Err(format!("undecodable AppendEntries: {e}")),
+                    Err(e) => Err(format!("undecodable {kind:?} call: {e}")),
                 },
-                Some(Kind::Propose) => match decode::<Vec<AppendBatch>>(body) {
-                    Ok(batches) => {
-                        proposes.inc();
-                        Ok(encode(&state.proposer.propose_forwarded(batches).await))
-                    }
-                    Err(e) => Err(format!("undecodable appends: {e}")),
-                },
-                None => Err(format!("unknown RPC kind {kind}")),
+                None => Err(format!("unknown RPC kind {byte}")),
             },
             None => Err("an empty frame".to_string()),
         };

@@ -578,10 +578,10 @@ async fn rpc_streams_need_the_token_and_survive_garbage() {
     // An empty group of appends, well formed: an empty list of outcomes.
     let none: Vec<raft_bus::types::AppendBatch> = Vec::new();
     let answer = peer
-        .call(Kind::Propose, &bincode_of(&none), ttl)
+        .call(Kind::Propose, &raft_bus::types::encode(&none), ttl)
         .await
         .expect("a well-formed call is answered");
-    assert_eq!(answer, bincode_of(&Vec::<()>::new()));
+    assert_eq!(answer, raft_bus::types::encode(&Vec::<()>::new()));
     cluster
         .client(&[leader])
         .append(&AppendRequest {
@@ -606,10 +606,6 @@ async fn rpc_streams_need_the_token_and_survive_garbage() {
     )
     .await;
     assert!(calls > 0);
-}
-
-fn bincode_of<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    raft_bus::types::encode(value)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
