@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds and runs the local Camunda 7.24 engine (deploy/camunda-engine) on the stack's PostgreSQL.
+# Builds and runs a Camunda 7.24 engine of the local stack (deploy/camunda-engine) on the stack's
+# PostgreSQL. One app jar, one process per process application: `local` (port 8080, database
+# camunda, task hooks to the collector on 7201) and `billing` (port 8081, database
+# camunda_billing, no hooks: its collector polls).
 set -euo pipefail
 # shellcheck source=deploy/scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -7,21 +10,39 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 APP_DIR="$DEPLOY_DIR/camunda-engine"
 PLUGIN_DIR="$REPO_ROOT/camunda-collector/engine-plugin"
 JAR="$APP_DIR/target/camunda-engine.jar"
-CAMUNDA_LOG="${CAMUNDA_LOG:-$STACK_DIR/camunda.log}"
-CAMUNDA_PID="$STACK_DIR/camunda.pid"
 CAMUNDA_START_TIMEOUT="${CAMUNDA_START_TIMEOUT:-180}"
 CAMUNDA_JAVA_OPTS="${CAMUNDA_JAVA_OPTS:--Xms256m -Xmx1g}"
-# Read by the app's application.yaml; defaults match deploy/scripts/postgres.sh.
-export CAMUNDA_PORT="${CAMUNDA_PORT:-8080}"
-export CAMUNDA_DB_URL="${CAMUNDA_DB_URL:-jdbc:postgresql://127.0.0.1:${PGPORT:-5432}/camunda}"
+INSTANCE="${2:-local}"
+PGPORT="${PGPORT:-5432}"
+# Each instance: its port, database, log and pid file, and where its hooks go. The app's
+# application.yaml reads CAMUNDA_PORT, CAMUNDA_DB_* and TASKPOOL_HOOK_*, so each instance gets
+# them set from its own variables.
+case "$INSTANCE" in
+  local)
+    PORT="${CAMUNDA_PORT:-8080}"
+    DB_URL="${CAMUNDA_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda}"
+    CAMUNDA_LOG="${CAMUNDA_LOG:-$STACK_DIR/camunda.log}"
+    CAMUNDA_PID="$STACK_DIR/camunda.pid"
+    # Task hooks go to the local collector by default (TASKPOOL_HOOK_URL= turns them off).
+    HOOK_URL="${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks}"
+    ;;
+  billing)
+    SCRIPT_NAME=camunda-billing
+    PORT="${CAMUNDA_BILLING_PORT:-8081}"
+    DB_URL="${CAMUNDA_BILLING_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda_billing}"
+    CAMUNDA_LOG="${CAMUNDA_BILLING_LOG:-$STACK_DIR/camunda-billing.log}"
+    CAMUNDA_PID="$STACK_DIR/camunda-billing.pid"
+    # No plugin URL: the billing collector runs in poll mode.
+    HOOK_URL="${TASKPOOL_BILLING_HOOK_URL:-}"
+    ;;
+  *) die "unknown instance '$INSTANCE': local or billing" ;;
+esac
 export CAMUNDA_DB_USER="${CAMUNDA_DB_USER:-${PG_USER:-taskpool}}"
 export CAMUNDA_DB_PASSWORD="${CAMUNDA_DB_PASSWORD:-${PG_PASSWORD:-taskpool}}"
 export CAMUNDA_ADMIN_USER="${CAMUNDA_ADMIN_USER:-demo}"
 export CAMUNDA_ADMIN_PASSWORD="${CAMUNDA_ADMIN_PASSWORD:-demo}"
-BASE_URL="http://127.0.0.1:$CAMUNDA_PORT"
-# Task hooks go to the local collector by default (TASKPOOL_HOOK_URL= turns them off); the
-# secret is shared with the collector and the tests through a file only the owner can read.
-TASKPOOL_HOOK_URL="${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks}"
+BASE_URL="http://127.0.0.1:$PORT"
+# The hook secret is shared with the collector and the tests through a file only the owner can read.
 HOOK_SECRET_FILE="$STACK_DIR/hook-secret"
 
 # hook_secret_file: the file holding the hook secret, created with a random one if missing
@@ -41,21 +62,38 @@ secret_state() { if [ -n "${!1:-}" ]; then echo "(set)"; else echo "(unset)"; fi
 
 usage() {
   cat <<USAGE
-usage: $(basename "$0") build|start|stop|status
+usage: $(basename "$0") build|start|stop|status [local|billing]
   build   mvn install of the engine plugin ($PLUGIN_DIR), then mvn package of the app
           (each offline first, online if something is missing) -> $JAR
-  start   build if the jar is missing or older than the plugin/app sources, start in the background,
-          wait for /engine-rest/engine (no-op if running)
+  start   build if the jar is missing or older than the plugin/app sources, start the instance
+          in the background, wait for /engine-rest/engine (no-op if running)
   stop    SIGTERM, then SIGKILL after 60 s
   status  exit 0 if the process runs and the REST API answers
-env: STACK_DIR=$STACK_DIR CAMUNDA_PORT=$CAMUNDA_PORT CAMUNDA_DB_URL=$CAMUNDA_DB_URL
-     CAMUNDA_DB_USER=$CAMUNDA_DB_USER CAMUNDA_DB_PASSWORD=(set) CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER
-     CAMUNDA_ADMIN_PASSWORD=(set) CAMUNDA_AUTHORIZATION_ENABLED=false TASKPOOL_REST_AUTH_ENABLED=true
-     CAMUNDA_JAVA_OPTS="$CAMUNDA_JAVA_OPTS" CAMUNDA_START_TIMEOUT=$CAMUNDA_START_TIMEOUT CAMUNDA_LOG=$CAMUNDA_LOG
-     TASKPOOL_HOOK_URL=${TASKPOOL_HOOK_URL:-(empty: no task hooks)} TASKPOOL_HOOK_SECRET=$(secret_state TASKPOOL_HOOK_SECRET)
-       (default: a random secret kept in $HOOK_SECRET_FILE)
+instances (default local), each its own process of the same jar:
+  local    CAMUNDA_PORT=${CAMUNDA_PORT:-8080} CAMUNDA_DB_URL=${CAMUNDA_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda}
+           CAMUNDA_LOG=${CAMUNDA_LOG:-$STACK_DIR/camunda.log} (pid $STACK_DIR/camunda.pid)
+           TASKPOOL_HOOK_URL=${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks} (empty: no task hooks)
+  billing  CAMUNDA_BILLING_PORT=${CAMUNDA_BILLING_PORT:-8081} CAMUNDA_BILLING_DB_URL=${CAMUNDA_BILLING_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda_billing}
+           CAMUNDA_BILLING_LOG=${CAMUNDA_BILLING_LOG:-$STACK_DIR/camunda-billing.log} (pid $STACK_DIR/camunda-billing.pid)
+           TASKPOOL_BILLING_HOOK_URL=${TASKPOOL_BILLING_HOOK_URL:-} (default empty: no hooks, its collector polls)
+env: STACK_DIR=$STACK_DIR PGPORT=$PGPORT CAMUNDA_DB_USER=$CAMUNDA_DB_USER CAMUNDA_DB_PASSWORD=(set)
+     CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER CAMUNDA_ADMIN_PASSWORD=(set) (both instances)
+     CAMUNDA_AUTHORIZATION_ENABLED=false TASKPOOL_REST_AUTH_ENABLED=true
+     CAMUNDA_JAVA_OPTS="$CAMUNDA_JAVA_OPTS" CAMUNDA_START_TIMEOUT=$CAMUNDA_START_TIMEOUT
+     TASKPOOL_HOOK_SECRET=$(secret_state TASKPOOL_HOOK_SECRET) (default: a random secret kept in $HOOK_SECRET_FILE)
      TASKPOOL_HOOK_TIMEOUT_MS=${TASKPOOL_HOOK_TIMEOUT_MS:-2000}
 USAGE
+}
+
+# locked_build: build if the jar is outdated (always with "force"), one script at a time: both
+# instances run the same jar and may start at once. The lock lives in a subshell, so the engine
+# started afterwards does not inherit it.
+locked_build() {
+  mkdir -p "$STACK_DIR"
+  (
+    flock 9
+    if [ "${1:-}" = force ] || jar_outdated; then build; fi
+  ) 9>"$STACK_DIR/camunda-build.lock"
 }
 
 build() {
@@ -109,22 +147,27 @@ start() {
   if pid_alive "$CAMUNDA_PID"; then
     say "already running (pid $(cat "$CAMUNDA_PID"))"
   else
-    if jar_outdated; then build; fi
-    if port_open 127.0.0.1 "$CAMUNDA_PORT"; then
-      die "port 127.0.0.1:$CAMUNDA_PORT is already in use by another program; stop it or set CAMUNDA_PORT"
+    locked_build
+    if port_open 127.0.0.1 "$PORT"; then
+      die "port 127.0.0.1:$PORT is already in use by another program; stop it or set $(port_var)"
     fi
     # Fail fast with a clear message when the database is down (URL like jdbc:postgresql://HOST:PORT/DB).
-    if [[ "$CAMUNDA_DB_URL" =~ ^jdbc:postgresql://([^:/]+):([0-9]+)/ ]] &&
+    if [[ "$DB_URL" =~ ^jdbc:postgresql://([^:/]+):([0-9]+)/ ]] &&
       ! port_open "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"; then
       die "PostgreSQL at ${BASH_REMATCH[1]}:${BASH_REMATCH[2]} does not accept connections; run deploy/scripts/postgres.sh start"
     fi
     mkdir -p "$STACK_DIR"
-    say "starting Camunda on port $CAMUNDA_PORT (db $CAMUNDA_DB_URL, log $CAMUNDA_LOG)"
+    say "starting Camunda ($INSTANCE) on port $PORT (db $DB_URL, log $CAMUNDA_LOG)"
+    # What the app reads, set from this instance's variables whatever the caller exported.
+    export CAMUNDA_PORT="$PORT" CAMUNDA_DB_URL="$DB_URL" TASKPOOL_HOOK_URL="$HOOK_URL"
     # The secret reaches the engine through its environment, never the command line.
-    local secret_file; secret_file="$(hook_secret_file)"
-    export TASKPOOL_HOOK_URL
-    TASKPOOL_HOOK_SECRET="$(cat "$secret_file")"
-    export TASKPOOL_HOOK_SECRET
+    if [ "$INSTANCE" = local ] || [ -n "$HOOK_URL" ]; then
+      local secret_file; secret_file="$(hook_secret_file)"
+      TASKPOOL_HOOK_SECRET="$(cat "$secret_file")"
+      export TASKPOOL_HOOK_SECRET
+    else
+      unset TASKPOOL_HOOK_SECRET
+    fi
     # shellcheck disable=SC2086  # CAMUNDA_JAVA_OPTS is a list of options
     nohup setsid java $CAMUNDA_JAVA_OPTS -jar "$JAR" >"$CAMUNDA_LOG" 2>&1 </dev/null &
     echo $! >"$CAMUNDA_PID"
@@ -134,10 +177,10 @@ start() {
     if ! pid_alive "$CAMUNDA_PID"; then
       grep -E 'ERROR|Caused by|APPLICATION FAILED' "$CAMUNDA_LOG" | tail -n 8 >&2 || true
       rm -f "$CAMUNDA_PID"
-      die "Camunda exited during start; read $CAMUNDA_LOG (is PostgreSQL up? deploy/scripts/postgres.sh start)"
+      die "Camunda ($INSTANCE) exited during start; read $CAMUNDA_LOG (is PostgreSQL up? deploy/scripts/postgres.sh start)"
     fi
     [ "$SECONDS" -lt "$deadline" ] ||
-      die "Camunda did not answer $BASE_URL/engine-rest/engine within ${CAMUNDA_START_TIMEOUT}s; read $CAMUNDA_LOG"
+      die "Camunda ($INSTANCE) did not answer $BASE_URL/engine-rest/engine within ${CAMUNDA_START_TIMEOUT}s; read $CAMUNDA_LOG"
     sleep 1
   done
   # /engine is open even with auth on; /version is not, so this proves the admin login works.
@@ -146,10 +189,17 @@ start() {
   say "ready (pid $(cat "$CAMUNDA_PID")):"
   say "  REST     $BASE_URL/engine-rest  (basic auth, user $CAMUNDA_ADMIN_USER)"
   say "  webapps  $BASE_URL/camunda/app/  (Cockpit, Tasklist, Admin)"
-  say "  hooks    ${TASKPOOL_HOOK_URL:-off (TASKPOOL_HOOK_URL empty)} (secret in $HOOK_SECRET_FILE)"
+  if [ -n "$HOOK_URL" ]; then
+    say "  hooks    $HOOK_URL (secret in $HOOK_SECRET_FILE)"
+  else
+    say "  hooks    off (no hook URL; its collector polls)"
+  fi
 }
 
-stop() { stop_pid "$CAMUNDA_PID" Camunda 60; }
+# port_var: the variable that sets this instance's port.
+port_var() { if [ "$INSTANCE" = local ]; then echo CAMUNDA_PORT; else echo CAMUNDA_BILLING_PORT; fi; }
+
+stop() { stop_pid "$CAMUNDA_PID" "Camunda ($INSTANCE)" 60; }
 
 status() {
   if running_and_answering; then
@@ -163,7 +213,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) build ;;
+  build) locked_build force ;;
   start) start ;;
   stop) stop ;;
   status) status ;;

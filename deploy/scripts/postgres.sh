@@ -9,7 +9,8 @@ PG_LOG="${PG_LOG:-$STACK_DIR/postgres.log}"
 PGPORT="${PGPORT:-5432}"
 PG_USER="${PG_USER:-taskpool}"
 PG_PASSWORD="${PG_PASSWORD:-taskpool}"
-PG_DATABASES="${PG_DATABASES:-camunda collector ferretdb}"
+# One database per engine and per collector (state), one for FerretDB.
+PG_DATABASES="${PG_DATABASES:-camunda camunda_billing collector collector_billing ferretdb}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 PG_OS_USER=postgres
 
