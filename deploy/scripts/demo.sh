@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Seeds an engine with the demo: users mary (accounting) and peter (finance), the demo process
-# (deploy/processes/demo-invoice.bpmn) and a few open tasks. Safe to run again: what exists is
-# kept, and instances are only started while the demo has no open tasks.
+# Seeds the demo of the local stack's process applications, each on its engine:
+#   local    users mary (accounting), peter (finance), the admin in accounting;
+#            deploy/processes/demo-invoice.bpmn and a few open "Approve invoice" tasks
+#   billing  users mary (billing), bob (clerks), the admin in clerks;
+#            deploy/processes/demo-billing.bpmn and a few open "Issue invoice" tasks
+# mary is on both engines, peter only on local, bob only on billing. Safe to run again: what
+# exists is kept, and instances are only started while the demo process has no open tasks.
 # Used by scripts/stack and by the `demo` service of docker-compose.yml.
 set -euo pipefail
 SCRIPT_NAME=demo
@@ -10,21 +14,29 @@ die() { printf '[%s] ERROR: %s\n' "$SCRIPT_NAME" "$*" >&2; exit 1; }
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CAMUNDA_URL="${CAMUNDA_URL:-http://127.0.0.1:${CAMUNDA_PORT:-8080}/engine-rest}"
+CAMUNDA_BILLING_URL="${CAMUNDA_BILLING_URL:-http://127.0.0.1:${CAMUNDA_BILLING_PORT:-8081}/engine-rest}"
 ADMIN_USER="${CAMUNDA_ADMIN_USER:-demo}"
 ADMIN_PASSWORD="${CAMUNDA_ADMIN_PASSWORD:-demo}"
-BPMN="$HERE/../processes/demo-invoice.bpmn"
+PROCESSES="$HERE/../processes"
 DEMO_INSTANCES="${DEMO_INSTANCES:-5}"
+DEMO_BILLING_INSTANCES="${DEMO_BILLING_INSTANCES:-3}"
 
-case "${1:-}" in
-  -h|--help|help)
-    echo "usage: $(basename "$0")   (env: CAMUNDA_URL=$CAMUNDA_URL CAMUNDA_ADMIN_USER CAMUNDA_ADMIN_PASSWORD DEMO_INSTANCES=$DEMO_INSTANCES)"
-    exit 0 ;;
-esac
+usage() {
+  cat <<USAGE
+usage: $(basename "$0") [local|billing]...   (default: local)
+env: CAMUNDA_URL=$CAMUNDA_URL (local)
+     CAMUNDA_BILLING_URL=$CAMUNDA_BILLING_URL (billing)
+     CAMUNDA_ADMIN_USER=$ADMIN_USER CAMUNDA_ADMIN_PASSWORD=(set) (the same on both engines)
+     DEMO_INSTANCES=$DEMO_INSTANCES (open invoice approvals) DEMO_BILLING_INSTANCES=$DEMO_BILLING_INSTANCES (open invoices to issue)
+USAGE
+}
+
+URL=""  # the engine being seeded
 
 # api METHOD PATH [JSON]: the engine's REST API with basic auth (credentials via stdin, not argv);
 # prints the body and fails on anything but 2xx.
 api() {
-  local args=(-fsS --max-time 20 -X "$1" -K - "$CAMUNDA_URL$2")
+  local args=(-fsS --max-time 20 -X "$1" -K - "$URL$2")
   [ $# -ge 3 ] && args+=(-H 'Content-Type: application/json' --data "$3")
   printf 'user = "%s:%s"\n' "$ADMIN_USER" "$ADMIN_PASSWORD" | curl "${args[@]}"
 }
@@ -44,28 +56,70 @@ member() { # GROUP USER (adding a member twice is an engine error, so ask first)
   [ "$(api GET "/user/count?id=$2&memberOfGroup=$1" | tr -dc '0-9')" = 1 ] ||
     api PUT "/group/$1/members/$2" >/dev/null
 }
+deploy() { # DEPLOYMENT-NAME FILE (unchanged files are not deployed again)
+  printf 'user = "%s:%s"\n' "$ADMIN_USER" "$ADMIN_PASSWORD" |
+    curl -fsS --max-time 30 -K - -o /dev/null "$URL/deployment/create" \
+      -F "deployment-name=$1" -F enable-duplicate-filtering=true -F deploy-changed-only=true \
+      -F "$(basename "$2")=@$2" || die "could not deploy $2 to $URL"
+}
+open_tasks() { api GET "/task/count?processDefinitionKey=$1" | tr -dc '0-9'; }
+engine() { # NAME URL
+  URL="$2"
+  SCRIPT_NAME="demo $1"
+  api GET /engine >/dev/null || die "the $1 engine at $URL does not answer"
+}
 
-api GET /engine >/dev/null || die "the engine at $CAMUNDA_URL does not answer"
-group accounting Accounting
-group finance Finance
-user mary Mary Major accounting
-user peter Peter Payer finance
-# The admin sees the demo tasks too.
-member accounting "$ADMIN_USER"
+seed_local() {
+  engine local "$CAMUNDA_URL"
+  group accounting Accounting
+  group finance Finance
+  user mary Mary Major accounting
+  user peter Peter Payer finance
+  # The admin sees the demo tasks too.
+  member accounting "$ADMIN_USER"
+  deploy taskpool-demo "$PROCESSES/demo-invoice.bpmn"
+  local open i amount
+  open="$(open_tasks demoInvoice)"
+  if [ "${open:-0}" -eq 0 ]; then
+    for i in $(seq 1 "$DEMO_INSTANCES"); do
+      amount=$((i * 250 + 90))
+      api POST /process-definition/key/demoInvoice/start \
+        "{\"businessKey\":\"INV-$((1000 + i))\",\"variables\":{\"amount\":{\"value\":$amount,\"type\":\"Long\"},\"creditor\":{\"value\":\"Supplier $i\",\"type\":\"String\"},\"priority\":{\"value\":$((40 + i * 10)),\"type\":\"Integer\"}}}" >/dev/null
+    done
+    say "started $DEMO_INSTANCES invoice approvals"
+  else
+    say "$open demo tasks are open already"
+  fi
+}
 
-printf 'user = "%s:%s"\n' "$ADMIN_USER" "$ADMIN_PASSWORD" |
-  curl -fsS --max-time 30 -K - -o /dev/null "$CAMUNDA_URL/deployment/create" \
-    -F deployment-name=taskpool-demo -F enable-duplicate-filtering=true -F deploy-changed-only=true \
-    -F "demo-invoice.bpmn=@$BPMN" || die "could not deploy $BPMN"
+seed_billing() {
+  engine billing "$CAMUNDA_BILLING_URL"
+  group billing Billing
+  # Camunda refuses ids outside [a-zA-Z0-9]+ by default (no "billing-clerks").
+  group clerks "Billing clerks"
+  user mary Mary Major billing
+  user bob Bob Biller clerks
+  member clerks "$ADMIN_USER"
+  deploy taskpool-demo-billing "$PROCESSES/demo-billing.bpmn"
+  local open i
+  open="$(open_tasks demoBilling)"
+  if [ "${open:-0}" -eq 0 ]; then
+    for i in $(seq 1 "$DEMO_BILLING_INSTANCES"); do
+      api POST /process-definition/key/demoBilling/start \
+        "{\"businessKey\":\"BILL-$((2000 + i))\",\"variables\":{\"customer\":{\"value\":\"Customer $i\",\"type\":\"String\"},\"amount\":{\"value\":$((i * 1200 + 45)),\"type\":\"Long\"},\"currency\":{\"value\":\"EUR\",\"type\":\"String\"},\"period\":{\"value\":\"2026-$(printf %02d "$i")\",\"type\":\"String\"},\"priority\":{\"value\":$((30 + i * 20)),\"type\":\"Integer\"}}}" >/dev/null
+    done
+    say "started $DEMO_BILLING_INSTANCES billing runs"
+  else
+    say "$open demo tasks are open already"
+  fi
+}
 
-open="$(api GET '/task/count?processDefinitionKey=demoInvoice' | tr -dc '0-9')"
-if [ "${open:-0}" -eq 0 ]; then
-  for i in $(seq 1 "$DEMO_INSTANCES"); do
-    amount=$((i * 250 + 90))
-    api POST /process-definition/key/demoInvoice/start \
-      "{\"businessKey\":\"INV-$((1000 + i))\",\"variables\":{\"amount\":{\"value\":$amount,\"type\":\"Long\"},\"creditor\":{\"value\":\"Supplier $i\",\"type\":\"String\"},\"priority\":{\"value\":$((40 + i * 10)),\"type\":\"Integer\"}}}" >/dev/null
-  done
-  say "started $DEMO_INSTANCES invoice approvals"
-else
-  say "$open demo tasks are open already"
-fi
+[ $# -gt 0 ] || set -- local
+for app in "$@"; do
+  case "$app" in
+    local) seed_local ;;
+    billing) seed_billing ;;
+    -h|--help|help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
