@@ -1,5 +1,6 @@
 //! The local Camunda engine's REST API as tests drive it (started by
-//! `deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start`).
+//! `deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start`), and the engine of
+//! the second process application, billing (`deploy/scripts/camunda.sh start billing`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,14 @@ pub fn engine_url() -> String {
 pub const START_HINT: &str =
     "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start";
 
+/// The engine of the second process application, `billing` (its own process and database).
+pub fn billing_engine_url() -> String {
+    env_or("CAMUNDA_BILLING_URL", "http://127.0.0.1:8081/engine-rest")
+}
+
+pub const BILLING_START_HINT: &str =
+    "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start billing";
+
 /// The engine's REST API, as a test drives it.
 #[derive(Clone)]
 pub struct Engine {
@@ -32,9 +41,20 @@ pub struct Engine {
 impl Engine {
     /// Connects and deploys the test processes; fails with how to start the engine.
     pub async fn connect() -> Engine {
+        Engine::connect_to(&engine_url()).await
+    }
+
+    /// Connects to the engine at `url` (e.g. [`billing_engine_url`]) and deploys the test
+    /// processes there, as [`Engine::connect`] does; fails with how to start that engine.
+    pub async fn connect_to(url: &str) -> Engine {
         let engine = Engine {
             http: reqwest::Client::new(),
-            url: engine_url(),
+            url: url.to_owned(),
+        };
+        let hint = if url == billing_engine_url() && url != engine_url() {
+            BILLING_START_HINT
+        } else {
+            START_HINT
         };
         let version = engine
             .http
@@ -45,7 +65,7 @@ impl Engine {
         match version {
             Ok(r) if r.status().is_success() => {}
             other => panic!(
-                "Camunda at {} does not answer ({other:?}); {START_HINT}",
+                "Camunda at {} does not answer ({other:?}); {hint}",
                 engine.url
             ),
         }
