@@ -1,2 +1,5 @@
--- The collector keeps its watermarks and command ids in a database of its own.
+-- The databases besides camunda (POSTGRES_DB, the local engine's): the billing engine's, and
+-- each collector's own state (watermarks, command ids). Run once, on a new volume.
+CREATE DATABASE camunda_billing;
 CREATE DATABASE collector;
+CREATE DATABASE collector_billing;

@@ -11,6 +11,7 @@ PROMETHEUS_PID="$PROMETHEUS_DIR/prometheus.pid"
 PROMETHEUS_LOG="$PROMETHEUS_DIR/prometheus.log"
 BUS_BASE_PORT="${BUS_BASE_PORT:-7100}"
 COLLECTOR_LISTEN="${COLLECTOR_LISTEN:-127.0.0.1:7201}"
+COLLECTOR_BILLING_LISTEN="${COLLECTOR_BILLING_LISTEN:-127.0.0.1:7202}"
 TASKPOOL_LISTEN="${TASKPOOL_LISTEN:-127.0.0.1:7301}"
 
 usage() {
@@ -22,7 +23,7 @@ usage: $(basename "$0") install|start|stop|status|config
   status   exit 0 if it answers /-/ready
   config   print the local config
 env: STACK_DIR=$STACK_DIR PROMETHEUS_PORT=$PROMETHEUS_PORT BUS_BASE_PORT=$BUS_BASE_PORT
-     COLLECTOR_LISTEN=$COLLECTOR_LISTEN TASKPOOL_LISTEN=$TASKPOOL_LISTEN
+     COLLECTOR_LISTEN=$COLLECTOR_LISTEN COLLECTOR_BILLING_LISTEN=$COLLECTOR_BILLING_LISTEN TASKPOOL_LISTEN=$TASKPOOL_LISTEN
 USAGE
 }
 
@@ -34,6 +35,7 @@ config() {
     -e "s/\"bus2:7102\"/\"127.0.0.1:$((BUS_BASE_PORT + 2))\"/" \
     -e "s/\"bus3:7103\"/\"127.0.0.1:$((BUS_BASE_PORT + 3))\"/" \
     -e "s/\"collector:7201\"/\"$COLLECTOR_LISTEN\"/" \
+    -e "s/\"collector-billing:7202\"/\"$COLLECTOR_BILLING_LISTEN\"/" \
     -e "s/\"taskpool-core:7301\"/\"$TASKPOOL_LISTEN\"/" \
     -e "s/\"localhost:9090\"/\"127.0.0.1:$PROMETHEUS_PORT\"/" \
     "$DEPLOY_DIR/prometheus.yml"
