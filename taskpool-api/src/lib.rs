@@ -14,6 +14,7 @@ pub mod error;
 pub mod handler;
 pub mod service;
 pub mod sse;
+pub mod streams;
 pub mod tasks;
 
 pub use client::{BusClient, ClientConfig, ClientError};
