@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::api::{self, AppContext, AppState};
 use crate::command_router::CommandRouter;
 use crate::config::Config;
@@ -31,6 +32,9 @@ impl App {
     /// Opens the stores, starts the Raft core and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
         crate::metrics::init();
+        // First: flags or a credentials file that cannot be used stop the node before it opens
+        // anything.
+        let access = Arc::new(Access::from_config(&config)?);
         std::fs::create_dir_all(&config.data_dir)?;
         let store = EventStore::open(&config.data_dir.join("events.redb"))?;
         let log = LogStore::open(&config.data_dir.join("raft-log"))?
@@ -57,7 +61,7 @@ impl App {
             .thread_name("raft-core")
             .enable_all()
             .build()?;
-        let (node_id, raft_log, token) = (config.node_id, log.clone(), config.token.clone());
+        let (node_id, raft_log, token) = (config.node_id, log.clone(), access.node_secret());
         let raft = raft_runtime
             .spawn(async move {
                 let network = Network::new(token)?;
@@ -73,13 +77,14 @@ impl App {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .build()?;
-        let forwarding = Forwarding::new(http.clone(), config.token.clone());
+        let forwarding = Forwarding::new(http.clone(), access.node_secret());
         let proposer =
             Proposer::start(raft.clone(), forwarding, crate::api::events::COMMIT_TIMEOUT);
         let state = Arc::new(AppContext {
             subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
             config: Arc::new(config),
+            access: access.clone(),
             raft,
             store,
             log,
@@ -89,6 +94,7 @@ impl App {
             proposer,
             shutdown: CancellationToken::new(),
         });
+        access.keep_current(state.shutdown.clone())?;
         Ok(App {
             listener,
             raft_runtime,

@@ -64,11 +64,17 @@ pub enum ResultRefused {
     AlreadyAnswered,
     Expired,
     NotYours,
+    /// The caller may not answer commands of this routing key.
+    NotYourKey(String),
 }
+
+/// A handler's identity: the bus client that connected it (empty without `--credentials`) and
+/// the handler id it chose. Ids are per client, so one client cannot take over another's.
+type HandlerKey = (String, String);
 
 /// A handler connection: `types` × `routing_keys` it serves, and the queue of its SSE stream.
 struct Handler {
-    handler_id: String,
+    key: HandlerKey,
     types: HashSet<String>,
     keys: HashSet<String>,
     tx: mpsc::UnboundedSender<Arc<CommandMessage>>,
@@ -79,8 +85,8 @@ struct Pending {
     message: Arc<CommandMessage>,
     deadline: Instant,
     assigned: Option<u64>,
-    /// Every handler id the command was given to: each may answer it.
-    offered: HashSet<String>,
+    /// Every handler the command was given to: each may answer it.
+    offered: HashSet<HandlerKey>,
     waiters: Vec<oneshot::Sender<Outcome>>,
 }
 
@@ -137,11 +143,11 @@ impl State {
                 continue;
             }
             handler.in_flight += 1;
-            let handler_id = handler.handler_id.clone();
+            let handler_key = handler.key.clone();
             metrics::COMMANDS_ROUTED.inc();
             let p = self.pending.get_mut(&id).expect("pending");
             p.assigned = Some(conn);
-            p.offered.insert(handler_id);
+            p.offered.insert(handler_key);
             return;
         }
     }
@@ -328,11 +334,12 @@ impl CommandRouter {
         outcome
     }
 
-    /// Connects a handler. A connection with the same handler id replaces the older one, whose
-    /// commands move to the new connection (or another handler).
+    /// Connects a handler of client `owner`. A connection with the same owner and handler id
+    /// replaces the older one, whose commands move to the new connection (or another handler).
     pub fn register(
         &self,
         handler_id: String,
+        owner: String,
         types: HashSet<String>,
         keys: HashSet<String>,
     ) -> Option<(Registration, mpsc::UnboundedReceiver<Arc<CommandMessage>>)> {
@@ -340,10 +347,11 @@ impl CommandRouter {
         if !st.leading {
             return None;
         }
+        let key = (owner, handler_id);
         let stale: Vec<u64> = st
             .handlers
             .iter()
-            .filter(|(_, h)| h.handler_id == handler_id)
+            .filter(|(_, h)| h.key == key)
             .map(|(c, _)| *c)
             .collect();
         for c in &stale {
@@ -355,7 +363,7 @@ impl CommandRouter {
         st.handlers.insert(
             conn,
             Handler {
-                handler_id,
+                key,
                 types,
                 keys,
                 tx,
@@ -395,12 +403,15 @@ impl CommandRouter {
     }
 
     /// A handler's answer; accepted from any handler the command was given to (one that lost
-    /// its connection may still have executed it), refused from any other.
+    /// its connection may still have executed it), refused from any other, and from a caller
+    /// `may_answer` refuses for the command's routing key.
     pub fn complete(
         &self,
         id: Uuid,
         handler_id: &str,
+        owner: &str,
         outcome: Outcome,
+        may_answer: impl FnOnce(&str) -> bool,
     ) -> Result<(), ResultRefused> {
         let mut st = self.lock();
         let Some(p) = st.pending.get(&id) else {
@@ -412,7 +423,13 @@ impl CommandRouter {
                 ResultRefused::Unknown
             });
         };
-        if !p.offered.contains(handler_id) {
+        if !may_answer(&p.message.routing_key) {
+            return Err(ResultRefused::NotYourKey(p.message.routing_key.clone()));
+        }
+        if !p
+            .offered
+            .contains(&(owner.to_owned(), handler_id.to_owned()))
+        {
             return Err(ResultRefused::NotYours);
         }
         st.finish(id, outcome);

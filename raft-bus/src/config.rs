@@ -34,9 +34,25 @@ pub struct Config {
     #[arg(long, env = "RAFT_BUS_PEERS", value_parser = parse_peers)]
     pub peers: Peers,
 
-    /// Bearer token every client call and every Raft RPC must carry. Without it the bus is open.
+    /// One secret for everything: every client call and every Raft RPC must carry it as
+    /// `Authorization: Bearer SECRET`, and it has every right (any stream, the first layout
+    /// included). The shortcut for a single-application setup; for several applications use
+    /// --credentials (not both). With neither, the bus is open.
     #[arg(long, env = "RAFT_BUS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+
+    /// A TOML file of bus clients, each with its own secret and role (collector of one
+    /// application, core, peer, admin), the secret stored as `sha256:<hex>`. Secrets should
+    /// be random, e.g. `openssl rand -hex 32`. Re-read on SIGHUP and when it changes (checked
+    /// every 2 s); a file that is not valid keeps the previous credentials. Replaces --token
+    /// (not both); needs --peer-token.
+    #[arg(long, env = "RAFT_BUS_CREDENTIALS")]
+    pub credentials: Option<PathBuf>,
+
+    /// With --credentials: the secret this node sends with its Raft RPC and forwards; its
+    /// hash must be a `peer` entry of the file. Better given by the environment than as a flag.
+    #[arg(long, env = "RAFT_BUS_PEER_TOKEN", hide_env_values = true)]
+    pub peer_token: Option<String>,
 
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "RAFT_BUS_MAX_BODY_BYTES", default_value_t = 4 << 20)]

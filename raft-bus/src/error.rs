@@ -15,8 +15,11 @@ pub enum BusError {
     PayloadTooLarge,
     #[error("send the body as JSON with `Content-Type: application/json`")]
     UnsupportedMediaType,
-    #[error("missing or wrong bearer token: send `Authorization: Bearer <token>`")]
-    Unauthorized,
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Authenticated, but the caller's role or application does not cover the call.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("stream {stream} is at version {current_version}, not at the expected one")]
@@ -38,6 +41,10 @@ pub enum BusError {
     Internal(String),
 }
 
+/// On a 403 this node decided (not one relayed from the leader): why.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
+
 impl BusError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
@@ -47,7 +54,8 @@ impl BusError {
             BusError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
-            BusError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            BusError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            BusError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             BusError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             BusError::WrongExpectedVersion { .. } => {
                 (StatusCode::CONFLICT, "wrong_expected_version")
@@ -89,6 +97,11 @@ impl IntoResponse for BusError {
         if matches!(self, BusError::Busy) {
             return (status, [(header::RETRY_AFTER, "1")], Json(body)).into_response();
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let BusError::Forbidden(why) = self {
+            // Counted and logged where the caller is known (`api::authorize`).
+            resp.extensions_mut().insert(Refusal(why));
+        }
+        resp
     }
 }

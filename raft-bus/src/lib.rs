@@ -2,15 +2,18 @@
 //!
 //! Module map (see ARCHITECTURE.md): [`config`] → [`app`] builds a node from
 //! [`log_store`] (the Raft log), [`state_machine`] over [`event_store`] (the replicated
-//! state), [`network`] (Raft RPC client) and [`api`] (every HTTP route).
+//! state), [`network`] (Raft RPC client) and [`api`] (every HTTP route); [`access`] says who
+//! a request comes from ([`credentials`]) and [`rights`] what it may do.
 
 // openraft's storage traits fix the (large) error type; boxing it would only add copies.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod command_router;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod event_chunk;
 pub mod event_store;
@@ -21,6 +24,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod proposer;
+pub mod rights;
 pub mod rpc_stream;
 pub mod state_machine;
 #[cfg(test)]

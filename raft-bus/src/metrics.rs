@@ -132,6 +132,18 @@ pub static RPC_STREAM_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         .expect("valid counter"),
     )
 });
+pub static FORBIDDEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register(
+        IntCounterVec::new(
+            Opts::new(
+                "raftbus_forbidden_total",
+                "Requests this node refused with 403, by the caller's role",
+            ),
+            &["role"],
+        )
+        .expect("valid counter"),
+    )
+});
 pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     let opts = HistogramOpts::new(
         "raftbus_http_request_seconds",
@@ -225,6 +237,7 @@ pub fn init() {
     LazyLock::force(&HTTP_REQUESTS);
     LazyLock::force(&HTTP_SECONDS);
     LazyLock::force(&RPC_STREAM_CALLS);
+    LazyLock::force(&FORBIDDEN);
     LazyLock::force(&COMMANDS_DONE);
     LazyLock::force(&COMMAND_HANDLERS);
 }

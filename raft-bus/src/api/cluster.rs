@@ -43,7 +43,8 @@ pub fn cluster_info(state: &AppState) -> ClusterInfo {
 }
 
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
-    responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 401, body = super::openapi::ErrorSchema)))]
+    responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 401, body = super::openapi::ErrorSchema),
+        (status = 403, body = super::openapi::ErrorSchema)))]
 pub async fn info(State(state): State<AppState>) -> Json<ClusterInfo> {
     Json(cluster_info(&state))
 }
@@ -59,7 +60,8 @@ fn check_addr(addr: &str) -> Result<(), BusError> {
 
 #[utoipa::path(post, path = "/v1/cluster/learners", tag = "cluster", request_body = taskpool_api::bus::AddLearnerRequest,
     responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema),
+        (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn add_learner(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -78,7 +80,8 @@ pub async fn add_learner(
 
 #[utoipa::path(post, path = "/v1/cluster/membership", tag = "cluster", request_body = taskpool_api::bus::ChangeMembershipRequest,
     responses((status = 200, body = taskpool_api::bus::ClusterInfo), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema),
+        (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn change_membership(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -107,7 +110,8 @@ async fn membership_error(
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             match (f.leader_node, headers.contains_key(FORWARDED_HEADER)) {
                 (Some(leader), false) => {
-                    forward(state, &leader.addr, path, body, Duration::from_secs(60)).await
+                    let timeout = Duration::from_secs(60);
+                    forward(state, headers, &leader.addr, path, body, timeout).await
                 }
                 _ => Err(BusError::NoLeader(
                     "no leader to change membership; retry shortly".into(),
@@ -121,12 +125,17 @@ async fn membership_error(
     }
 }
 
-/// Marks a request to the leader as forwarded (so it is not forwarded again) and adds the
-/// cluster token.
-pub fn to_leader(state: &AppState, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    let req = req.header(FORWARDED_HEADER, "1");
-    match &state.config.token {
-        Some(token) => req.bearer_auth(token),
+/// Marks a request to the leader as forwarded (so it is not forwarded again) and passes the
+/// original client's `Authorization` on: the leader checks the same credential again, so a
+/// forward never carries more rights than its client has.
+pub fn to_leader(
+    state: &AppState,
+    client: &HeaderMap,
+    req: reqwest::RequestBuilder,
+) -> reqwest::RequestBuilder {
+    let req = req.header(FORWARDED_HEADER, state.access.forwarded_marker());
+    match client.get(header::AUTHORIZATION) {
+        Some(auth) => req.header(header::AUTHORIZATION, auth),
         None => req,
     }
 }
@@ -134,6 +143,7 @@ pub fn to_leader(state: &AppState, req: reqwest::RequestBuilder) -> reqwest::Req
 /// Sends a write to the leader and relays its answer as it is.
 pub async fn forward(
     state: &AppState,
+    client: &HeaderMap,
     leader_addr: &str,
     path: &str,
     body: &impl Serialize,
@@ -141,7 +151,7 @@ pub async fn forward(
 ) -> Result<Response, BusError> {
     let url = format!("http://{leader_addr}{path}");
     let req = state.http.post(&url).timeout(timeout).json(body);
-    let resp = to_leader(state, req).send().await.map_err(|e| {
+    let resp = to_leader(state, client, req).send().await.map_err(|e| {
         BusError::NoLeader(format!(
             "the leader at {leader_addr} is unreachable ({e}); retry"
         ))

@@ -23,6 +23,7 @@ use super::{cluster, events::check_name, ApiJson, ApiQuery, AppState, FORWARDED_
 use crate::command_router::{Outcome, ResultRefused};
 use crate::error::BusError;
 use crate::proposer::{self, Leader};
+use crate::rights::Caller;
 
 /// Heartbeats on handler streams: a handler that died is noticed at the next write.
 const HANDLER_HEARTBEAT: Duration = Duration::from_secs(1);
@@ -54,7 +55,7 @@ fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
 
 #[utoipa::path(post, path = "/v1/commands", tag = "commands", request_body = taskpool_api::commands::CommandRequest,
     responses((status = 200, body = taskpool_api::commands::CommandResponse), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema), (status = 503, description = "no handler for the type and routing key, or no leader", body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema), (status = 503, description = "no handler for the type and routing key, or no leader", body = super::openapi::ErrorSchema),
         (status = 504, description = "no answer within the command's timeout", body = super::openapi::ErrorSchema)))]
 pub async fn send(
     State(state): State<AppState>,
@@ -77,6 +78,7 @@ pub async fn send(
     let leader = leader_addr(&state, &headers)?;
     cluster::forward(
         &state,
+        &headers,
         &leader,
         "/v1/commands",
         &req,
@@ -115,22 +117,36 @@ fn split_list(what: &str, list: &str) -> Result<HashSet<String>, BusError> {
     params(("handlerId" = String, Query), ("types" = String, Query, description = "Comma-separated command types"),
         ("routingKeys" = String, Query, description = "Comma-separated routing keys")),
     responses((status = 200, description = "text/event-stream of the commands given to this handler"),
-        (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema)))]
+        (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema),
+        (status = 403, body = super::openapi::ErrorSchema)))]
 pub async fn subscribe_handler(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SubscribeQuery>,
 ) -> Result<Response, BusError> {
     check_name("handlerId", &q.handler_id)?;
     let types = split_list("types", &q.types)?;
     let keys = split_list("routingKeys", &q.routing_keys)?;
-    if let Some((registration, mut rx)) = state.router.register(q.handler_id.clone(), types, keys) {
-        tracing::info!(handler = %q.handler_id, "command handler connected");
+    // Here, on a follower before it relays, and on the leader again.
+    caller.may_handle(&keys)?;
+    let registration =
+        state
+            .router
+            .register(q.handler_id.clone(), caller.owner().to_owned(), types, keys);
+    if let Some((registration, mut rx)) = registration {
+        tracing::info!(handler = %q.handler_id, client = caller.name(), "command handler connected");
         let shutdown = state.shutdown.clone();
+        let access = state.access.clone();
         let stream = async_stream::stream! {
             let _registration = registration;
+            let revoked = access.revoked(&caller);
+            tokio::pin!(revoked);
             loop {
                 tokio::select! {
+                    // Its credential was removed or changed: the handler reconnects with the
+                    // current one, or not at all.
+                    _ = &mut revoked => break,
                     msg = rx.recv() => match msg {
                         Some(msg) => match serde_json::to_string(&*msg) {
                             Ok(json) => yield Ok::<_, Infallible>(Event::default().data(json)),
@@ -160,7 +176,7 @@ pub async fn subscribe_handler(
         percent_encode(&q.types),
         percent_encode(&q.routing_keys)
     );
-    let upstream = cluster::to_leader(&state, state.http_stream.get(&url))
+    let upstream = cluster::to_leader(&state, &headers, state.http_stream.get(&url))
         .send()
         .await
         .map_err(|e| {
@@ -182,7 +198,7 @@ pub async fn subscribe_handler(
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache".into()),
         ],
-        Body::from_stream(upstream.bytes_stream()),
+        Body::from_stream(until_revoked(&state, caller, upstream.bytes_stream())),
     )
         .into_response())
 }
@@ -190,10 +206,11 @@ pub async fn subscribe_handler(
 #[utoipa::path(post, path = "/v1/commands/{id}/result", tag = "commands", request_body = taskpool_api::commands::CommandResult,
     params(("id" = String, Path, description = "Command id (UUID)")),
     responses((status = 204, description = "taken"), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema), (status = 404, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema), (status = 404, body = super::openapi::ErrorSchema),
         (status = 409, body = super::openapi::ErrorSchema)))]
 pub async fn result(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<CommandResult>,
@@ -223,9 +240,17 @@ pub async fn result(
     if !state.router.is_leading() {
         let leader = leader_addr(&state, &headers)?;
         let path = format!("/v1/commands/{id}/result");
-        return cluster::forward(&state, &leader, &path, &body, Duration::from_secs(10)).await;
+        let timeout = Duration::from_secs(10);
+        return cluster::forward(&state, &headers, &leader, &path, &body, timeout).await;
     }
-    match state.router.complete(id, &body.handler_id, outcome) {
+    // Only the leader knows the command's routing key: the rights check is its.
+    let answer = state
+        .router
+        .complete(id, &body.handler_id, caller.owner(), outcome, |key| {
+            caller.handles(key)
+        });
+    match answer {
+        Err(ResultRefused::NotYourKey(key)) => Err(caller.may_not_answer(id, &key)),
         Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
         Err(ResultRefused::Unknown) => Err(BusError::NotFound(format!(
             "no command {id} is waiting for a result (it may have timed out)"
@@ -243,4 +268,15 @@ pub async fn result(
             message: format!("command {id} was not given to handler {}", body.handler_id),
         }),
     }
+}
+
+/// A relayed stream that ends when its caller's credential is no longer in force.
+fn until_revoked<S: futures::Stream + Send + 'static>(
+    state: &AppState,
+    caller: Caller,
+    stream: S,
+) -> impl futures::Stream<Item = S::Item> + Send + 'static {
+    use futures::StreamExt;
+    let access = state.access.clone();
+    stream.take_until(Box::pin(async move { access.revoked(&caller).await }))
 }

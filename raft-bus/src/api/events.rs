@@ -20,6 +20,7 @@ use super::{ApiJson, ApiQuery, AppState};
 use crate::error::BusError;
 use crate::metrics;
 use crate::proposer::ProposeError;
+use crate::rights::Caller;
 use crate::types::{AppendBatch, BatchOutcome, ProposedEvent, StoredEvent};
 
 /// How long an append waits to be committed before the client is told to retry.
@@ -31,14 +32,19 @@ const SUBSCRIBE_PAGE: usize = 256;
 
 #[utoipa::path(post, path = "/v1/append", tag = "events", request_body = taskpool_api::bus::AppendRequest,
     responses((status = 200, body = taskpool_api::bus::AppendResponse), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema), (status = 409, body = super::openapi::ErrorSchema),
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema),
+        (status = 409, body = super::openapi::ErrorSchema),
         (status = 413, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn append(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(request): ApiJson<AppendRequest>,
 ) -> Result<Response, BusError> {
     let started = Instant::now();
     let batch = validate(&request, state.config.max_batch)?;
+    // At the edge, before anything is queued: the leader takes forwarded groups as peer
+    // traffic and does not look again.
+    caller.may_append(&request)?;
     let outcome = match state.proposer.propose(batch).await {
         Ok(outcome) => outcome,
         Err(ProposeError::NoLeader) => {
@@ -203,7 +209,7 @@ fn check_limit(limit: Option<u32>) -> Result<usize, BusError> {
     params(("from" = Option<u64>, Query, description = "First position (default 1)"),
         ("limit" = Option<u32>, Query, description = "At most this many, 1 to 10000 (default 100)")),
     responses((status = 200, body = taskpool_api::bus::EventsPage), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema)))]
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema)))]
 pub async fn read_events(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -242,7 +248,7 @@ pub struct StreamQuery {
         ("fromVersion" = Option<u64>, Query, description = "First version (default 0)"),
         ("limit" = Option<u32>, Query, description = "At most this many, 1 to 10000 (default 100)")),
     responses((status = 200, body = taskpool_api::bus::StreamPage), (status = 400, body = super::openapi::ErrorSchema),
-        (status = 401, body = super::openapi::ErrorSchema)))]
+        (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema)))]
 pub async fn read_stream(
     State(state): State<AppState>,
     Path(stream): Path<String>,
@@ -289,9 +295,10 @@ impl Drop for SubscriberGuard {
     params(("from" = Option<u64>, Query, description = "First position (default 1); a `Last-Event-ID` header resumes after it")),
     responses((status = 200, description = "text/event-stream of `event` (a RecordedEvent, id = position) and heartbeats", body = taskpool_api::bus::RecordedEvent),
         (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema),
-        (status = 503, body = super::openapi::ErrorSchema)))]
+        (status = 403, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
 pub async fn subscribe(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, BusError> {
@@ -304,8 +311,12 @@ pub async fn subscribe(
     })?;
     let store = state.store.clone();
     let shutdown = state.shutdown.clone();
+    let access = state.access.clone();
     let stream = async_stream::stream! {
         let _guard = SubscriberGuard::new(permit);
+        // A subscription ends with its caller's credential (removed or changed).
+        let revoked = access.revoked(&caller);
+        tokio::pin!(revoked);
         let mut head = store.watch_head();
         let mut next = from;
         loop {
@@ -319,7 +330,11 @@ pub async fn subscribe(
                 };
                 if page.is_empty() {
                     // The store was replaced by an older snapshot view; wait for it to grow.
-                    tokio::select! { _ = head.changed() => {}, _ = shutdown.cancelled() => break }
+                    tokio::select! {
+                        _ = head.changed() => {},
+                        _ = shutdown.cancelled() => break,
+                        _ = &mut revoked => break,
+                    }
                     continue;
                 }
                 for e in page {
@@ -333,6 +348,7 @@ pub async fn subscribe(
                 tokio::select! {
                     changed = head.changed() => if changed.is_err() { break },
                     _ = shutdown.cancelled() => break,
+                    _ = &mut revoked => break,
                 }
             }
         }

@@ -23,16 +23,20 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Access;
 use crate::command_router::CommandRouter;
 use crate::config::Config;
-use crate::error::BusError;
+use crate::error::{BusError, Refusal};
 use crate::event_store::EventStore;
 use crate::log_store::LogStore;
 use crate::metrics;
 use crate::proposer::Proposer;
+use crate::rights::{Action, Caller};
 use crate::types::Raft;
 
-/// Marks a request a follower forwarded to the leader, so it is forwarded at most once.
+/// Marks a request a follower forwarded to the leader, so it is forwarded at most once (and
+/// not admitted twice). It grants no right: with credentials it carries the forwarding node's
+/// peer secret, and the original client's `Authorization` is checked again on the leader.
 pub(crate) const FORWARDED_HEADER: &str = "x-raft-bus-forwarded";
 
 /// Raft RPC bodies carry batches of entries and snapshot chunks: larger than client bodies.
@@ -43,6 +47,8 @@ pub type AppState = Arc<AppContext>;
 
 pub struct AppContext {
     pub config: Arc<Config>,
+    /// Who may call what: open, `--token` or `--credentials`.
+    pub access: Arc<Access>,
     pub raft: Raft,
     pub store: EventStore,
     pub log: LogStore,
@@ -60,20 +66,52 @@ pub struct AppContext {
 }
 
 pub fn router(state: AppState) -> Router {
+    // Every route names what it does; `authorize` checks the caller's role for it.
+    let may = |action| middleware::from_fn_with_state(action, authorize);
     let requests = Router::new()
-        .route("/v1/append", post(events::append))
-        .route("/v1/events", get(events::read_events))
-        .route("/v1/streams/{stream}", get(events::read_stream))
-        .route("/v1/commands", post(commands::send))
-        .route("/v1/commands/{id}/result", post(commands::result))
-        .route("/v1/cluster", get(cluster::info))
-        .route("/v1/cluster/learners", post(cluster::add_learner))
-        .route("/v1/cluster/membership", post(cluster::change_membership))
+        .route(
+            "/v1/append",
+            post(events::append).route_layer(may(Action::Append)),
+        )
+        .route(
+            "/v1/events",
+            get(events::read_events).route_layer(may(Action::Read)),
+        )
+        .route(
+            "/v1/streams/{stream}",
+            get(events::read_stream).route_layer(may(Action::Read)),
+        )
+        .route(
+            "/v1/commands",
+            post(commands::send).route_layer(may(Action::SendCommand)),
+        )
+        .route(
+            "/v1/commands/{id}/result",
+            post(commands::result).route_layer(may(Action::AnswerCommand)),
+        )
+        .route(
+            "/v1/cluster",
+            get(cluster::info).route_layer(may(Action::Cluster)),
+        )
+        .route(
+            "/v1/cluster/learners",
+            post(cluster::add_learner).route_layer(may(Action::Membership)),
+        )
+        .route(
+            "/v1/cluster/membership",
+            post(cluster::change_membership).route_layer(may(Action::Membership)),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Long-lived: limited by --max-subscribers and the handler registry, not by admission.
     let streams = Router::new()
-        .route("/v1/subscribe", get(events::subscribe))
-        .route("/v1/handlers/subscribe", get(commands::subscribe_handler));
+        .route(
+            "/v1/subscribe",
+            get(events::subscribe).route_layer(may(Action::Read)),
+        )
+        .route(
+            "/v1/handlers/subscribe",
+            get(commands::subscribe_handler).route_layer(may(Action::HandleCommands)),
+        );
     let client_api = requests
         .merge(streams)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
@@ -83,10 +121,11 @@ pub fn router(state: AppState) -> Router {
         .route("/raft/snapshot", post(raft_rpc::snapshot))
         .route("/raft/propose", post(raft_rpc::propose))
         .route("/raft/stream", post(raft_rpc::stream))
+        .route_layer(may(Action::RaftRpc))
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT));
     let protected = client_api
         .merge(raft_rpc)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)
         .route("/health/live", get(ops::live))
@@ -100,18 +139,42 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
-            return BusError::Unauthorized.into_response();
+/// 401 unless the request names a known caller; the caller goes on as a request extension.
+async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let caller = state.access.authenticate(
+        headers.get(header::AUTHORIZATION),
+        headers.get(FORWARDED_HEADER),
+    );
+    match caller {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
         }
+        Err(e) => e.into_response(),
     }
-    next.run(req).await
+}
+
+/// 403 unless the caller's role may do `action`. Every refusal this node decides, here or in
+/// the handler (a stream, a routing key), is counted by role and logged at debug: a flood of
+/// refused requests must not flood the log.
+async fn authorize(State(action): State<Action>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        return BusError::Internal("a route without authentication".into()).into_response();
+    };
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let resp = match caller.may(action) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    if let Some(Refusal(why)) = resp.extensions().get::<Refusal>() {
+        metrics::FORBIDDEN
+            .with_label_values(&[caller.role_label()])
+            .inc();
+        let route = route.as_ref().map_or("", MatchedPath::as_str);
+        tracing::debug!(client = caller.name(), route, reason = %why, "refused");
+    }
+    resp
 }
 
 /// Load shedding: a request past `--max-concurrent-requests` is answered `busy` at once rather
@@ -125,10 +188,6 @@ async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Ok(_permit) => next.run(req).await,
         Err(_) => BusError::Busy.into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Request count and latency by matched route (never by raw path, which is unbounded).
@@ -147,6 +206,19 @@ async fn track(req: Request, next: Next) -> Response {
         .with_label_values(&[&route, resp.status().as_str()])
         .inc();
     resp
+}
+
+/// The caller `authenticate` found; every protected route has one.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = BusError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, BusError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| BusError::Internal("a route without authentication".into()))
+    }
 }
 
 /// A JSON body whose every rejection is answered in the project's error format.
