@@ -17,11 +17,13 @@ use tokio::time::Instant;
 
 pub mod collector;
 pub mod core;
+pub mod credentials;
 pub mod engine;
 pub mod service;
 
 pub use collector::Collector;
 pub use core::Core;
+pub use credentials::BusCredential;
 pub use engine::Engine;
 pub use service::Service;
 
@@ -151,14 +153,51 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     peers: String,
     extra_args: Vec<String>,
+    auth: Auth,
     _dir: tempfile::TempDir,
     http: reqwest::Client,
+}
+
+/// How the nodes authenticate callers.
+enum Auth {
+    /// `--token TOKEN`: one secret with every right.
+    Token,
+    /// `--credentials FILE`; `clients` include [`credentials::PEER_CLIENT`] (the nodes'
+    /// `RAFT_BUS_PEER_TOKEN`) and [`credentials::ADMIN_CLIENT`] (the cluster's own helpers).
+    Credentials {
+        file: PathBuf,
+        clients: Vec<BusCredential>,
+    },
 }
 
 impl Cluster {
     /// Starts three nodes with the same `--peers` and waits until every one is ready.
     pub async fn start(extra_args: &[&str]) -> Cluster {
+        Self::start_with(extra_args, |_| Auth::Token).await
+    }
+
+    /// Starts three nodes with `--credentials` (a file of `clients`, each secret stored as its
+    /// SHA-256, plus a peer and an admin entry of its own) and `RAFT_BUS_PEER_TOKEN` instead of
+    /// `--token`, and waits until every one is ready. Each client's secret is in its
+    /// [`BusCredential`] and [`Cluster::secret`]; [`Cluster::client_as`] makes its client. The
+    /// cluster's own helpers (`client`, `leader`, `wait_head`, …) call as the admin entry.
+    pub async fn start_with_credentials(clients: &[BusCredential], extra_args: &[&str]) -> Cluster {
+        let mut all = vec![
+            BusCredential::peer(credentials::PEER_CLIENT),
+            BusCredential::admin(credentials::ADMIN_CLIENT),
+        ];
+        all.extend_from_slice(clients);
+        Self::start_with(extra_args, |dir| {
+            let file = dir.join("credentials.toml");
+            credentials::write_file(&file, credentials::file_of(&all).as_bytes());
+            Auth::Credentials { file, clients: all }
+        })
+        .await
+    }
+
+    async fn start_with(extra_args: &[&str], auth: impl FnOnce(&Path) -> Auth) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let auth = auth(dir.path());
         let nodes: Vec<Node> = (1..=3)
             .map(|id| Node {
                 id,
@@ -176,6 +215,7 @@ impl Cluster {
             nodes,
             peers,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            auth,
             _dir: dir,
             http: reqwest::Client::new(),
         };
@@ -203,11 +243,25 @@ impl Cluster {
             .append(true)
             .open(node.log_path())
             .expect("node log file");
-        let child = Command::new(raft_bus_binary())
+        let mut command = Command::new(raft_bus_binary());
+        command
             .args(["--node-id", &id.to_string(), "--listen", &node.addr])
             .arg("--data-dir")
             .arg(&node.dir)
-            .args(["--peers", &peers, "--token", TOKEN])
+            .args(["--peers", &peers]);
+        match &self.auth {
+            Auth::Token => {
+                command.args(["--token", TOKEN]);
+            }
+            Auth::Credentials { file, clients } => {
+                let peer = clients.iter().find(|c| c.name == credentials::PEER_CLIENT);
+                command
+                    .arg("--credentials")
+                    .arg(file)
+                    .env("RAFT_BUS_PEER_TOKEN", &peer.expect("peer entry").secret);
+            }
+        }
+        let child = command
             .args(&extra)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
@@ -257,12 +311,82 @@ impl Cluster {
         .await;
     }
 
-    /// A client that knows only the given nodes.
+    /// A client that knows only the given nodes (with credentials: as the admin entry).
     pub fn client(&self, ids: &[u64]) -> BusClient {
+        match &self.auth {
+            Auth::Token => self.client_with(ids, TOKEN),
+            Auth::Credentials { .. } => {
+                self.client_with(ids, &self.secret(credentials::ADMIN_CLIENT))
+            }
+        }
+    }
+
+    /// A client of the given nodes that sends `secret`.
+    pub fn client_with(&self, ids: &[u64], secret: &str) -> BusClient {
         let urls = ids.iter().map(|id| self.node(*id).url()).collect();
-        let mut config = ClientConfig::new(urls, Some(TOKEN.into()));
+        let mut config = ClientConfig::new(urls, Some(secret.into()));
         config.idle_timeout = Duration::from_secs(5);
         BusClient::new(config).expect("client")
+    }
+
+    /// A client of the given nodes calling as the credentials entry `name` (with `--token`:
+    /// as the token).
+    pub fn client_as(&self, name: &str, ids: &[u64]) -> BusClient {
+        self.client_with(ids, &self.secret(name))
+    }
+
+    /// The secret of the credentials entry `name`, as it is now (with `--token`: the token).
+    pub fn secret(&self, name: &str) -> String {
+        match &self.auth {
+            Auth::Token => TOKEN.into(),
+            Auth::Credentials { clients, .. } => clients
+                .iter()
+                .find(|c| c.name == name)
+                .unwrap_or_else(|| panic!("no credentials entry {name}"))
+                .secret
+                .clone(),
+        }
+    }
+
+    /// The nodes' credentials file (`None` with `--token`).
+    pub fn credentials_file(&self) -> Option<&Path> {
+        match &self.auth {
+            Auth::Token => None,
+            Auth::Credentials { file, .. } => Some(file),
+        }
+    }
+
+    /// Rewrites the credentials file (in one rename) with `clients` in place of the ones it
+    /// was started with; the peer and admin entries stay. The nodes take it at the next check
+    /// of the file (every 2 s) or at [`Cluster::reload_credentials`].
+    pub fn set_credentials(&mut self, clients: &[BusCredential]) {
+        let Auth::Credentials { file, clients: all } = &mut self.auth else {
+            panic!("the cluster runs with --token, not --credentials");
+        };
+        all.retain(|c| c.name == credentials::PEER_CLIENT || c.name == credentials::ADMIN_CLIENT);
+        all.extend_from_slice(clients);
+        credentials::write_file(file, credentials::file_of(all).as_bytes());
+    }
+
+    /// The clients of the credentials file other than the peer and admin entries.
+    pub fn credentials(&self) -> Vec<BusCredential> {
+        match &self.auth {
+            Auth::Token => Vec::new(),
+            Auth::Credentials { clients, .. } => clients
+                .iter()
+                .filter(|c| {
+                    c.name != credentials::PEER_CLIENT && c.name != credentials::ADMIN_CLIENT
+                })
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// SIGHUP to every running node: they re-read the credentials file.
+    pub fn reload_credentials(&self) {
+        for id in self.running() {
+            self.signal(id, Signal::SIGHUP);
+        }
     }
 
     pub fn running(&self) -> Vec<u64> {

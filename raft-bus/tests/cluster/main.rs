@@ -1,6 +1,8 @@
 //! Cluster tests: three real `raft-bus` processes on loopback per test.
 
 mod commands;
+mod credentials;
+mod credentials_reload;
 mod fuzz;
 mod harness;
 mod limits;
