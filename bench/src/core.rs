@@ -315,7 +315,7 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
             .iter()
             .map(|t| {
                 Ok(NewEvent::new(
-                    task_stream(&t.task_id),
+                    task_stream(&t.source.application, &t.task_id),
                     "TaskCreated",
                     &TaskEvent::Created(t.clone()).to_json()?,
                 )?)

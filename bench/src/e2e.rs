@@ -157,7 +157,7 @@ async fn bench(args: &E2eArgs) -> Result<String> {
             .core
             .call(
                 Method::POST,
-                &format!("/api/v1/tasks/{task}/claim"),
+                &format!("/api/v1/tasks/{}/{task}/claim", stack.app),
                 "rita",
                 &["reviewers"],
                 None,

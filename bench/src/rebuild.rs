@@ -125,7 +125,7 @@ async fn fill(bus: &BusClient, tasks: Vec<Vec<TaskEvent>>) -> Result<usize> {
             .iter()
             .map(|e| {
                 Ok(NewEvent::new(
-                    task_stream(e.task_id()),
+                    task_stream(&e.source().application, e.task_id()),
                     e.event_type(),
                     &e.to_json()?,
                 )?)

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use taskpool_api::error::ErrorBody;
 use taskpool_api::handler::{self, HandlerConfig};
-use taskpool_api::tasks::TASK_COMMAND_TYPES;
+use taskpool_api::task_commands::TASK_COMMAND_TYPES;
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::sync::watch;
 
@@ -339,6 +339,7 @@ async fn work_while_held(
         snapshots: ctx.snapshots.clone(),
         emitter: ctx.emitter.clone(),
         metrics: ctx.metrics.clone(),
+        application: ctx.config.application.clone(),
     });
     let handler_config = HandlerConfig {
         handler_id: format!("{}-{}", ctx.config.application, uuid::Uuid::new_v4()),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskpool_api::commands::{CommandMessage, CommandResult};
-use taskpool_api::tasks::{
-    AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, TaskCommandResult, UnclaimTask,
-    UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, START_PROCESS, UNCLAIM_TASK,
-    UNDEFER_TASK,
+use taskpool_api::task_commands::{
+    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, TaskCommandResult,
+    UnclaimTask, UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, START_PROCESS,
+    UNCLAIM_TASK, UNDEFER_TASK,
 };
 
+use crate::authority;
 use crate::dates;
 use crate::emitter::{EmitError, Emitter, Head};
 use crate::engine::EngineError;
@@ -23,6 +24,8 @@ pub struct Executor {
     pub snapshots: Arc<Snapshots>,
     pub emitter: Arc<Emitter>,
     pub metrics: Metrics,
+    /// The application this collector executes commands for (the routing key it handles).
+    pub application: String,
 }
 
 /// A failed command: the status the sender gets, a stable code and a clear message.
@@ -33,7 +36,7 @@ pub struct Failure {
     message: String,
 }
 
-fn fail(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         status,
         code,
@@ -119,30 +122,42 @@ impl Executor {
     }
 
     async fn run(&self, command: &CommandMessage) -> Result<TaskCommandResult, Failure> {
+        if command.routing_key != self.application {
+            return Err(fail(
+                404,
+                "unknown_application",
+                format!(
+                    "this collector serves application {}, not {}",
+                    self.application, command.routing_key
+                ),
+            ));
+        }
         let engine = self.snapshots.engine();
         let p = &command.payload;
         let task_id = match command.command_type.as_str() {
             CLAIM_TASK => {
                 let c: ClaimTask = payload(p)?;
+                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
                 engine.claim(&c.task_id, &c.user).await?;
                 c.task_id
             }
             UNCLAIM_TASK => {
                 let c: UnclaimTask = payload(p)?;
+                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
                 engine.unclaim(&c.task_id).await?;
                 c.task_id
             }
             ASSIGN_TASK => {
                 let c: AssignTask = payload(p)?;
+                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
                 engine.set_assignee(&c.task_id, c.user.as_deref()).await?;
                 c.task_id
             }
             COMPLETE_TASK => {
                 let c: CompleteTask = payload(p)?;
-                let task = engine.task(&c.task_id).await?.ok_or_else(|| {
-                    fail(404, "task_not_found", format!("no open task {}", c.task_id))
-                })?;
-                // Completed by a user: the task records who, as Tasklist does by claiming first.
+                let task = authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
+                // Completed by a user: the task records who, as Tasklist does by claiming first
+                // (which the engine refuses if someone claimed it meanwhile).
                 if let (Some(user), None) = (&c.user, &task.assignee) {
                     engine.claim(&c.task_id, user).await?;
                 }
@@ -160,13 +175,14 @@ impl Executor {
                         format!("followUp {:?} is not an RFC 3339 date", c.follow_up),
                     )
                 })?;
-                self.set_follow_up(&c.task_id, Some(dates::to_engine(at)))
+                self.set_follow_up(&c.task_id, c.actor.as_ref(), Some(dates::to_engine(at)))
                     .await?;
                 c.task_id
             }
             UNDEFER_TASK => {
                 let c: UndeferTask = payload(p)?;
-                self.set_follow_up(&c.task_id, None).await?;
+                self.set_follow_up(&c.task_id, c.actor.as_ref(), None)
+                    .await?;
                 c.task_id
             }
             START_PROCESS => return self.start(payload(p)?).await,
@@ -180,6 +196,7 @@ impl Executor {
         };
         let head = self.record(&task_id).await?;
         Ok(TaskCommandResult {
+            application: Some(self.application.clone()),
             task_id: Some(task_id),
             process_instance_id: None,
             position: head.position,
@@ -188,19 +205,35 @@ impl Executor {
         })
     }
 
-    /// Read, modify, write: `PUT /task/{id}` clears every field it is not given.
-    async fn set_follow_up(&self, task_id: &str, follow_up: Option<String>) -> Result<(), Failure> {
+    /// Read, modify, write: `PUT /task/{id}` clears every field it is not given. The write
+    /// carries the state read for the check an instant before (never the view's), and a write
+    /// the engine refused for a concurrent change (its optimistic lock) starts again from a
+    /// fresh read. Camunda's REST API has no conditional update, so a change that lands between
+    /// that read and the write (milliseconds) can still be overwritten.
+    async fn set_follow_up(
+        &self,
+        task_id: &str,
+        actor: Option<&Actor>,
+        follow_up: Option<String>,
+    ) -> Result<(), Failure> {
         let engine = self.snapshots.engine();
-        let task = engine
-            .task(task_id)
-            .await?
-            .ok_or_else(|| fail(404, "task_not_found", format!("no open task {task_id}")))?;
-        engine.put_task(&task, follow_up).await?;
-        Ok(())
+        let mut attempt = 0;
+        loop {
+            let task = authority::task_for(engine, task_id, actor).await?;
+            match engine.put_task(&task, follow_up.clone()).await {
+                Err(crate::engine::EngineError::Api { code: Some(1), .. }) if attempt < 3 => {
+                    attempt += 1;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     async fn start(&self, c: StartProcess) -> Result<TaskCommandResult, Failure> {
         let engine = self.snapshots.engine();
+        if let Some(actor) = &c.actor {
+            authority::startable(engine, &c.process_definition_key, actor).await?;
+        }
         let started = engine
             .start_process(
                 &c.process_definition_key,
@@ -221,6 +254,7 @@ impl Executor {
             }
         }
         Ok(TaskCommandResult {
+            application: Some(self.application.clone()),
             task_id: tasks.first().map(|t| t.id.clone()),
             process_instance_id: Some(started.id),
             position: first.as_ref().map_or(0, |h| h.position),

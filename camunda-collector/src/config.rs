@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use taskpool_api::streams::valid_application;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -26,8 +27,9 @@ so no change is lost. Two collectors of one application may run: one works, the 
 over within seconds when it stops (a PostgreSQL advisory lock decides)."
 )]
 pub struct Config {
-    /// This engine's application name: the routing key of its commands and the `application`
-    /// of every event it reports.
+    /// This engine's application name, unique on the platform: `[a-z][a-z0-9-]{0,39}`. It keys
+    /// everything the engine names (streams `task/{application}/{taskId}` …), is the routing
+    /// key of its commands and the `application` of every event it reports.
     #[arg(long, env = "COLLECTOR_APPLICATION", default_value = "camunda")]
     pub application: String,
 
@@ -141,9 +143,8 @@ impl Config {
         if self.mode == Mode::Hook && self.hook_secret.as_deref().is_none_or(str::is_empty) {
             return Err("--mode hook needs --hook-secret (env COLLECTOR_HOOK_SECRET), the secret the engine plugin signs with".into());
         }
-        if self.application.is_empty() || self.application.contains(',') {
-            return Err("--application must be non-empty and contain no comma".into());
-        }
+        valid_application(&self.application)
+            .map_err(|e| format!("--application {:?}: {e}", self.application))?;
         if self.bus.is_empty() {
             return Err("--bus needs at least one node URL".into());
         }

@@ -116,8 +116,22 @@ fn plan(current: Option<&Stored>, obs: &Observation) -> Option<(Vec<TaskEvent>, 
             }
             Some((events, next))
         }
-        (Some(c), Observation::Finished { delete_reason, .. }) => Some((
-            vec![finished_events(&c.task, delete_reason)],
+        (
+            Some(c),
+            Observation::Finished {
+                task,
+                delete_reason,
+            },
+        ) => Some((
+            // The engine's record of the end names who held the task last (a completion
+            // through the platform claims a free task first, unseen in between).
+            vec![finished_events(
+                &taskpool_api::tasks::Task {
+                    assignee: task.assignee.clone().or_else(|| c.task.assignee.clone()),
+                    ..c.task.clone()
+                },
+                delete_reason,
+            )],
             Stored {
                 finished: true,
                 ..c.clone()
@@ -156,7 +170,7 @@ impl Emitter {
         via: &'static str,
     ) -> Result<Option<Head>, EmitError> {
         let task_id = obs.task().task_id.as_str();
-        let stream = task_stream(task_id);
+        let stream = task_stream(&self.application, task_id);
         let _guard = self.lock(task_id).await;
         let mut current = self.store.load(task_id).await?;
         for _ in 0..10 {

@@ -8,6 +8,7 @@
 //! - [`store`]: state in PostgreSQL and the advisory lock; [`app`]: the wiring.
 
 pub mod app;
+pub mod authority;
 pub mod commands;
 pub mod config;
 pub mod dates;

@@ -61,6 +61,10 @@ impl Registry {
                     continue;
                 }
                 let form_key = self.engine.start_form_key(&d.id).await?;
+                let starters = crate::authority::starters_of(
+                    &self.engine.definition_xml(&d.id).await?,
+                    &d.key,
+                );
                 let event = ProcessDefinitionRegistered {
                     application: self.application.clone(),
                     key: d.key.clone(),
@@ -69,13 +73,13 @@ impl Registry {
                     name: d.name.clone(),
                     version_tag: d.version_tag.clone(),
                     startable_in_tasklist: d.startable_in_tasklist,
-                    // Camunda's REST API does not expose candidate starters.
-                    candidate_starter_users: Vec::new(),
-                    candidate_starter_groups: Vec::new(),
+                    // From the BPMN: the REST API does not list candidate starters.
+                    candidate_starter_users: starters.users,
+                    candidate_starter_groups: starters.groups,
                     form_key,
                     tenant_id: d.tenant_id.clone(),
                 };
-                let stream = process_definition_stream(&d.id);
+                let stream = process_definition_stream(&self.application, &d.id);
                 let request = AppendRequest {
                     events: vec![
                         NewEvent::new(&stream, PROCESS_DEFINITION_REGISTERED, &event)

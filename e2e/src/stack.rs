@@ -83,7 +83,7 @@ impl Stack {
 
     /// Waits until `user` (in `groups`) sees task `id` in the task API, and returns it.
     pub async fn visible(&self, id: &str, user: &str, groups: &[&str]) -> Value {
-        let path = format!("/api/v1/tasks/{id}");
+        let path = format!("/api/v1/tasks/{}/{id}", self.app);
         wait_for(
             &format!("task {id} visible to {user}"),
             Duration::from_secs(60),
@@ -97,7 +97,7 @@ impl Stack {
 
     /// Waits until task `id` is not visible to `user` any more (404).
     pub async fn gone(&self, id: &str, user: &str, groups: &[&str]) {
-        let path = format!("/api/v1/tasks/{id}");
+        let path = format!("/api/v1/tasks/{}/{id}", self.app);
         wait_for(
             &format!("task {id} gone for {user}"),
             Duration::from_secs(60),
@@ -118,7 +118,7 @@ impl Stack {
         groups: &[&str],
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let path = format!("/api/v1/tasks/{id}");
+        let path = format!("/api/v1/tasks/{}/{id}", self.app);
         let check = &check;
         wait_for(what, Duration::from_secs(60), || async {
             let (status, task) = self.core.get(&path, user, groups).await;

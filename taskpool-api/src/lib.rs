@@ -4,7 +4,8 @@
 //! - [`bus`]: the event-store and cluster types of the raft-bus client API.
 //! - [`error`]: the `{"error":{"code","message"}}` body every service answers with.
 //! - [`sse`]: a small incremental parser for `text/event-stream`.
-//! - [`tasks`]: task events, their fold, and the task commands.
+//! - [`tasks`]: task events, their fold, and the stream and key of a task.
+//! - [`task_commands`]: the task commands and their results.
 //! - [`client`]: [`client::BusClient`], which retries across nodes and follows subscriptions.
 
 pub mod bus;
@@ -15,6 +16,7 @@ pub mod handler;
 pub mod service;
 pub mod sse;
 pub mod streams;
+pub mod task_commands;
 pub mod tasks;
 
 pub use client::{BusClient, ClientConfig, ClientError};

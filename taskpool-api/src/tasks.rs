@@ -1,5 +1,6 @@
 //! Task events (what the collector appends, what taskpool-core projects) and the task commands
-//! that flow the other way. One stream per task: `task-{taskId}`.
+//! that flow the other way. One stream per task: `task/{application}/{taskId}` (engine ids are
+//! unique only within one engine, so every key carries its application).
 //!
 //! Dates are RFC 3339 in UTC with milliseconds (`2026-11-23T20:40:05.123Z`), so they sort as
 //! text. The state of a task is the fold of its stream ([`Task::apply`]).
@@ -18,16 +19,72 @@ pub const TASK_DELETED: &str = "TaskDeleted";
 pub const PROCESS_DEFINITION_REGISTERED: &str = "ProcessDefinitionRegistered";
 pub const IDENTITY_SYNCED: &str = "IdentitySynced";
 
-pub fn task_stream(task_id: &str) -> String {
-    format!("task-{task_id}")
+/// `task/{application}/{taskId}`: the stream of one task.
+pub fn task_stream(application: &str, task_id: &str) -> String {
+    format!("task/{application}/{task_id}")
 }
 
-pub fn process_definition_stream(definition_id: &str) -> String {
-    format!("process-definition-{definition_id}")
+/// `process-definition/{application}/{definitionId}`
+pub fn process_definition_stream(application: &str, definition_id: &str) -> String {
+    format!("process-definition/{application}/{definition_id}")
 }
 
+/// `identity/{application}`: the users and groups one engine knows.
 pub fn identity_stream(application: &str) -> String {
-    format!("identity-{application}")
+    format!("identity/{application}")
+}
+
+/// How a stream holds task events: as `task/{application}/{taskId}`, or in the first layout
+/// (`task-{taskId}`, written before application keys), where the application is the one in
+/// each event's `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStream<'a> {
+    Keyed {
+        application: &'a str,
+        task_id: &'a str,
+    },
+    FirstLayout {
+        task_id: &'a str,
+    },
+}
+
+impl<'a> TaskStream<'a> {
+    pub fn parse(stream: &'a str) -> Option<TaskStream<'a>> {
+        if let Some(rest) = stream.strip_prefix("task/") {
+            let (application, task_id) = rest.split_once('/')?;
+            return (!application.is_empty() && !task_id.is_empty()).then_some(TaskStream::Keyed {
+                application,
+                task_id,
+            });
+        }
+        let task_id = stream.strip_prefix("task-")?;
+        (!task_id.is_empty()).then_some(TaskStream::FirstLayout { task_id })
+    }
+}
+
+/// A task's key across the platform: its application and its id in that application's engine.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TaskKey {
+    pub application: String,
+    pub task_id: String,
+}
+
+impl TaskKey {
+    pub fn new(application: impl Into<String>, task_id: impl Into<String>) -> TaskKey {
+        TaskKey {
+            application: application.into(),
+            task_id: task_id.into(),
+        }
+    }
+}
+
+/// `application/taskId`: unambiguous, because an application name holds no `/`.
+impl std::fmt::Display for TaskKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.application, self.task_id)
+    }
 }
 
 /// Where a task comes from; every task event carries it.
@@ -219,6 +276,17 @@ impl TaskEvent {
         }
     }
 
+    pub fn source(&self) -> &SourceReference {
+        match self {
+            TaskEvent::Created(e) => &e.source,
+            TaskEvent::Assigned(e) => &e.source,
+            TaskEvent::CandidatesChanged(e) => &e.source,
+            TaskEvent::Updated(e) => &e.source,
+            TaskEvent::Completed(e) => &e.source,
+            TaskEvent::Deleted(e) => &e.source,
+        }
+    }
+
     /// Completed or deleted: nothing follows in the stream.
     pub fn is_final(&self) -> bool {
         matches!(self, TaskEvent::Completed(_) | TaskEvent::Deleted(_))
@@ -296,6 +364,11 @@ impl TaskFold {
 }
 
 impl Task {
+    /// Its key: `source.application` and the task id.
+    pub fn key(&self) -> TaskKey {
+        TaskKey::new(&self.source.application, &self.task_id)
+    }
+
     /// Applies a change to an open task (a `Created` event replaces it).
     pub fn apply(&mut self, event: &TaskEvent) {
         match event {
@@ -379,7 +452,7 @@ impl Task {
     }
 }
 
-/// `ProcessDefinitionRegistered`, stream `process-definition-{id}`.
+/// `ProcessDefinitionRegistered`, stream `process-definition/{application}/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -397,7 +470,7 @@ pub struct ProcessDefinitionRegistered {
     pub tenant_id: Option<String>,
 }
 
-/// `IdentitySynced`, stream `identity-{application}`: every user the engine knows and the ids
+/// `IdentitySynced`, stream `identity/{application}`: every user the engine knows and the ids
 /// of its groups.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -416,93 +489,6 @@ pub struct IdentityUser {
     pub last_name: Option<String>,
     pub email: Option<String>,
     pub groups: Vec<String>,
-}
-
-/// Task command types (routing key: the collector's application name).
-pub const CLAIM_TASK: &str = "ClaimTask";
-pub const UNCLAIM_TASK: &str = "UnclaimTask";
-pub const ASSIGN_TASK: &str = "AssignTask";
-pub const COMPLETE_TASK: &str = "CompleteTask";
-pub const DEFER_TASK: &str = "DeferTask";
-pub const UNDEFER_TASK: &str = "UndeferTask";
-pub const START_PROCESS: &str = "StartProcess";
-pub const TASK_COMMAND_TYPES: [&str; 7] = [
-    CLAIM_TASK,
-    UNCLAIM_TASK,
-    ASSIGN_TASK,
-    COMPLETE_TASK,
-    DEFER_TASK,
-    UNDEFER_TASK,
-    START_PROCESS,
-];
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClaimTask {
-    pub task_id: String,
-    pub user: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UnclaimTask {
-    pub task_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AssignTask {
-    pub task_id: String,
-    /// `None` unassigns.
-    pub user: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CompleteTask {
-    pub task_id: String,
-    pub user: Option<String>,
-    /// Plain JSON values; the collector converts them to Camunda typed values.
-    #[serde(default)]
-    pub variables: Map<String, Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DeferTask {
-    pub task_id: String,
-    /// RFC 3339.
-    pub follow_up: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UndeferTask {
-    pub task_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartProcess {
-    pub process_definition_key: String,
-    pub business_key: Option<String>,
-    #[serde(default)]
-    pub variables: Map<String, Value>,
-    pub user: Option<String>,
-}
-
-/// What a task command answers: the event that records its effect, so the caller can wait
-/// until a projection has reached `position` (read-your-writes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TaskCommandResult {
-    /// The task (for StartProcess: the first task of the new instance, if any).
-    pub task_id: Option<String>,
-    pub process_instance_id: Option<String>,
-    /// Global position of the last event of the affected stream after the command.
-    pub position: u64,
-    pub stream: Option<String>,
-    pub version: Option<u64>,
 }
 
 #[cfg(test)]
@@ -557,6 +543,43 @@ mod tests {
         let json = serde_json::to_value(update).expect("encode");
         assert_eq!(json["name"], Value::Null);
         assert!(json.get("priority").is_none());
+    }
+
+    #[test]
+    fn task_streams_parse_in_both_layouts() {
+        let keyed = task_stream("billing", "42");
+        assert_eq!(keyed, "task/billing/42");
+        assert_eq!(
+            TaskStream::parse(&keyed),
+            Some(TaskStream::Keyed {
+                application: "billing",
+                task_id: "42"
+            })
+        );
+        // A task id may hold a slash (the engine accepts any id); the application cannot.
+        assert_eq!(
+            TaskStream::parse("task/local/a/b"),
+            Some(TaskStream::Keyed {
+                application: "local",
+                task_id: "a/b"
+            })
+        );
+        assert_eq!(
+            TaskStream::parse("task-42"),
+            Some(TaskStream::FirstLayout { task_id: "42" })
+        );
+        for other in [
+            "task/",
+            "task/x",
+            "task//1",
+            "task/x/",
+            "task-",
+            "identity/x",
+            "tasks-1",
+        ] {
+            assert_eq!(TaskStream::parse(other), None, "{other}");
+        }
+        assert_eq!(TaskKey::new("local", "7").to_string(), "local/7");
     }
 
     #[test]

@@ -46,9 +46,11 @@ impl App {
         ))?;
         let metrics = Metrics::new();
         let store = connect_store(&config.view.mongo_url, &config.view.database).await?;
-        let (projector, projection) = Projector::load(store.clone(), bus.clone(), metrics.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load the view: {e}"))?;
+        let realms = config.realms().map_err(anyhow::Error::msg)?;
+        let (projector, projection) =
+            Projector::load(store.clone(), bus.clone(), metrics.clone(), realms)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot load the view: {e}"))?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

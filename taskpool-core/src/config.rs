@@ -88,6 +88,18 @@ pub struct ServeConfig {
     #[arg(long, env = "TASKPOOL_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
+    /// Applications whose engines share one identity realm, comma separated (repeatable; env:
+    /// realms separated by `;`). A user's groups from an engine's identity count only for that
+    /// application's tasks and definitions, unless its application is in a realm with others:
+    /// then they count for all of them. Groups from a JWT or the gateway count everywhere.
+    #[arg(
+        long = "identity-realm",
+        env = "TASKPOOL_IDENTITY_REALMS",
+        value_delimiter = ';',
+        value_name = "APP,APP,..."
+    )]
+    pub identity_realms: Vec<String>,
+
     /// Take the user from `X-User` and groups from `X-Groups` (comma separated). Only behind a
     /// gateway that authenticates users and sets these headers itself.
     #[arg(long, env = "TASKPOOL_TRUST_IDENTITY_HEADERS")]
@@ -127,8 +139,25 @@ pub struct RebuildConfig {
 }
 
 impl ServeConfig {
+    /// The identity realms of `--identity-realm`.
+    pub fn realms(&self) -> Result<crate::view::Realms, String> {
+        let realms: Vec<Vec<String>> = self
+            .identity_realms
+            .iter()
+            .map(|r| {
+                r.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        crate::view::Realms::new(&realms).map_err(|e| format!("--identity-realm: {e}"))
+    }
+
     /// Refuses settings that cannot work, with a message saying what to change.
     pub fn validate(&self) -> Result<(), String> {
+        self.realms()?;
         if self.jwt_secret.is_none()
             && self.jwt_public_key.is_none()
             && !self.trust_identity_headers

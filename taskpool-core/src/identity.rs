@@ -1,13 +1,11 @@
 //! Who is asking: a JWT (HS256 or RS256; `sub`, `groups`) or, behind a trusted gateway,
 //! the `X-User` and `X-Groups` headers. The engines' identity (`IdentitySynced`) adds groups.
 
-use std::collections::HashSet;
-
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::view::{group_principal, user_principal, View};
+use crate::view::{Principals, View};
 
 pub const USER_HEADER: &str = "x-user";
 pub const GROUPS_HEADER: &str = "x-groups";
@@ -23,16 +21,29 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `user:{user}` and `group:{g}` for each group from the request and from the engines.
-    pub fn principals(&self, view: &View) -> HashSet<String> {
-        std::iter::once(user_principal(&self.user))
-            .chain(
-                self.groups
-                    .iter()
-                    .chain(view.groups_of(&self.user))
-                    .map(|g| group_principal(g)),
-            )
-            .collect()
+    /// `user:{user}` and `group:{g}` for each group of the request, in every application, and
+    /// per application the groups its identity realm gives the user.
+    pub fn principals(&self, view: &View) -> Principals {
+        Principals::new(
+            &self.user,
+            &self.groups,
+            view.applications()
+                .map(|app| (app.to_owned(), view.groups_of(app, &self.user))),
+        )
+    }
+
+    /// The groups that count for this user in `application`: the request's and those of the
+    /// application's identity realm. Sent with each command, for the engine to judge.
+    pub fn groups_in(&self, view: &View, application: &str) -> Vec<String> {
+        let mut groups: Vec<String> = self
+            .groups
+            .iter()
+            .cloned()
+            .chain(view.groups_of(application, &self.user))
+            .collect();
+        groups.sort();
+        groups.dedup();
+        groups
     }
 }
 

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod metrics;
 pub mod projection;
 pub mod query;
+pub mod realms;
 pub mod rebuild;
 pub mod store;
 pub mod view;

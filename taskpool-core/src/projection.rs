@@ -76,8 +76,9 @@ impl Projector {
         store: Store,
         bus: BusClient,
         metrics: Metrics,
+        realms: crate::view::Realms,
     ) -> Result<(Projector, Projection), crate::store::StoreError> {
-        let mut view = View::default();
+        let mut view = View::new(realms);
         let stored = store.load(&mut view).await?;
         tracing::info!(
             position = stored,
@@ -168,17 +169,14 @@ impl Projector {
         let mut published = Vec::new();
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         for event in batch {
-            let fresh = event
-                .stream
-                .strip_prefix("task-")
-                .is_some_and(|id| view.task(id).is_none() && view.tombstone(id).is_none());
             match view.apply(event) {
                 Ok(Applied::Skipped) => continue,
                 Ok(Applied::Task(change)) => {
-                    if fresh {
-                        new_tasks.insert(change.task_id.clone());
+                    let key = change.key();
+                    if change.new {
+                        new_tasks.insert(key.clone());
                     }
-                    tasks.insert(change.task_id.clone());
+                    tasks.insert(key);
                     published.push(Arc::new(change));
                 }
                 Ok(Applied::Definition(id)) => {

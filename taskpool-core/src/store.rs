@@ -1,12 +1,15 @@
 //! The durable view in MongoDB. The only module that talks to MongoDB.
 //!
 //! Collections (database `--database`):
-//! - `tasks`: one document per task, `_id` = task id. Open tasks hold the whole task plus
-//!   `authorizedPrincipals`; a completed or deleted task is a tombstone `{state: "closed",
-//!   position}` until the stored position passes it (see `View::forget_tombstones`).
-//! - `process_definitions`: `_id` = definition id.
+//! - `tasks`: one document per task, `_id` = `{application}/{taskId}`. Open tasks hold the
+//!   whole task plus `authorizedPrincipals`; a completed or deleted task is a tombstone
+//!   `{state: "closed", position}` until the stored position passes it (see
+//!   `View::forget_tombstones`).
+//! - `process_definitions`: `_id` = `{application}/{definitionId}`.
 //! - `users`: `_id` = `{application}/{user}`, with the user's groups in that engine.
-//! - `view_position`: `{_id: "view", position}`, the last bus position fully written.
+//! - `view_position`: `{_id: "view", position, layout}`, the last bus position fully written
+//!   and the layout of the documents. A view of an older layout (keys without application)
+//!   is dropped at load and replayed from the bus.
 //!
 //! Every task document carries the position of the last event applied to it. The projection
 //! skips any event at or below it (in memory, where the stored view is loaded at start), so a
@@ -36,6 +39,8 @@ const TASKS: &str = "tasks";
 const DEFINITIONS: &str = "process_definitions";
 const USERS: &str = "users";
 const POSITION: &str = "view_position";
+/// The document layout this version writes: 2 = every key carries its application.
+const LAYOUT: i64 = 2;
 /// Statements per `update` command: well under the 16 MiB message limit for usual tasks.
 const WRITE_CHUNK: usize = 500;
 
@@ -75,14 +80,19 @@ fn store_error(operation: &str, e: mongodb::error::Error) -> StoreError {
 #[derive(Debug, Clone)]
 pub enum TaskRecord {
     Open(Arc<TaskView>),
-    Closed { id: String, tombstone: Tombstone },
+    /// `key` is `application/taskId`.
+    Closed {
+        key: String,
+        tombstone: Tombstone,
+    },
 }
 
 /// What a batch of events changed, to be written together.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub tasks: Vec<TaskRecord>,
-    /// Tasks the view had never seen before this batch: inserted rather than replaced.
+    /// Tasks (`application/taskId`) the view had never seen before this batch: inserted
+    /// rather than replaced.
     pub new_tasks: std::collections::HashSet<String>,
     pub definitions: Vec<DefinitionView>,
     pub identities: Vec<IdentityView>,
@@ -91,22 +101,24 @@ pub struct Changes {
 }
 
 impl TaskRecord {
-    pub fn id(&self) -> &str {
+    /// `application/taskId`
+    pub fn key(&self) -> String {
         match self {
-            TaskRecord::Open(t) => t.id(),
-            TaskRecord::Closed { id, .. } => id,
+            TaskRecord::Open(t) => t.key(),
+            TaskRecord::Closed { key, .. } => key.clone(),
         }
     }
 }
 
 impl Changes {
-    /// The current state of `task_id` in `view`: open, or its tombstone.
-    pub fn record(view: &View, task_id: &str) -> Option<TaskRecord> {
-        if let Some(task) = view.task(task_id) {
+    /// The current state of task `key` (`application/taskId`) in `view`: open, or its
+    /// tombstone.
+    pub fn record(view: &View, key: &str) -> Option<TaskRecord> {
+        if let Some(task) = view.task_by_key(key) {
             return Some(TaskRecord::Open(task.clone()));
         }
-        view.tombstone(task_id).map(|tombstone| TaskRecord::Closed {
-            id: task_id.to_owned(),
+        view.tombstone(key).map(|tombstone| TaskRecord::Closed {
+            key: key.to_owned(),
             tombstone,
         })
     }
@@ -199,20 +211,40 @@ impl Store {
 
     /// The stored position (0: empty view).
     pub async fn position(&self) -> Result<u64, StoreError> {
+        Ok(self.stored_position().await?.map_or(0, |(p, _)| p))
+    }
+
+    /// The stored position and the layout of the documents, if a view was written.
+    async fn stored_position(&self) -> Result<Option<(u64, i64)>, StoreError> {
         let found = self
             .db
             .collection::<Document>(POSITION)
             .find_one(doc! {"_id": "view"})
             .await
             .map_err(|e| store_error("read view position", e))?;
-        Ok(found
-            .and_then(|d| d.get("position").and_then(as_u64))
-            .unwrap_or(0))
+        Ok(found.map(|d| {
+            let position = d.get("position").and_then(as_u64).unwrap_or(0);
+            let layout = d.get("layout").and_then(as_u64).map_or(1, |l| l as i64);
+            (position, layout)
+        }))
     }
 
-    /// Loads the whole stored view into `view` and returns the stored position.
+    /// Loads the whole stored view into `view` and returns the stored position. A view of an
+    /// older layout is dropped: the projection then replays the bus from its first event.
     pub async fn load(&self, view: &mut View) -> Result<u64, StoreError> {
-        let position = self.position().await?;
+        let position = match self.stored_position().await? {
+            Some((position, layout)) if layout < LAYOUT => {
+                tracing::warn!(
+                    position,
+                    layout,
+                    "the stored view predates application keys; dropping it to replay the bus"
+                );
+                self.drop_view().await?;
+                return Ok(0);
+            }
+            Some((position, _)) => position,
+            None => 0,
+        };
         let mut cursor = self
             .tasks()
             .find(doc! {})
@@ -226,7 +258,7 @@ impl Store {
         {
             match decode_task(&d)? {
                 TaskRecord::Open(task) => view.load_task(Arc::unwrap_or_clone(task)),
-                TaskRecord::Closed { id, tombstone } => view.load_tombstone(&id, tombstone),
+                TaskRecord::Closed { key, tombstone } => view.load_tombstone(&key, tombstone),
             }
         }
         let mut cursor = self
@@ -284,7 +316,7 @@ impl Store {
         let (new, known): (Vec<&TaskRecord>, Vec<&TaskRecord>) = changes
             .tasks
             .iter()
-            .partition(|t| changes.new_tasks.contains(t.id()));
+            .partition(|t| changes.new_tasks.contains(&t.key()));
         // New tasks are inserted in bulk; one that is there already (a replay after a crash
         // between this write and the position's) is replaced like any other.
         let mut replace: Vec<&TaskRecord> = known;
@@ -294,7 +326,7 @@ impl Store {
                 .map(|t| encode_task(t).map(|(_, _, d)| d))
                 .collect::<Result<_, _>>()?;
             let existing = self.insert(TASKS, docs).await?;
-            replace.extend(chunk.iter().filter(|t| existing.contains(t.id())));
+            replace.extend(chunk.iter().filter(|t| existing.contains(&t.key())));
         }
         for chunk in replace.chunks(WRITE_CHUNK) {
             let updates: Vec<Document> = chunk
@@ -314,10 +346,11 @@ impl Store {
                 .iter()
                 .map(|d| {
                     let position = d.position as i64;
+                    let id = crate::view::key(&d.definition.application, &d.definition.id);
                     let mut replacement = to_document(d)?;
-                    replacement.insert("_id", d.definition.id.clone());
+                    replacement.insert("_id", id.clone());
                     Ok(doc! {
-                        "q": {"_id": d.definition.id.clone(), "position": {"$lt": position}},
+                        "q": {"_id": id, "position": {"$lt": position}},
                         "u": replacement,
                         "upsert": true,
                     })
@@ -332,7 +365,7 @@ impl Store {
             .collection::<Document>(POSITION)
             .update_one(
                 doc! {"_id": "view"},
-                doc! {"$max": {"position": changes.position as i64}},
+                doc! {"$max": {"position": changes.position as i64}, "$set": {"layout": LAYOUT}},
             )
             .upsert(true)
             .await
@@ -544,12 +577,12 @@ fn decode<T: serde::de::DeserializeOwned>(
 /// `(id, position, document)` of one task record.
 fn encode_task(record: &TaskRecord) -> Result<(String, i64, Document), StoreError> {
     match record {
-        TaskRecord::Closed { id, tombstone } => {
+        TaskRecord::Closed { key, tombstone } => {
             let position = tombstone.position as i64;
             Ok((
-                id.clone(),
+                key.clone(),
                 position,
-                doc! {"_id": id.clone(), "state": "closed", "position": position},
+                doc! {"_id": key.clone(), "state": "closed", "position": position},
             ))
         }
         TaskRecord::Open(view) => {
@@ -578,9 +611,10 @@ fn encode_task(record: &TaskRecord) -> Result<(String, i64, Document), StoreErro
             fields.insert("data".into(), Value::Array(data));
             fields.insert("state".into(), Value::String("open".into()));
             fields.remove("taskId");
+            let key = view.key();
             let mut d = json_to_document(Value::Object(fields))?;
-            d.insert("_id", view.id());
-            Ok((view.id().to_owned(), position, d))
+            d.insert("_id", key.clone());
+            Ok((key, position, d))
         }
     }
 }
@@ -598,10 +632,14 @@ fn decode_task(d: &Document) -> Result<TaskRecord, StoreError> {
         .ok_or_else(|| bad("no position".into()))?;
     if d.get_str("state") == Ok("closed") {
         return Ok(TaskRecord::Closed {
-            id: id.clone(),
+            key: id.clone(),
             tombstone: Tombstone { position },
         });
     }
+    let task_id = id
+        .split_once('/')
+        .map(|(_, task_id)| task_id.to_owned())
+        .ok_or_else(|| bad("the key is not application/taskId".into()))?;
     let Value::Object(mut fields) = Bson::Document(d.clone()).into_relaxed_extjson() else {
         return Err(bad("not a document".into()));
     };
@@ -612,7 +650,7 @@ fn decode_task(d: &Document) -> Result<TaskRecord, StoreError> {
     fields.remove("data");
     fields.remove("state");
     fields.remove("_id");
-    fields.insert("taskId".into(), Value::String(id.clone()));
+    fields.insert("taskId".into(), Value::String(task_id));
     fields.insert("payload".into(), Value::Object(payload));
     let view: TaskView =
         serde_json::from_value(Value::Object(fields)).map_err(|e| bad(e.to_string()))?;
@@ -642,7 +680,7 @@ mod tests {
         };
         let (id, position, d) =
             encode_task(&TaskRecord::Open(Arc::new(view.clone()))).expect("encode");
-        assert_eq!((id.as_str(), position), ("t1", 7));
+        assert_eq!((id.as_str(), position), ("camunda/t1", 7));
         assert!(d.get("payloadJson").is_some());
         assert!(d.get("due").is_none(), "an absent value is not stored");
         assert!(d

@@ -75,6 +75,7 @@ impl Engine {
             "boundary-timer.bpmn",
             "multi-instance.bpmn",
             "call-activity.bpmn",
+            "candidate-starters.bpmn",
         ] {
             engine.deploy(file).await;
         }
@@ -205,6 +206,32 @@ impl Engine {
         };
         let link = json!({"groupId": group, "type": "candidate"});
         self.ok(reqwest::Method::POST, &path, Some(link)).await;
+    }
+
+    /// Makes sure the engine knows `user` (password as the name) as a member of `group`.
+    pub async fn user_in_group(&self, user: &str, group: &str) {
+        let (status, _) = self
+            .call(reqwest::Method::GET, &format!("/group/{group}"), None)
+            .await;
+        if status == 404 {
+            let body = json!({"id": group, "name": group, "type": "WORKFLOW"});
+            self.ok(reqwest::Method::POST, "/group/create", Some(body))
+                .await;
+        }
+        let (status, _) = self
+            .call(reqwest::Method::GET, &format!("/user/{user}/profile"), None)
+            .await;
+        if status == 404 {
+            let body = json!({"profile": {"id": user, "firstName": user, "lastName": "Test"},
+                "credentials": {"password": user}});
+            self.ok(reqwest::Method::POST, "/user/create", Some(body))
+                .await;
+        }
+        let path = format!("/user/count?id={user}&memberOfGroup={group}");
+        if self.ok(reqwest::Method::GET, &path, None).await["count"] != 1 {
+            let path = format!("/group/{group}/members/{user}");
+            self.ok(reqwest::Method::PUT, &path, None).await;
+        }
     }
 
     pub async fn delete_instance(&self, instance: &str) {

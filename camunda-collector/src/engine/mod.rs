@@ -6,158 +6,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::metrics::Metrics;
 
-/// `GET /task`, `GET /task/{id}`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EngineTask {
-    pub id: String,
-    pub name: Option<String>,
-    pub assignee: Option<String>,
-    pub owner: Option<String>,
-    pub created: String,
-    pub due: Option<String>,
-    pub follow_up: Option<String>,
-    pub last_updated: Option<String>,
-    pub description: Option<String>,
-    pub execution_id: Option<String>,
-    pub priority: i64,
-    pub process_definition_id: Option<String>,
-    pub process_instance_id: Option<String>,
-    pub task_definition_key: Option<String>,
-    pub form_key: Option<String>,
-    pub tenant_id: Option<String>,
-    pub case_instance_id: Option<String>,
-    pub parent_task_id: Option<String>,
-}
+mod dto;
 
-impl EngineTask {
-    /// When the task last changed as far as the engine says: `lastUpdated`, or `created`
-    /// for a task nobody touched (Camunda leaves `lastUpdated` null then).
-    pub fn changed_at(&self) -> &str {
-        self.last_updated.as_deref().unwrap_or(&self.created)
-    }
-}
-
-/// `GET /task/{id}/identity-links`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentityLink {
-    pub user_id: Option<String>,
-    pub group_id: Option<String>,
-    #[serde(rename = "type")]
-    pub link_type: String,
-}
-
-/// `GET /history/task`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoricTask {
-    pub id: String,
-    pub process_definition_id: Option<String>,
-    pub process_instance_id: Option<String>,
-    pub execution_id: Option<String>,
-    pub name: Option<String>,
-    pub description: Option<String>,
-    pub delete_reason: Option<String>,
-    pub owner: Option<String>,
-    pub assignee: Option<String>,
-    pub start_time: String,
-    pub end_time: Option<String>,
-    pub task_definition_key: Option<String>,
-    #[serde(default)]
-    pub priority: i64,
-    pub due: Option<String>,
-    pub follow_up: Option<String>,
-    pub tenant_id: Option<String>,
-}
-
-/// `GET /history/identity-link-log`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct IdentityLinkLog {
-    pub time: String,
-    #[serde(rename = "type")]
-    pub link_type: Option<String>,
-    pub user_id: Option<String>,
-    pub group_id: Option<String>,
-    pub task_id: Option<String>,
-    pub operation_type: Option<String>,
-}
-
-/// `GET /process-definition`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessDefinition {
-    pub id: String,
-    pub key: String,
-    pub name: Option<String>,
-    pub version: i64,
-    pub version_tag: Option<String>,
-    #[serde(default)]
-    pub startable_in_tasklist: bool,
-    pub tenant_id: Option<String>,
-}
-
-/// `GET /history/process-instance/{id}` (also finds instances that ended).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoricProcessInstance {
-    pub business_key: Option<String>,
-}
-
-/// A typed variable value as the REST API shows it with `deserializeValues=false`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VariableValue {
-    #[serde(rename = "type", default)]
-    pub value_type: Option<String>,
-    #[serde(default)]
-    pub value: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value_info: Option<Value>,
-}
-
-/// `GET /variable-instance`: one variable of one scope.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct VariableInstance {
-    pub name: String,
-    #[serde(flatten)]
-    pub value: VariableValue,
-    pub process_instance_id: Option<String>,
-    pub execution_id: Option<String>,
-    pub task_id: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EngineUser {
-    pub id: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct EngineGroup {
-    pub id: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StartedInstance {
-    pub id: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StartForm {
-    key: Option<String>,
-}
+pub use dto::*;
 
 /// Camunda's error body: `{type, message, code}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -450,6 +306,45 @@ impl Engine {
             "/process-definition?sortBy=id&sortOrder=asc&firstResult={first}&maxResults={max}"
         );
         self.get("process_definition_list", &path).await
+    }
+
+    /// The latest version of the definition with `key` (`None`: no such key).
+    pub async fn latest_definition(
+        &self,
+        key: &str,
+    ) -> Result<Option<ProcessDefinition>, EngineError> {
+        let path = format!("/process-definition?key={}&latestVersion=true", q(key));
+        let mut found: Vec<ProcessDefinition> = self.get("process_definition_list", &path).await?;
+        Ok(found.pop())
+    }
+
+    /// The BPMN XML of a definition (empty for a definition without one, e.g. CMMN).
+    pub async fn definition_xml(&self, id: &str) -> Result<String, EngineError> {
+        let path = format!("/process-definition/{}/xml", q(id));
+        let xml: DefinitionXml = self.get("process_definition_xml", &path).await?;
+        Ok(xml.bpmn20_xml.unwrap_or_default())
+    }
+
+    /// Whether the engine's authorizations let `user` start instances of `key`: CREATE_INSTANCE
+    /// on the definition and CREATE on process instances. An engine with authorizations off
+    /// allows both.
+    pub async fn may_start(&self, key: &str, user: &str) -> Result<bool, EngineError> {
+        for (permission, resource, resource_type, id) in [
+            ("CREATE_INSTANCE", "ProcessDefinition", 6, key),
+            ("CREATE", "ProcessInstance", 8, "*"),
+        ] {
+            let path = format!(
+                "/authorization/check?permissionName={permission}&resourceName={resource}\
+                 &resourceType={resource_type}&resourceId={}&userId={}",
+                q(id),
+                q(user)
+            );
+            let check: AuthorizationCheck = self.get("authorization_check", &path).await?;
+            if !check.authorized {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     pub async fn start_form_key(&self, definition_id: &str) -> Result<Option<String>, EngineError> {

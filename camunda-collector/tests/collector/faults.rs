@@ -9,14 +9,15 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{app_name, engine_url, expect_stream, Cluster, Collector, Engine};
+use crate::harness::{app_name, engine_url, expect_stream, AppBus, Cluster, Collector, Engine};
 
 #[tokio::test]
 async fn changes_survive_a_killed_bus_leader() {
     let engine = Engine::connect().await;
     let mut cluster = Cluster::start(&[]).await;
-    let bus = cluster.client(&[1, 2, 3]);
-    let collector = Collector::start(&app_name("bus-fault"), &cluster, &[]);
+    let app = app_name("bus-fault");
+    let bus = AppBus::new(cluster.client(&[1, 2, 3]), &app);
+    let collector = Collector::start(&app, &cluster, &[]);
     collector.wait_active(Duration::from_secs(30)).await;
 
     let mut tasks = Vec::new();
@@ -84,7 +85,8 @@ async fn relay(target: String, open: Arc<AtomicBool>) -> String {
 async fn changes_made_while_the_engine_is_out_of_reach_arrive_after() {
     let engine = Engine::connect().await;
     let cluster = Cluster::start(&[]).await;
-    let bus = cluster.client(&[1, 2, 3]);
+    let app = app_name("engine-fault");
+    let bus = AppBus::new(cluster.client(&[1, 2, 3]), &app);
     let real = engine_url();
     let host_port = real
         .trim_start_matches("http://")
@@ -99,7 +101,7 @@ async fn changes_made_while_the_engine_is_out_of_reach_arrive_after() {
     let open = Arc::new(AtomicBool::new(true));
     let relayed = relay(host_port, open.clone()).await;
     let url = format!("http://{relayed}{path}");
-    let collector = Collector::start(&app_name("engine-fault"), &cluster, &["--engine-url", &url]);
+    let collector = Collector::start(&app, &cluster, &["--engine-url", &url]);
     collector.wait_active(Duration::from_secs(30)).await;
 
     let instance = engine.start("simpleUserTask", "ef-1", json!({})).await;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskpool_api::bus::RecordedEvent;
+use taskpool_api::tasks::task_stream;
 use taskpool_api::BusClient;
 pub use testkit::collector::Collector;
 pub use testkit::engine::engine_url;
@@ -16,9 +17,34 @@ pub fn app_name(test: &str) -> String {
     format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-/// The event types of a task's stream and the events.
-pub async fn stream(bus: &BusClient, task_id: &str) -> Vec<RecordedEvent> {
-    bus.stream(&format!("task-{task_id}"), 0, 1000)
+/// The bus as one application's test reads it: its task streams are
+/// `task/{application}/{taskId}`. Derefs to the client for everything else.
+#[derive(Clone)]
+pub struct AppBus {
+    client: BusClient,
+    pub app: String,
+}
+
+impl AppBus {
+    pub fn new(client: BusClient, app: &str) -> AppBus {
+        AppBus {
+            client,
+            app: app.to_owned(),
+        }
+    }
+}
+
+impl std::ops::Deref for AppBus {
+    type Target = BusClient;
+
+    fn deref(&self) -> &BusClient {
+        &self.client
+    }
+}
+
+/// The events of a task's stream.
+pub async fn stream(bus: &AppBus, task_id: &str) -> Vec<RecordedEvent> {
+    bus.stream(&task_stream(&bus.app, task_id), 0, 1000)
         .await
         .map(|p| p.events)
         .unwrap_or_default()
@@ -35,11 +61,7 @@ pub fn data(e: &RecordedEvent) -> Value {
 /// Waits until the task's stream holds exactly `expected` (as event types) and returns it;
 /// fails at once if it holds more or different events. The deadline is generous: on a small
 /// machine another test's burst of a thousand tasks can hold the engine for a while.
-pub async fn expect_stream(
-    bus: &BusClient,
-    task_id: &str,
-    expected: &[&str],
-) -> Vec<RecordedEvent> {
+pub async fn expect_stream(bus: &AppBus, task_id: &str, expected: &[&str]) -> Vec<RecordedEvent> {
     wait_for(
         &format!("task {task_id} stream to be {expected:?}"),
         Duration::from_secs(90),

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{app_name, data, expect_stream, Cluster, Collector, Engine};
+use crate::harness::{app_name, data, expect_stream, AppBus, Cluster, Collector, Engine};
 use testkit::collector::{hook_listen, hook_secret};
 
 fn via(e: &taskpool_api::bus::RecordedEvent) -> String {
@@ -44,9 +44,10 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     );
     let engine = Engine::connect().await;
     let cluster = Cluster::start(&[]).await;
-    let bus = cluster.client(&[1, 2, 3]);
+    let app = app_name("hooks");
+    let bus = AppBus::new(cluster.client(&[1, 2, 3]), &app);
     let collector = Collector::start(
-        &app_name("hooks"),
+        &app,
         &cluster,
         &[
             "--mode",

@@ -8,23 +8,26 @@
 mod faults;
 mod harness;
 mod hooks;
+mod judge;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use harness::{app_name, data, expect_stream, stream, wait_for, Cluster, Collector, Engine};
+use harness::{
+    app_name, data, expect_stream, stream, wait_for, AppBus, Cluster, Collector, Engine,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use taskpool_api::commands::CommandRequest;
 use taskpool_api::BusClient;
 use uuid::Uuid;
 
-async fn setup(test: &str, extra: &[&str]) -> (Engine, Cluster, BusClient, Collector) {
+async fn setup(test: &str, extra: &[&str]) -> (Engine, Cluster, AppBus, Collector) {
     let engine = Engine::connect().await;
     let bus = Cluster::start(&[]).await;
-    let client = bus.client(&[1, 2, 3]);
     let collector = Collector::start(&app_name(test), &bus, extra);
+    let client = AppBus::new(bus.client(&[1, 2, 3]), &collector.app);
     collector.wait_active(Duration::from_secs(30)).await;
     (engine, bus, client, collector)
 }
@@ -61,7 +64,8 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         .as_str()
         .expect("definition id")
         .to_owned();
-    let definition_stream = format!("process-definition-{definition}");
+    let definition_stream =
+        taskpool_api::tasks::process_definition_stream(&collector.app, &definition);
     let events = wait_for(
         "the definition announced",
         Duration::from_secs(120),
@@ -80,7 +84,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         ),
         (Some("simpleUserTask"), Some(true))
     );
-    let identity_stream = format!("identity-{}", collector.app);
+    let identity_stream = taskpool_api::tasks::identity_stream(&collector.app);
     let synced = wait_for("the identity synced", Duration::from_secs(120), || async {
         let page = bus.stream(&identity_stream, 0, 10).await.ok()?;
         page.events.last().map(data)
@@ -119,7 +123,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
 /// that each arrives as its own event; returns the whole stream.
 pub(crate) async fn every_kind_of_change(
     engine: &Engine,
-    bus: &BusClient,
+    bus: &AppBus,
     task: &str,
 ) -> Vec<taskpool_api::bus::RecordedEvent> {
     let mut expected = vec!["TaskCreated"];
@@ -356,7 +360,7 @@ async fn send(
 }
 
 /// The result names the event that records the command's effect.
-async fn assert_recorded(bus: &BusClient, result: &Value, event_type: &str) -> Value {
+async fn assert_recorded(bus: &AppBus, result: &Value, event_type: &str) -> Value {
     let task = result["taskId"].as_str().expect("taskId");
     let position = result["position"].as_u64().expect("position");
     // The node that answers the read may apply the event a moment after the leader did.

@@ -33,7 +33,11 @@ async fn a_task_from_start_to_completion() {
     assert_eq!(seen["candidateGroups"], json!(["reviewers"]));
     let (status, _) = stack
         .core
-        .get(&format!("/api/v1/tasks/{task}"), "mallory", &["sales"])
+        .get(
+            &format!("/api/v1/tasks/{}/{task}", stack.app),
+            "mallory",
+            &["sales"],
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "mallory is no reviewer");
     let (_, mine) = stack
@@ -82,7 +86,7 @@ async fn a_task_from_start_to_completion() {
         .core
         .call(
             Method::POST,
-            &format!("/api/v1/tasks/{task}/complete"),
+            &format!("/api/v1/tasks/{}/{task}/complete", stack.app),
             "demo",
             &[],
             Some(json!({"variables": {"approved": true, "comment": "fine"}})),
@@ -91,7 +95,7 @@ async fn a_task_from_start_to_completion() {
     assert_eq!(status, StatusCode::OK, "{done}");
     let (status, _) = stack
         .core
-        .get(&format!("/api/v1/tasks/{task}"), "demo", &[])
+        .get(&format!("/api/v1/tasks/{}/{task}", stack.app), "demo", &[])
         .await;
     assert_eq!(
         status,

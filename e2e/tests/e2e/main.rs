@@ -3,6 +3,7 @@
 //! test a three-node bus, a collector and taskpool-core as processes; Prometheus and Chromium
 //! from Debian's packages. `scripts/test` starts and installs all of it.
 
+mod applications;
 mod burst;
 mod compose;
 mod faults;

@@ -59,7 +59,7 @@ async fn prometheus_scrapes_every_service_and_sees_what_happened() {
         .core
         .call(
             reqwest::Method::POST,
-            &format!("/api/v1/tasks/{}/claim", tasks[0]),
+            &format!("/api/v1/tasks/{}/{}/claim", stack.app, tasks[0]),
             "rita",
             &["reviewers"],
             None,

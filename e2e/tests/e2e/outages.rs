@@ -89,7 +89,7 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
         .core
         .call(
             reqwest::Method::POST,
-            &format!("/api/v1/tasks/{target}/claim"),
+            &format!("/api/v1/tasks/{}/{target}/claim", stack.app),
             "rita",
             &["reviewers"],
             None,
@@ -119,7 +119,11 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
     converged(&stack, &prefix, "the engine came back").await;
     let (_, task) = stack
         .core
-        .get(&format!("/api/v1/tasks/{target}"), "rita", &["reviewers"])
+        .get(
+            &format!("/api/v1/tasks/{}/{target}", stack.app),
+            "rita",
+            &["reviewers"],
+        )
         .await;
     assert_eq!(
         task["assignee"],

@@ -1,5 +1,8 @@
 //! Acting on tasks: each action is a bus command to the task's engine (routing key: its
-//! application), answered once the view shows the command's effect (read-your-writes).
+//! application), answered once the view shows the command's effect (read-your-writes). The
+//! view's answer to "may this user do it" is only a quick refusal: the command carries the
+//! user and their groups in that application, and the collector lets the engine's current
+//! state decide.
 
 use std::sync::Arc;
 
@@ -10,15 +13,16 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskpool_api::commands::CommandRequest;
-use taskpool_api::tasks::{
-    AssignTask, ClaimTask, CompleteTask, DeferTask, TaskCommandResult, UnclaimTask, UndeferTask,
-    ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, UNCLAIM_TASK, UNDEFER_TASK,
+use taskpool_api::task_commands::{
+    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, TaskCommandResult, UnclaimTask,
+    UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, UNCLAIM_TASK, UNDEFER_TASK,
 };
 
 use super::openapi::ErrorSchema;
-use super::tasks::visible_task;
+use super::tasks::{visible_task, TaskPath};
 use super::{AppError, Body, Shared, User};
 use crate::identity::Identity;
+use crate::query::normalize_date;
 use crate::view::TaskView;
 
 /// What an action answers.
@@ -34,17 +38,30 @@ pub struct ActionResult {
     pub view_pending: bool,
 }
 
-/// Sends a command and waits until the view has its effect.
+/// The user as a command names them: with the groups that count in `application`.
+pub(super) fn actor(state: &Shared, identity: &Identity, application: &str) -> Actor {
+    let view = state
+        .projection
+        .view
+        .read()
+        .unwrap_or_else(|p| p.into_inner());
+    Actor {
+        user: identity.user.clone(),
+        groups: identity.groups_in(&view, application),
+    }
+}
+
+/// Sends a command to `application` and waits until the view has its effect.
 pub(super) async fn execute(
     state: &Shared,
     command_type: &str,
-    routing_key: &str,
+    application: &str,
     payload: impl Serialize,
 ) -> Result<(TaskCommandResult, bool), AppError> {
     let request = CommandRequest {
         id: uuid::Uuid::new_v4(),
         command_type: command_type.to_owned(),
-        routing_key: routing_key.to_owned(),
+        routing_key: application.to_owned(),
         payload: serde_json::to_value(payload)
             .map_err(|e| AppError::bad_request("bad_body", format!("command payload: {e}")))?,
         timeout_ms: Some(state.config.command_timeout.as_millis() as u64),
@@ -64,16 +81,17 @@ pub(super) async fn execute(
             return Err(e);
         }
     };
-    let result: TaskCommandResult = serde_json::from_value(response.result).map_err(|e| {
-        outcome("bad_result");
-        AppError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_command_result",
-            format!(
-                "the engine's collector answered something else than a task command result: {e}"
-            ),
-        )
-    })?;
+    let result = serde_json::from_value::<TaskCommandResult>(response.result)
+        .ok()
+        .filter(|r| r.application.as_deref().is_none_or(|a| a == application))
+        .ok_or_else(|| {
+            outcome("bad_result");
+            AppError::new(
+                StatusCode::BAD_GATEWAY,
+                "bad_command_result",
+                format!("the collector of {application} answered something else than a result of its task command"),
+            )
+        })?;
     outcome("ok");
     let shown = state
         .projection
@@ -82,22 +100,10 @@ pub(super) async fn execute(
     Ok((result, !shown))
 }
 
-async fn answer(
-    state: &Shared,
-    identity: &Identity,
-    task_id: &str,
-    command_type: &str,
-    routing_key: &str,
-    payload: impl Serialize,
-) -> Result<Response, AppError> {
-    let (result, pending) = execute(state, command_type, routing_key, payload).await?;
-    Ok(respond(state, identity, task_id, result.position, pending))
-}
-
 fn respond(
     state: &Shared,
     identity: &Identity,
-    task_id: &str,
+    path: &TaskPath,
     position: u64,
     view_pending: bool,
 ) -> Response {
@@ -106,7 +112,7 @@ fn respond(
     } else {
         StatusCode::OK
     };
-    let task = visible_task(state, identity, task_id).ok();
+    let task = visible_task(state, identity, path).ok();
     (
         status,
         Json(ActionResult {
@@ -131,61 +137,61 @@ fn not_held_by_other(task: &TaskView, user: &str) -> Result<(), AppError> {
     }
 }
 
+/// One action: the task must be visible to the user and not held by someone else (in the
+/// view, for a quick answer); `payload` builds the command from the task and the actor, or
+/// says that nothing has to change (`None`: answered at once, without a command).
+async fn act<P: Serialize>(
+    state: &Shared,
+    identity: &Identity,
+    path: &TaskPath,
+    command_type: &str,
+    payload: impl FnOnce(&TaskView, Actor) -> Option<P>,
+) -> Result<Response, AppError> {
+    let task = visible_task(state, identity, path)?;
+    not_held_by_other(&task, &identity.user)?;
+    let actor = actor(state, identity, &path.application);
+    let Some(payload) = payload(&task, actor) else {
+        return Ok(respond(state, identity, path, task.position, false));
+    };
+    let (result, pending) = execute(state, command_type, &path.application, payload).await?;
+    Ok(respond(state, identity, path, result.position, pending))
+}
+
 /// Claim the task for yourself.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/claim", tag = "actions",
-    params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/claim", tag = "actions",
+    params(TaskPath),
     responses((status = 200, body = ActionResult), (status = 202, body = ActionResult, description = "done; the view had not caught up"),
         (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema), (status = 503, body = ErrorSchema)))]
 pub async fn claim(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    if task.task.assignee.as_deref() == Some(id.user.as_str()) {
-        return Ok(respond(&state, &id, &task_id, task.position, false));
-    }
-    let payload = ClaimTask {
-        task_id: task_id.clone(),
-        user: id.user.clone(),
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        CLAIM_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, CLAIM_TASK, |task, actor| {
+        (task.task.assignee.as_deref() != Some(actor.user.as_str())).then(|| ClaimTask {
+            task_id: path.task_id.clone(),
+            user: actor.user.clone(),
+            actor: Some(actor),
+        })
+    })
     .await
 }
 
 /// Give the task back (only its assignee may).
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/unclaim", tag = "actions",
-    params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/unclaim", tag = "actions",
+    params(TaskPath),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema)))]
 pub async fn unclaim(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    if task.task.assignee.is_none() {
-        return Ok(respond(&state, &id, &task_id, task.position, false));
-    }
-    let payload = UnclaimTask {
-        task_id: task_id.clone(),
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        UNCLAIM_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, UNCLAIM_TASK, |task, actor| {
+        task.task.assignee.is_some().then(|| UnclaimTask {
+            task_id: path.task_id.clone(),
+            actor: Some(actor),
+        })
+    })
     .await
 }
 
@@ -197,13 +203,13 @@ pub struct AssignBody {
 }
 
 /// Assign the task to a user (when it is free or yours).
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/assign", tag = "actions",
-    params(("id" = String, Path)), request_body = AssignBody,
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/assign", tag = "actions",
+    params(TaskPath), request_body = AssignBody,
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema)))]
 pub async fn assign(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
     Body(body): Body<AssignBody>,
 ) -> Result<Response, AppError> {
     if let Some(user) = &body.user {
@@ -214,23 +220,13 @@ pub async fn assign(
             ));
         }
     }
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    if task.task.assignee == body.user {
-        return Ok(respond(&state, &id, &task_id, task.position, false));
-    }
-    let payload = AssignTask {
-        task_id: task_id.clone(),
-        user: body.user,
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        ASSIGN_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, ASSIGN_TASK, |task, actor| {
+        (task.task.assignee != body.user).then(|| AssignTask {
+            task_id: path.task_id.clone(),
+            user: body.user.clone(),
+            actor: Some(actor),
+        })
+    })
     .await
 }
 
@@ -243,13 +239,13 @@ pub struct CompleteBody {
 }
 
 /// Complete the task (yours, or free: then you complete it) with variables.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/complete", tag = "actions",
-    params(("id" = String, Path)), request_body = CompleteBody,
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/complete", tag = "actions",
+    params(TaskPath), request_body = CompleteBody,
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema), (status = 422, body = ErrorSchema)))]
 pub async fn complete(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
     Body(body): Body<CompleteBody>,
 ) -> Result<Response, AppError> {
     if let Some(bad) = body
@@ -262,21 +258,14 @@ pub async fn complete(
             format!("variable name {bad:?} must be 1 to 256 characters"),
         ));
     }
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    let payload = CompleteTask {
-        task_id: task_id.clone(),
-        user: Some(id.user.clone()),
-        variables: body.variables,
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        COMPLETE_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, COMPLETE_TASK, |_, actor| {
+        Some(CompleteTask {
+            task_id: path.task_id.clone(),
+            user: Some(actor.user.clone()),
+            variables: body.variables,
+            actor: Some(actor),
+        })
+    })
     .await
 }
 
@@ -288,13 +277,13 @@ pub struct DeferBody {
 }
 
 /// Defer the task: set its follow-up date.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/defer", tag = "actions",
-    params(("id" = String, Path)), request_body = DeferBody,
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/defer", tag = "actions",
+    params(TaskPath), request_body = DeferBody,
     responses((status = 200, body = ActionResult), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema)))]
 pub async fn defer(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
     Body(body): Body<DeferBody>,
 ) -> Result<Response, AppError> {
     let follow_up = normalize_date(&body.follow_up).ok_or_else(|| {
@@ -306,63 +295,32 @@ pub async fn defer(
             ),
         )
     })?;
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    let payload = DeferTask {
-        task_id: task_id.clone(),
-        follow_up,
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        DEFER_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, DEFER_TASK, |_, actor| {
+        Some(DeferTask {
+            task_id: path.task_id.clone(),
+            follow_up,
+            actor: Some(actor),
+        })
+    })
     .await
 }
 
 /// Undefer the task: clear its follow-up date.
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/undefer", tag = "actions",
-    params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/tasks/{application}/{taskId}/undefer", tag = "actions",
+    params(TaskPath),
     responses((status = 200, body = ActionResult), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema)))]
 pub async fn undefer(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    let task = visible_task(&state, &id, &task_id)?;
-    not_held_by_other(&task, &id.user)?;
-    if task.task.follow_up.is_none() {
-        return Ok(respond(&state, &id, &task_id, task.position, false));
-    }
-    let payload = UndeferTask {
-        task_id: task_id.clone(),
-    };
-    answer(
-        &state,
-        &id,
-        &task_id,
-        UNDEFER_TASK,
-        &task.task.source.application,
-        payload,
-    )
+    act(&state, &id, &path, UNDEFER_TASK, |task, actor| {
+        task.task.follow_up.is_some().then(|| UndeferTask {
+            task_id: path.task_id.clone(),
+            actor: Some(actor),
+        })
+    })
     .await
-}
-
-/// RFC 3339 (any offset) or `YYYY-MM-DD` (midnight UTC) → UTC with milliseconds.
-pub(super) fn normalize_date(text: &str) -> Option<String> {
-    let parsed = chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|d| d.with_timezone(&chrono::Utc))
-        .ok()
-        .or_else(|| {
-            chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|d| d.and_utc())
-        })?;
-    Some(parsed.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
 #[cfg(test)]

@@ -31,11 +31,11 @@ impl AppError {
     }
 
     /// The same answer for a task that does not exist and one the user may not see.
-    pub fn task_not_found(id: &str) -> AppError {
+    pub fn task_not_found(application: &str, id: &str) -> AppError {
         AppError::new(
             StatusCode::NOT_FOUND,
             "task_not_found",
-            format!("no open task {id} that you may see"),
+            format!("no open task {id} of application {application} that you may see"),
         )
     }
 

@@ -54,15 +54,31 @@ pub fn router(state: Shared) -> Router {
             "/tasks/attributes/{name}/values",
             get(tasks::attribute_values),
         )
-        .route("/tasks/{id}", get(tasks::one))
-        .route("/tasks/{id}/claim", post(actions::claim))
-        .route("/tasks/{id}/unclaim", post(actions::unclaim))
-        .route("/tasks/{id}/assign", post(actions::assign))
-        .route("/tasks/{id}/complete", post(actions::complete))
-        .route("/tasks/{id}/defer", post(actions::defer))
-        .route("/tasks/{id}/undefer", post(actions::undefer))
+        .route("/tasks/{application}/{taskId}", get(tasks::one))
+        .route("/tasks/{application}/{taskId}/claim", post(actions::claim))
+        .route(
+            "/tasks/{application}/{taskId}/unclaim",
+            post(actions::unclaim),
+        )
+        .route(
+            "/tasks/{application}/{taskId}/assign",
+            post(actions::assign),
+        )
+        .route(
+            "/tasks/{application}/{taskId}/complete",
+            post(actions::complete),
+        )
+        .route("/tasks/{application}/{taskId}/defer", post(actions::defer))
+        .route(
+            "/tasks/{application}/{taskId}/undefer",
+            post(actions::undefer),
+        )
         .route("/processes", get(processes::list))
         .route("/processes/{key}/start", post(processes::start))
+        .route(
+            "/processes/{application}/{key}/start",
+            post(processes::start_in),
+        )
         .route("/me", get(me))
         .route("/openapi.json", get(openapi::document))
         .route_layer(middleware::from_fn_with_state(state.clone(), admit))
@@ -161,8 +177,11 @@ pub fn now() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct Me {
     pub user: String,
-    /// Groups from the credentials and from the engines' identity.
+    /// Groups from the credentials: they count in every application.
     pub groups: Vec<String>,
+    /// Per application, every group that counts there: the credentials' and those the
+    /// engines of its identity realm give you.
+    pub applications: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Who the API thinks you are.
@@ -174,17 +193,17 @@ pub async fn me(State(state): State<Shared>, User(id): User) -> Json<Me> {
         .view
         .read()
         .unwrap_or_else(|p| p.into_inner());
-    let mut groups: Vec<String> = id
-        .groups
-        .iter()
-        .chain(view.groups_of(&id.user))
-        .cloned()
+    let applications = view
+        .applications()
+        .map(|app| (app.to_owned(), id.groups_in(&view, app)))
         .collect();
+    let mut groups = id.groups.clone();
     groups.sort();
     groups.dedup();
     Json(Me {
         user: id.user,
         groups,
+        applications,
     })
 }
 

@@ -16,7 +16,7 @@ pub use taskpool_api::error::ErrorBody as ErrorSchema;
         super::stream::tasks,
         super::actions::claim, super::actions::unclaim, super::actions::assign,
         super::actions::complete, super::actions::defer, super::actions::undefer,
-        super::processes::list, super::processes::start,
+        super::processes::list, super::processes::start, super::processes::start_in,
         super::me,
     ),
     components(schemas(ErrorSchema, taskpool_api::error::ErrorDetail)),

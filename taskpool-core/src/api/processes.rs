@@ -5,13 +5,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskpool_api::tasks::{StartProcess, START_PROCESS};
+use taskpool_api::task_commands::{StartProcess, START_PROCESS};
 
-use super::actions::execute;
+use super::actions::{actor, execute};
 use super::openapi::ErrorSchema;
 use super::{AppError, Body, Shared, User};
 use crate::identity::Identity;
-use crate::view::{group_principal, user_principal, DefinitionView, View};
+use crate::view::{group_principal, user_principal, DefinitionView, Principals, View};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Processes {
@@ -19,10 +19,11 @@ pub struct Processes {
     pub processes: Vec<DefinitionView>,
 }
 
-/// Whether `identity` may start `definition` from a task list: it must be startable in the
-/// task list, and its candidate starters (when the engine names any) must include the user
-/// or one of their groups.
-fn may_start(view: &View, identity: &Identity, definition: &DefinitionView) -> bool {
+/// Whether `principals` may start `definition` from a task list: it must be startable in the
+/// task list, and its candidate starters (when its BPMN names any) must include the user or
+/// one of their groups in the definition's application. (The engine judges again at start,
+/// its authorizations included.)
+fn may_start(principals: &Principals, definition: &DefinitionView) -> bool {
     let d = &definition.definition;
     if !d.startable_in_tasklist {
         return false;
@@ -30,8 +31,8 @@ fn may_start(view: &View, identity: &Identity, definition: &DefinitionView) -> b
     if d.candidate_starter_users.is_empty() && d.candidate_starter_groups.is_empty() {
         return true;
     }
-    let principals = identity.principals(view);
-    d.candidate_starter_users
+    let starters: Vec<String> = d
+        .candidate_starter_users
         .iter()
         .map(|u| user_principal(u))
         .chain(
@@ -39,11 +40,13 @@ fn may_start(view: &View, identity: &Identity, definition: &DefinitionView) -> b
                 .iter()
                 .map(|g| group_principal(g)),
         )
-        .any(|p| principals.contains(&p))
+        .collect();
+    principals.allows(&d.application, &starters)
 }
 
 /// The latest startable version of each (application, key).
 fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
+    let principals = identity.principals(view);
     let mut latest: std::collections::BTreeMap<(String, String), &DefinitionView> =
         Default::default();
     for d in view.definitions() {
@@ -57,7 +60,7 @@ fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
     }
     latest
         .into_values()
-        .filter(|d| may_start(view, identity, d))
+        .filter(|d| may_start(&principals, d))
         .cloned()
         .collect()
 }
@@ -89,6 +92,8 @@ pub struct StartBody {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Started {
+    /// The application (engine) that started it.
+    pub application: String,
     pub process_instance_id: Option<String>,
     /// The first task of the new instance, if it has one; the view shows it already.
     pub task_id: Option<String>,
@@ -96,7 +101,8 @@ pub struct Started {
     pub view_pending: bool,
 }
 
-/// Start the latest version of a process definition you may start.
+/// Start the latest version of a process definition you may start, naming its application
+/// in the body when more than one has the key.
 #[utoipa::path(post, path = "/api/v1/processes/{key}/start", tag = "processes",
     params(("key" = String, Path, description = "Process definition key")), request_body = StartBody,
     responses((status = 200, body = Started), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema), (status = 422, body = ErrorSchema)))]
@@ -106,20 +112,47 @@ pub async fn start(
     Path(key): Path<String>,
     Body(body): Body<StartBody>,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
+    let application = body.application.clone();
+    start_process(&state, &id, application.as_deref(), key, body).await
+}
+
+/// Start the latest version of a process definition of one application.
+#[utoipa::path(post, path = "/api/v1/processes/{application}/{key}/start", tag = "processes",
+    params(("application" = String, Path, description = "The process application (engine)"),
+        ("key" = String, Path, description = "Process definition key")), request_body = StartBody,
+    responses((status = 200, body = Started), (status = 400, body = ErrorSchema), (status = 404, body = ErrorSchema), (status = 409, body = ErrorSchema), (status = 422, body = ErrorSchema)))]
+pub async fn start_in(
+    State(state): State<Shared>,
+    User(id): User,
+    Path((application, key)): Path<(String, String)>,
+    Body(body): Body<StartBody>,
+) -> Result<(StatusCode, Json<Started>), AppError> {
+    if body.application.as_ref().is_some_and(|a| *a != application) {
+        return Err(AppError::bad_request(
+            "bad_body",
+            "`application` in the body names another application than the path",
+        ));
+    }
+    start_process(&state, &id, Some(&application), key, body).await
+}
+
+async fn start_process(
+    state: &Shared,
+    id: &Identity,
+    application: Option<&str>,
+    key: String,
+    body: StartBody,
+) -> Result<(StatusCode, Json<Started>), AppError> {
     let application = {
         let view = state
             .projection
             .view
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let mut candidates: Vec<String> = startable(&view, &id)
+        let mut candidates: Vec<String> = startable(&view, id)
             .into_iter()
             .filter(|d| d.definition.key == key)
-            .filter(|d| {
-                body.application
-                    .as_ref()
-                    .is_none_or(|a| *a == d.definition.application)
-            })
+            .filter(|d| application.is_none_or(|a| a == d.definition.application))
             .map(|d| d.definition.application)
             .collect();
         match candidates.len() {
@@ -136,7 +169,7 @@ pub async fn start(
                     StatusCode::CONFLICT,
                     "ambiguous_process",
                     format!(
-                        "process {key:?} exists in {}; name one as `application`",
+                        "process {key:?} exists in {}; name one: POST /api/v1/processes/{{application}}/{key}/start",
                         candidates.join(", ")
                     ),
                 ))
@@ -148,8 +181,9 @@ pub async fn start(
         business_key: body.business_key,
         variables: body.variables,
         user: Some(id.user.clone()),
+        actor: Some(actor(state, id, &application)),
     };
-    let (result, pending) = execute(&state, START_PROCESS, &application, payload).await?;
+    let (result, pending) = execute(state, START_PROCESS, &application, payload).await?;
     let status = if pending {
         StatusCode::ACCEPTED
     } else {
@@ -158,6 +192,7 @@ pub async fn start(
     Ok((
         status,
         Json(Started {
+            application,
             process_instance_id: result.process_instance_id,
             task_id: result.task_id,
             position: result.position,

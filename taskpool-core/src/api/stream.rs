@@ -1,8 +1,8 @@
 //! `GET /api/v1/tasks/stream`: server-sent events of changes to the tasks you may see.
 //!
 //! Events: `ready` (`{"position"}`, the view position when the stream began), then `task` for
-//! every change of a task you could see before or after it (`{"position","type","taskId",
-//! "task"}`; `task` is null when it left your list). A reader too slow for the change buffer
+//! every change of a task you could see before or after it (`{"position","type","application",
+//! "taskId","task"}`; `task` is null when it left your list). A reader too slow for the change buffer
 //! gets `reset` and the stream ends: reload the list, then reconnect.
 
 use std::convert::Infallible;
@@ -24,6 +24,8 @@ pub struct TaskChangeEvent {
     /// The bus event type, e.g. `TaskAssigned`.
     #[serde(rename = "type")]
     pub event_type: String,
+    /// The task's application: with `taskId`, its key.
+    pub application: String,
     pub task_id: String,
     /// The task now, or null when you can no longer see it (completed, deleted, reassigned).
     #[schema(value_type = Option<crate::view::TaskView>)]
@@ -74,10 +76,11 @@ pub async fn tasks(
                     let task = change
                         .after
                         .clone()
-                        .filter(|t| t.authorized_principals.iter().any(|p| principals.contains(p)));
+                        .filter(|t| principals.allows(&change.application, &t.authorized_principals));
                     let body = TaskChangeEvent {
                         position: change.position,
                         event_type: change.event_type.clone(),
+                        application: change.application.clone(),
                         task_id: change.task_id.clone(),
                         task,
                     };

@@ -67,23 +67,34 @@ pub async fn list(
     ))
 }
 
-/// One task you may see; 404 for any other.
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+/// A task's place in the API: `/api/v1/tasks/{application}/{taskId}`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Path)]
+pub struct TaskPath {
+    /// The process application (engine) the task belongs to.
+    pub application: String,
+    /// The task's id in that application's engine.
+    pub task_id: String,
+}
+
+/// One task you may see; 404 for any other, and for an unknown application.
+#[utoipa::path(get, path = "/api/v1/tasks/{application}/{taskId}", tag = "tasks",
+    params(TaskPath),
     responses((status = 200, body = TaskView), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
 pub async fn one(
     State(state): State<Shared>,
     User(id): User,
-    Path(task_id): Path<String>,
+    Path(path): Path<TaskPath>,
 ) -> Result<Json<Arc<TaskView>>, AppError> {
-    visible_task(&state, &id, &task_id).map(Json)
+    visible_task(&state, &id, &path).map(Json)
 }
 
 /// The task if `identity` may see it.
 pub(super) fn visible_task(
     state: &Shared,
     identity: &crate::identity::Identity,
-    task_id: &str,
+    path: &TaskPath,
 ) -> Result<Arc<TaskView>, AppError> {
     let view = state
         .projection
@@ -91,14 +102,10 @@ pub(super) fn visible_task(
         .read()
         .unwrap_or_else(|p| p.into_inner());
     let principals = identity.principals(&view);
-    view.task(task_id)
-        .filter(|t| {
-            t.authorized_principals
-                .iter()
-                .any(|p| principals.contains(p))
-        })
+    view.task(&path.application, &path.task_id)
+        .filter(|t| principals.allows(t.application(), &t.authorized_principals))
         .cloned()
-        .ok_or_else(|| AppError::task_not_found(task_id))
+        .ok_or_else(|| AppError::task_not_found(&path.application, &path.task_id))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

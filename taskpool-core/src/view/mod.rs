@@ -4,19 +4,32 @@
 //! query reads. Both are the fold of the same events; the index is loaded from MongoDB at
 //! start and then follows the projection, so a query never waits on the database.
 //!
+//! Every key carries its application: a task is `(application, taskId)` (kept as the text
+//! `application/taskId`, unambiguous because an application name holds no `/`), and so are
+//! definitions, identities and the principal index. A user's groups from one engine's identity
+//! count only in that application's realm ([`Realms`]).
+//!
 //! Idempotence: each task remembers the position of the last event applied to it, and a
 //! finished task leaves a tombstone with its final position, so an event at or below that
 //! position is skipped however often it is replayed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use taskpool_api::bus::RecordedEvent;
+use taskpool_api::streams::stream_application;
 use taskpool_api::tasks::{
-    IdentitySynced, ProcessDefinitionRegistered, Task, TaskEvent, IDENTITY_SYNCED,
+    IdentitySynced, ProcessDefinitionRegistered, Task, TaskEvent, TaskStream, IDENTITY_SYNCED,
     PROCESS_DEFINITION_REGISTERED,
 };
+
+pub use crate::realms::{Principals, Realms};
+
+/// The view's key of anything an engine names: `application/id`.
+pub fn key(application: &str, id: &str) -> String {
+    format!("{application}/{id}")
+}
 
 /// One open task as the view holds it and the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -37,6 +50,15 @@ pub struct TaskView {
 impl TaskView {
     pub fn id(&self) -> &str {
         &self.task.task_id
+    }
+
+    pub fn application(&self) -> &str {
+        &self.task.source.application
+    }
+
+    /// `application/taskId`
+    pub fn key(&self) -> String {
+        key(self.application(), self.id())
     }
 
     /// Deferred: its follow-up date is still ahead (`now` is RFC 3339 UTC, as the dates are).
@@ -95,7 +117,10 @@ pub struct IdentityView {
 pub struct TaskChange {
     pub position: u64,
     pub event_type: String,
+    pub application: String,
     pub task_id: String,
+    /// The view had neither the task nor its tombstone before.
+    pub new: bool,
     /// Principals that could see the task before the event.
     pub before: Vec<String>,
     /// The task after the event; `None` once it is completed or deleted.
@@ -103,16 +128,18 @@ pub struct TaskChange {
 }
 
 impl TaskChange {
-    /// Whether anyone holding one of `principals` could see the task before or after.
-    pub fn concerns(&self, principals: &HashSet<String>) -> bool {
+    /// `application/taskId`
+    pub fn key(&self) -> String {
+        key(&self.application, &self.task_id)
+    }
+
+    /// Whether someone holding `principals` could see the task before or after.
+    pub fn concerns(&self, principals: &Principals) -> bool {
         let after = self
             .after
             .iter()
             .flat_map(|t| t.authorized_principals.iter());
-        self.before
-            .iter()
-            .chain(after)
-            .any(|p| principals.contains(p))
+        principals.allows(&self.application, self.before.iter().chain(after))
     }
 }
 
@@ -122,7 +149,9 @@ pub enum Applied {
     /// Already applied before (its position is not ahead of the document's), or not ours.
     Skipped,
     Task(TaskChange),
+    /// The definition's key, `application/definitionId`.
     Definition(String),
+    /// The application whose identity changed.
     Identity(String),
 }
 
@@ -140,20 +169,31 @@ type TasksById = HashMap<Arc<str>, Arc<TaskView>>;
 /// The in-memory index of the view.
 #[derive(Debug, Default)]
 pub struct View {
-    tasks: HashMap<Arc<str>, Arc<TaskView>>,
+    /// By `application/taskId`.
+    tasks: TasksById,
     tombstones: HashMap<Arc<str>, Tombstone>,
-    /// Principal → the open tasks it may see (by id), so a user's list is read without
-    /// looking each task up again.
-    by_principal: HashMap<String, TasksById>,
+    /// Application → principal → the open tasks it may see there, so a user's list is read
+    /// without looking each task up again.
+    by_principal: HashMap<String, HashMap<String, TasksById>>,
+    /// By `application/definitionId`.
     definitions: BTreeMap<String, DefinitionView>,
     identities: BTreeMap<String, IdentityView>,
-    /// user id → groups, over every application's identity.
-    groups_of_user: HashMap<String, Vec<String>>,
+    /// Application → user → the groups its engine gives the user.
+    groups: HashMap<String, HashMap<String, Vec<String>>>,
+    realms: Realms,
     /// The last bus position applied.
     position: u64,
 }
 
 impl View {
+    /// An empty view whose identities count across the given realms.
+    pub fn new(realms: Realms) -> View {
+        View {
+            realms,
+            ..View::default()
+        }
+    }
+
     pub fn position(&self) -> u64 {
         self.position
     }
@@ -167,18 +207,25 @@ impl View {
         self.tasks.len()
     }
 
-    pub fn task(&self, id: &str) -> Option<&Arc<TaskView>> {
-        self.tasks.get(id)
+    pub fn task(&self, application: &str, task_id: &str) -> Option<&Arc<TaskView>> {
+        self.tasks.get(key(application, task_id).as_str())
     }
 
-    pub fn tombstone(&self, id: &str) -> Option<Tombstone> {
-        self.tombstones.get(id).copied()
+    /// By `application/taskId`.
+    pub fn task_by_key(&self, key: &str) -> Option<&Arc<TaskView>> {
+        self.tasks.get(key)
+    }
+
+    /// The tombstone of `application/taskId`.
+    pub fn tombstone(&self, key: &str) -> Option<Tombstone> {
+        self.tombstones.get(key).copied()
     }
 
     pub fn tasks(&self) -> impl Iterator<Item = &Arc<TaskView>> {
         self.tasks.values()
     }
 
+    /// `(application/taskId, tombstone)`
     pub fn tombstones(&self) -> impl Iterator<Item = (&str, Tombstone)> {
         self.tombstones.iter().map(|(k, v)| (&**k, *v))
     }
@@ -187,8 +234,9 @@ impl View {
         self.definitions.values()
     }
 
-    pub fn definition(&self, id: &str) -> Option<&DefinitionView> {
-        self.definitions.get(id)
+    /// By `application/definitionId`.
+    pub fn definition(&self, key: &str) -> Option<&DefinitionView> {
+        self.definitions.get(key)
     }
 
     pub fn identity(&self, application: &str) -> Option<&IdentityView> {
@@ -199,37 +247,46 @@ impl View {
         self.identities.values()
     }
 
-    /// The groups the engines' identity gives `user` (empty when no engine knows the user).
-    pub fn groups_of(&self, user: &str) -> &[String] {
-        self.groups_of_user
-            .get(user)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+    /// Every application the view knows of: with open tasks, definitions or an identity.
+    pub fn applications(&self) -> impl Iterator<Item = &str> {
+        let mut apps: std::collections::BTreeSet<&str> = self
+            .by_principal
+            .keys()
+            .chain(self.groups.keys())
+            .map(String::as_str)
+            .collect();
+        apps.extend(
+            self.definitions
+                .values()
+                .map(|d| d.definition.application.as_str()),
+        );
+        apps.into_iter()
     }
 
-    /// The open tasks any of `principals` may see, each once, in no particular order.
+    /// The groups the engines of `application`'s identity realm give `user` (empty when
+    /// none of them knows the user).
+    pub fn groups_of(&self, application: &str, user: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .realms
+            .of(application)
+            .filter_map(|app| self.groups.get(app)?.get(user))
+            .flatten()
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The open tasks `principals` may see, each once, in no particular order.
     pub fn visible_to<'a>(
         &'a self,
-        principals: &'a HashSet<String>,
+        principals: &'a Principals,
     ) -> impl Iterator<Item = &'a Arc<TaskView>> + 'a {
-        let mut sets: Vec<(&'a str, &'a TasksById)> = principals
+        self.by_principal
             .iter()
-            .filter_map(|p| self.by_principal.get_key_value(p))
-            .map(|(p, tasks)| (p.as_str(), tasks))
-            .collect();
-        // Largest first. A task of a later set was already given by an earlier one when one
-        // of its (few) principals names that set: comparing those is cheaper than hashing.
-        sets.sort_by_key(|(_, tasks)| std::cmp::Reverse(tasks.len()));
-        let names: Arc<Vec<&'a str>> = Arc::new(sets.iter().map(|(p, _)| *p).collect());
-        sets.into_iter()
-            .enumerate()
-            .flat_map(move |(i, (_, tasks))| {
-                let names = names.clone();
-                tasks.values().filter(move |t| {
-                    !t.authorized_principals
-                        .iter()
-                        .any(|p| names[..i].contains(&p.as_str()))
-                })
+            .flat_map(move |(application, index)| {
+                visible_in(index, principals.in_application(application))
             })
     }
 
@@ -238,19 +295,21 @@ impl View {
         self.insert(Arc::new(task));
     }
 
-    pub fn load_tombstone(&mut self, id: &str, tombstone: Tombstone) {
-        self.tombstones.insert(Arc::from(id), tombstone);
+    /// Loads the tombstone of `application/taskId`.
+    pub fn load_tombstone(&mut self, key: &str, tombstone: Tombstone) {
+        self.tombstones.insert(Arc::from(key), tombstone);
     }
 
     pub fn load_definition(&mut self, definition: DefinitionView) {
+        let d = &definition.definition;
         self.definitions
-            .insert(definition.definition.id.clone(), definition);
+            .insert(key(&d.application, &d.id), definition);
     }
 
     pub fn load_identity(&mut self, identity: IdentityView) {
+        self.index_groups(&identity.identity);
         self.identities
             .insert(identity.identity.application.clone(), identity);
-        self.index_groups();
     }
 
     /// Forgets tombstones at or below `position`: a replay starts after the stored position,
@@ -261,9 +320,9 @@ impl View {
 
     /// Applies one committed event. Events of other kinds are skipped.
     pub fn apply(&mut self, event: &RecordedEvent) -> Result<Applied, BadEvent> {
-        let applied = if event.stream.starts_with("task-") {
+        let applied = if let Some(stream) = TaskStream::parse(&event.stream) {
             match TaskEvent::from_recorded(event) {
-                Ok(task_event) => self.apply_task(event, &task_event),
+                Ok(task_event) => self.apply_task(event, stream, &task_event),
                 Err(e) => Err(bad(event, e.to_string())),
             }
         } else if event.event_type == PROCESS_DEFINITION_REGISTERED {
@@ -280,18 +339,42 @@ impl View {
     fn apply_task(
         &mut self,
         event: &RecordedEvent,
+        stream: TaskStream<'_>,
         change: &TaskEvent,
     ) -> Result<Applied, BadEvent> {
+        let source_application = &change.source().application;
+        let application = match stream {
+            TaskStream::Keyed {
+                application,
+                task_id,
+            } => {
+                // The bus lets a collector write only its own application's streams; data
+                // naming another application is refused, never shown under either.
+                if application != source_application || task_id != change.task_id() {
+                    return Err(bad(
+                        event,
+                        format!(
+                            "stream {} carries task {} of application {source_application:?}",
+                            event.stream,
+                            change.task_id()
+                        ),
+                    ));
+                }
+                application
+            }
+            TaskStream::FirstLayout { .. } => source_application.as_str(),
+        };
         let id = change.task_id();
+        let task_key = key(application, id);
         let seen = self
             .tasks
-            .get(id)
+            .get(task_key.as_str())
             .map(|t| t.position)
-            .or_else(|| self.tombstones.get(id).map(|t| t.position));
+            .or_else(|| self.tombstones.get(task_key.as_str()).map(|t| t.position));
         if seen.is_some_and(|p| p >= event.position) {
             return Ok(Applied::Skipped);
         }
-        let current = self.remove(id);
+        let current = self.remove(&task_key);
         let before = current
             .as_ref()
             .map(|t| t.authorized_principals.clone())
@@ -309,7 +392,7 @@ impl View {
         };
         let after = if change.is_final() {
             self.tombstones.insert(
-                Arc::from(id),
+                Arc::from(task_key.as_str()),
                 Tombstone {
                     position: event.position,
                 },
@@ -317,6 +400,7 @@ impl View {
             None
         } else {
             next.task_id = id.to_owned();
+            next.source.application = application.to_owned();
             let view = Arc::new(TaskView {
                 authorized_principals: principals_of(&next),
                 task: next,
@@ -324,14 +408,16 @@ impl View {
                 version: event.version,
                 changed: event.timestamp.clone(),
             });
-            self.tombstones.remove(id);
+            self.tombstones.remove(task_key.as_str());
             self.insert(view.clone());
             Some(view)
         };
         Ok(Applied::Task(TaskChange {
             position: event.position,
             event_type: event.event_type.clone(),
+            application: application.to_owned(),
             task_id: id.to_owned(),
+            new: seen.is_none(),
             before,
             after,
         }))
@@ -340,26 +426,28 @@ impl View {
     fn apply_definition(&mut self, event: &RecordedEvent) -> Result<Applied, BadEvent> {
         let definition: ProcessDefinitionRegistered =
             event.data_as().map_err(|e| bad(event, e.to_string()))?;
+        owned_by(event, &definition.application)?;
+        let definition_key = key(&definition.application, &definition.id);
         if self
             .definitions
-            .get(&definition.id)
+            .get(&definition_key)
             .is_some_and(|d| d.position >= event.position)
         {
             return Ok(Applied::Skipped);
         }
-        let id = definition.id.clone();
         self.definitions.insert(
-            id.clone(),
+            definition_key.clone(),
             DefinitionView {
                 definition,
                 position: event.position,
             },
         );
-        Ok(Applied::Definition(id))
+        Ok(Applied::Definition(definition_key))
     }
 
     fn apply_identity(&mut self, event: &RecordedEvent) -> Result<Applied, BadEvent> {
         let identity: IdentitySynced = event.data_as().map_err(|e| bad(event, e.to_string()))?;
+        owned_by(event, &identity.application)?;
         let application = identity.application.clone();
         if self
             .identities
@@ -368,6 +456,7 @@ impl View {
         {
             return Ok(Applied::Skipped);
         }
+        self.index_groups(&identity);
         self.identities.insert(
             application.clone(),
             IdentityView {
@@ -375,31 +464,31 @@ impl View {
                 position: event.position,
             },
         );
-        self.index_groups();
         Ok(Applied::Identity(application))
     }
 
-    fn index_groups(&mut self) {
-        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
-        for identity in self.identities.values() {
-            for user in &identity.identity.users {
-                groups
-                    .entry(user.id.clone())
-                    .or_default()
-                    .extend(user.groups.iter().cloned());
-            }
-        }
-        for list in groups.values_mut() {
-            list.sort();
-            list.dedup();
-        }
-        self.groups_of_user = groups;
+    fn index_groups(&mut self, identity: &IdentitySynced) {
+        let users = identity
+            .users
+            .iter()
+            .map(|u| {
+                let mut groups = u.groups.clone();
+                groups.sort();
+                groups.dedup();
+                (u.id.clone(), groups)
+            })
+            .collect();
+        self.groups.insert(identity.application.clone(), users);
     }
 
     fn insert(&mut self, view: Arc<TaskView>) {
-        let id: Arc<str> = Arc::from(view.id());
+        let id: Arc<str> = Arc::from(view.key());
+        let index = self
+            .by_principal
+            .entry(view.application().to_owned())
+            .or_default();
         for p in &view.authorized_principals {
-            self.by_principal
+            index
                 .entry(p.clone())
                 .or_default()
                 .insert(id.clone(), view.clone());
@@ -407,17 +496,62 @@ impl View {
         self.tasks.insert(id, view);
     }
 
-    fn remove(&mut self, id: &str) -> Option<Arc<TaskView>> {
-        let view = self.tasks.remove(id)?;
-        for p in &view.authorized_principals {
-            if let Some(set) = self.by_principal.get_mut(p) {
-                set.remove(id);
-                if set.is_empty() {
-                    self.by_principal.remove(p);
+    fn remove(&mut self, key: &str) -> Option<Arc<TaskView>> {
+        let view = self.tasks.remove(key)?;
+        if let Some(index) = self.by_principal.get_mut(view.application()) {
+            for p in &view.authorized_principals {
+                if let Some(set) = index.get_mut(p) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        index.remove(p);
+                    }
                 }
+            }
+            if index.is_empty() {
+                self.by_principal.remove(view.application());
             }
         }
         Some(view)
+    }
+}
+
+/// The tasks of one application's index that any of `principals` may see, each once.
+fn visible_in<'a>(
+    index: &'a HashMap<String, TasksById>,
+    principals: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = &'a Arc<TaskView>> + 'a {
+    let mut sets: Vec<(&'a str, &'a TasksById)> = principals
+        .filter_map(|p| index.get_key_value(p))
+        .map(|(p, tasks)| (p.as_str(), tasks))
+        .collect();
+    // Largest first. A task of a later set was already given by an earlier one when one of
+    // its (few) principals names that set: comparing those is cheaper than hashing.
+    sets.sort_by_key(|(_, tasks)| std::cmp::Reverse(tasks.len()));
+    let names: Arc<Vec<&'a str>> = Arc::new(sets.iter().map(|(p, _)| *p).collect());
+    sets.into_iter()
+        .enumerate()
+        .flat_map(move |(i, (_, tasks))| {
+            let names = names.clone();
+            tasks.values().filter(move |t| {
+                !t.authorized_principals
+                    .iter()
+                    .any(|p| names[..i].contains(&p.as_str()))
+            })
+        })
+}
+
+/// A definition or identity on a stream of the new layout must be of that stream's
+/// application (the bus lets a collector write only its own).
+fn owned_by(event: &RecordedEvent, application: &str) -> Result<(), BadEvent> {
+    match stream_application(&event.stream) {
+        Some(owner) if owner != application => Err(bad(
+            event,
+            format!(
+                "stream {} carries data of application {application:?}",
+                event.stream
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -430,128 +564,4 @@ fn bad(event: &RecordedEvent, reason: String) -> BadEvent {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use taskpool_api::tasks::{
-        SourceReference, TaskAssigned, TaskCandidatesChanged, TaskCompleted, TaskUpdated,
-    };
-
-    pub fn task(id: &str) -> Task {
-        Task {
-            task_id: id.into(),
-            name: Some("Review".into()),
-            priority: 50,
-            created: "2026-11-23T10:00:00.000Z".into(),
-            candidate_groups: vec!["reviewers".into()],
-            source: SourceReference {
-                application: "camunda".into(),
-                engine: "default".into(),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-    }
-
-    pub fn recorded(position: u64, version: u64, event: &TaskEvent) -> RecordedEvent {
-        RecordedEvent {
-            position,
-            stream: format!("task-{}", event.task_id()),
-            version,
-            event_type: event.event_type().into(),
-            data: event.to_json().expect("encode"),
-            metadata: None,
-            id: uuid::Uuid::new_v4(),
-            timestamp: "2026-11-23T10:00:00.000Z".into(),
-        }
-    }
-
-    fn assigned(id: &str, user: Option<&str>) -> TaskEvent {
-        TaskEvent::Assigned(TaskAssigned {
-            task_id: id.into(),
-            assignee: user.map(Into::into),
-            source: SourceReference::default(),
-        })
-    }
-
-    fn set(items: &[&str]) -> HashSet<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn principals_follow_assignee_and_candidates() {
-        let mut view = View::default();
-        view.apply(&recorded(1, 0, &TaskEvent::Created(task("t1"))))
-            .expect("apply");
-        let reviewers = set(&["group:reviewers"]);
-        assert_eq!(view.visible_to(&reviewers).count(), 1);
-        view.apply(&recorded(2, 1, &assigned("t1", Some("kermit"))))
-            .expect("apply");
-        view.apply(&recorded(
-            3,
-            2,
-            &TaskEvent::CandidatesChanged(TaskCandidatesChanged {
-                task_id: "t1".into(),
-                candidate_users: vec!["piggy".into()],
-                candidate_groups: vec![],
-                source: SourceReference::default(),
-            }),
-        ))
-        .expect("apply");
-        assert_eq!(view.visible_to(&reviewers).count(), 0);
-        let t = view.task("t1").expect("open");
-        assert_eq!(t.authorized_principals, ["user:kermit", "user:piggy"]);
-        assert_eq!((t.position, t.version), (3, 2));
-        let both = set(&["user:kermit", "user:piggy", "group:x"]);
-        assert_eq!(view.visible_to(&both).count(), 1, "each task once");
-    }
-
-    #[test]
-    fn replays_and_resurrections_are_skipped() {
-        let mut view = View::default();
-        let created = recorded(1, 0, &TaskEvent::Created(task("t1")));
-        let renamed = recorded(
-            2,
-            1,
-            &TaskEvent::Updated(TaskUpdated {
-                task_id: "t1".into(),
-                name: Some(Some("Approve".into())),
-                ..Default::default()
-            }),
-        );
-        let completed = recorded(
-            3,
-            2,
-            &TaskEvent::Completed(TaskCompleted {
-                task_id: "t1".into(),
-                completed_by: None,
-                source: SourceReference::default(),
-            }),
-        );
-        for e in [&created, &renamed, &created, &renamed] {
-            view.apply(e).expect("apply");
-        }
-        let t = view.task("t1").expect("open");
-        assert_eq!(t.task.name.as_deref(), Some("Approve"));
-        view.apply(&completed).expect("apply");
-        for e in [&created, &renamed, &completed] {
-            assert!(matches!(view.apply(e), Ok(Applied::Skipped)));
-        }
-        assert!(view.task("t1").is_none());
-        assert_eq!(view.tombstone("t1"), Some(Tombstone { position: 3 }));
-        assert_eq!(view.position(), 3);
-    }
-
-    #[test]
-    fn a_change_concerns_who_saw_it_before_and_after() {
-        let mut view = View::default();
-        view.apply(&recorded(1, 0, &TaskEvent::Created(task("t1"))))
-            .expect("apply");
-        let Ok(Applied::Task(change)) = view.apply(&recorded(2, 1, &assigned("t1", Some("k"))))
-        else {
-            panic!("a task change")
-        };
-        assert!(change.concerns(&set(&["group:reviewers"])));
-        assert!(change.concerns(&set(&["user:k"])));
-        assert!(!change.concerns(&set(&["user:other"])));
-    }
-}
+pub(crate) mod tests;

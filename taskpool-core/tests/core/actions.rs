@@ -83,7 +83,10 @@ async fn every_action_is_read_your_writes() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{started}");
-    let task = started["taskId"].as_str().expect("first task").to_owned();
+    assert_eq!(started["application"], app.as_str());
+    let task_id = started["taskId"].as_str().expect("first task").to_owned();
+    // The task API names a task by its application and id.
+    let task = format!("{app}/{task_id}");
     let instance = started["processInstanceId"]
         .as_str()
         .expect("instance")
@@ -109,7 +112,9 @@ async fn every_action_is_read_your_writes() {
         json!("kermit"),
     )
     .await;
-    let engine_task = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
+    let engine_task = engine
+        .ok(Method::GET, &format!("/task/{task_id}"), None)
+        .await;
     assert_eq!(engine_task["assignee"], "kermit");
     let (status, body) = act(&core, "piggy", &task, "claim", None).await;
     assert_eq!(
@@ -130,7 +135,7 @@ async fn every_action_is_read_your_writes() {
     let (ids, _) = core
         .ids("deferred=true&size=1000", "kermit", &["reviewers"])
         .await;
-    assert!(ids.contains(&task));
+    assert!(ids.contains(&task_id));
     act_and_reload(
         &core,
         "kermit",

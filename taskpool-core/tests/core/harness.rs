@@ -86,7 +86,7 @@ pub async fn append(bus: &BusClient, events: &[TaskEvent]) -> u64 {
     let events = events
         .iter()
         .map(|e| NewEvent {
-            stream: task_stream(e.task_id()),
+            stream: task_stream(&e.source().application, e.task_id()),
             event_type: e.event_type().into(),
             data: e.to_json().expect("encode"),
             metadata: None,

@@ -5,6 +5,7 @@ mod actions;
 mod authz;
 mod harness;
 mod queries;
+mod upgrade;
 
 use std::time::Duration;
 
@@ -94,7 +95,7 @@ async fn every_event_type_is_projected_and_stored() {
         &client,
         vec![
             event(
-                &process_definition_stream("order:1:abc"),
+                &process_definition_stream("camunda", "order:1:abc"),
                 PROCESS_DEFINITION_REGISTERED,
                 definition,
             ),
@@ -106,7 +107,7 @@ async fn every_event_type_is_projected_and_stored() {
     core.wait_position(head).await;
 
     // The API shows the fold of the events.
-    let (status, t) = core.get("/api/v1/tasks/t1", "kermit", &[]).await;
+    let (status, t) = core.get("/api/v1/tasks/camunda/t1", "kermit", &[]).await;
     assert_eq!(status, StatusCode::OK, "{t}");
     assert_eq!(t["name"], "Approve order");
     assert_eq!(t["priority"], 80);
@@ -124,14 +125,20 @@ async fn every_event_type_is_projected_and_stored() {
     );
     for gone in ["t2", "t3"] {
         let (status, _) = core
-            .get(&format!("/api/v1/tasks/{gone}"), "kermit", &["clerks"])
+            .get(
+                &format!("/api/v1/tasks/camunda/{gone}"),
+                "kermit",
+                &["clerks"],
+            )
             .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{gone} is finished");
     }
-    // Fozzie is in `managers` only through the engine's identity.
+    // Fozzie is in `managers` only through the engine's identity, which counts in its
+    // application only.
     let (status, me) = core.get("/api/v1/me", "fozzie", &[]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["groups"], json!(["managers"]));
+    assert_eq!(me["groups"], json!([]));
+    assert_eq!(me["applications"]["camunda"], json!(["managers"]));
     let (ids, total) = core.ids("", "fozzie", &[]).await;
     assert_eq!((ids, total), (vec!["t1".to_owned()], 1));
     let (status, p) = core.get("/api/v1/processes", "anyone", &[]).await;
@@ -143,11 +150,14 @@ async fn every_event_type_is_projected_and_stored() {
     let stored = stored_view(&db).await;
     assert_eq!(stored.position(), head);
     let live_t1: TaskView = serde_json::from_value(t).expect("task view");
-    assert_eq!(stored.task("t1").map(|t| (**t).clone()), Some(live_t1));
+    assert_eq!(
+        stored.task("camunda", "t1").map(|t| (**t).clone()),
+        Some(live_t1)
+    );
     assert_eq!(stored.open_tasks(), 1);
-    assert!(stored.tombstone("t2").is_some() && stored.tombstone("t3").is_some());
-    assert!(stored.definition("order:1:abc").is_some());
-    assert_eq!(stored.groups_of("fozzie"), ["managers"]);
+    assert!(stored.tombstone("camunda/t2").is_some() && stored.tombstone("camunda/t3").is_some());
+    assert!(stored.definition("camunda/order:1:abc").is_some());
+    assert_eq!(stored.groups_of("camunda", "fozzie"), ["managers"]);
 }
 
 #[tokio::test]
@@ -167,7 +177,7 @@ async fn stored_writes_are_idempotent() {
     };
     let write = |tasks: Vec<TaskRecord>, position: u64, new: bool| Changes {
         new_tasks: if new {
-            ["t1".to_owned()].into()
+            ["camunda/t1".to_owned()].into()
         } else {
             Default::default()
         },
@@ -194,12 +204,12 @@ async fn stored_writes_are_idempotent() {
         .expect("write");
     let mut loaded = View::default();
     assert_eq!(store.load(&mut loaded).await.expect("load"), 5);
-    let t = loaded.task("t1").expect("stored");
+    let t = loaded.task("camunda", "t1").expect("stored");
     assert_eq!((t.position, t.task.name.as_deref()), (5, Some("second")));
     assert_eq!(loaded.open_tasks(), 1);
     // A tombstone replaces the task until the stored position passes it.
     let closed = TaskRecord::Closed {
-        id: "t1".into(),
+        key: "camunda/t1".into(),
         tombstone: Tombstone { position: 9 },
     };
     store
@@ -208,8 +218,11 @@ async fn stored_writes_are_idempotent() {
         .expect("write");
     let mut loaded = View::default();
     assert_eq!(store.load(&mut loaded).await.expect("load"), 9);
-    assert!(loaded.task("t1").is_none());
-    assert_eq!(loaded.tombstone("t1"), Some(Tombstone { position: 9 }));
+    assert!(loaded.task("camunda", "t1").is_none());
+    assert_eq!(
+        loaded.tombstone("camunda/t1"),
+        Some(Tombstone { position: 9 })
+    );
     assert_eq!(store.purge_tombstones(9).await.expect("purge"), 1);
 }
 
@@ -227,7 +240,7 @@ async fn fold_of_bus(bus: &Cluster, head: u64) -> View {
 
 fn open_tasks(view: &View) -> Vec<TaskView> {
     let mut tasks: Vec<TaskView> = view.tasks().map(|t| (**t).clone()).collect();
-    tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
+    tasks.sort_by_key(|t| t.key());
     tasks
 }
 
@@ -358,7 +371,7 @@ async fn a_store_outage_loses_and_doubles_nothing() {
     assert_eq!(open_tasks(&stored), open_tasks(&expected));
     let (_, total) = core.ids("size=1", "nobody", &["nobody"]).await;
     assert_eq!(total, 0);
-    let (status, _) = core.get("/api/v1/tasks/o7", "u", &[]).await;
+    let (status, _) = core.get("/api/v1/tasks/camunda/o7", "u", &[]).await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -503,6 +516,7 @@ async fn the_stream_delivers_changes_to_my_tasks_only() {
     .await;
     assert!(got.is_ok(), "changes not delivered: {changes:?}");
     assert_eq!(changes[0]["taskId"], "s1");
+    assert_eq!(changes[0]["application"], "camunda");
     assert_eq!(changes[0]["type"], "TaskAssigned");
     assert_eq!(changes[0]["task"]["assignee"], "piggy");
     assert_eq!(changes[1]["type"], "TaskCompleted");
@@ -540,7 +554,10 @@ async fn identity_is_required_and_checked() {
     };
     let (status, body) = me(token(claims(now + 600), harness::JWT_SECRET)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"user": "kermit", "groups": ["muppets"]}));
+    assert_eq!(
+        body,
+        json!({"user": "kermit", "groups": ["muppets"], "applications": {}})
+    );
     for bad in [
         token(claims(now + 600), "not-the-secret-0123456789abcdef"),
         token(claims(now - 600), harness::JWT_SECRET),
@@ -568,7 +585,7 @@ async fn metrics_and_openapi_describe_the_service() {
     let core = Core::start(&bus, &database("meta"), &[]).await;
     core.wait_position(append(&client, &[TaskEvent::Created(task("m1"))]).await)
         .await;
-    let (status, _) = core.get("/api/v1/tasks/m1", "nobody", &[]).await;
+    let (status, _) = core.get("/api/v1/tasks/camunda/m1", "nobody", &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, doc) = core
         .call(Method::GET, "/api/v1/openapi.json", "u", &[], None)
@@ -576,8 +593,9 @@ async fn metrics_and_openapi_describe_the_service() {
     assert_eq!(status, StatusCode::OK);
     for path in [
         "/api/v1/tasks",
-        "/api/v1/tasks/{id}/claim",
+        "/api/v1/tasks/{application}/{taskId}/claim",
         "/api/v1/processes/{key}/start",
+        "/api/v1/processes/{application}/{key}/start",
         "/api/v1/tasks/stream",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} documented");
@@ -590,7 +608,7 @@ async fn metrics_and_openapi_describe_the_service() {
     );
     assert!(metrics.contains("taskpool_open_tasks 1"));
     assert!(metrics.contains(
-        "taskpool_http_requests_total{method=\"GET\",route=\"/api/v1/tasks/{id}\",status=\"404\"} 1"
+        "taskpool_http_requests_total{method=\"GET\",route=\"/api/v1/tasks/{application}/{taskId}\",status=\"404\"} 1"
     ));
     assert!(metrics.contains("taskpool_view_lag_positions"));
 }
@@ -623,7 +641,7 @@ async fn a_full_core_sheds_requests_but_keeps_streams_and_health() {
     // No collector handles the claim: it waits for the 4 s command timeout, holding the one slot.
     // Sent again while one of the probes below holds the slot.
     let claim = tokio::spawn({
-        let url = format!("{}/api/v1/tasks/l1/claim", core.url());
+        let url = format!("{}/api/v1/tasks/camunda/l1/claim", core.url());
         async move {
             let http = reqwest::Client::new();
             testkit::send_admitted(|| http.post(&url).header("x-user", "kermit"))

@@ -259,7 +259,7 @@ async fn bad_requests_get_clear_errors() {
     };
     let json = "application/json";
     let (status, body) = post(
-        "/api/v1/tasks/b1/complete",
+        "/api/v1/tasks/camunda/b1/complete",
         "{\"variables\": [1,2]}".into(),
         json,
     )
@@ -268,16 +268,21 @@ async fn bad_requests_get_clear_errors() {
         (status, body["error"]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!("bad_body"))
     );
-    let (status, _) = post("/api/v1/tasks/b1/complete", "{not json".into(), json).await;
+    let (status, _) = post(
+        "/api/v1/tasks/camunda/b1/complete",
+        "{not json".into(),
+        json,
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let big = format!("{{\"variables\":{{\"x\":\"{}\"}}}}", "a".repeat(10_000));
-    let (status, body) = post("/api/v1/tasks/b1/complete", big.into(), json).await;
+    let (status, body) = post("/api/v1/tasks/camunda/b1/complete", big.into(), json).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (StatusCode::PAYLOAD_TOO_LARGE, json!("body_too_large"))
     );
     let (status, body) = post(
-        "/api/v1/tasks/b1/defer",
+        "/api/v1/tasks/camunda/b1/defer",
         "{\"followUp\":\"next week\"}".into(),
         json,
     )
@@ -286,13 +291,18 @@ async fn bad_requests_get_clear_errors() {
         (status, body["error"]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!("bad_date"))
     );
-    let (status, body) = post("/api/v1/tasks/b1/assign", "{\"user\":\"\"}".into(), json).await;
+    let (status, body) = post(
+        "/api/v1/tasks/camunda/b1/assign",
+        "{\"user\":\"\"}".into(),
+        json,
+    )
+    .await;
     assert_eq!(
         (status, body["error"]["code"].clone()),
         (StatusCode::BAD_REQUEST, json!("bad_user"))
     );
     let (status, body) = post(
-        "/api/v1/tasks/b1/assign",
+        "/api/v1/tasks/camunda/b1/assign",
         "{\"user\":\"x\",\"extra\":1}".into(),
         json,
     )
@@ -302,7 +312,7 @@ async fn bad_requests_get_clear_errors() {
         (StatusCode::BAD_REQUEST, json!("bad_body"))
     );
     let (status, _) = post(
-        "/api/v1/tasks/b1/assign",
+        "/api/v1/tasks/camunda/b1/assign",
         "{\"user\":\"x\"}".into(),
         "text/plain",
     )
@@ -314,7 +324,7 @@ async fn bad_requests_get_clear_errors() {
         let (status, body) = core
             .call(
                 Method::POST,
-                &format!("/api/v1/tasks/b1/{action}"),
+                &format!("/api/v1/tasks/camunda/b1/{action}"),
                 "intruder",
                 &["admins"],
                 None,
@@ -329,7 +339,7 @@ async fn bad_requests_get_clear_errors() {
     let (status, _) = core
         .call(
             Method::POST,
-            "/api/v1/tasks/b1/complete",
+            "/api/v1/tasks/camunda/b1/complete",
             "intruder",
             &[],
             Some(json!({"variables": {}})),
