@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::engine::{engine_url, env_or, REPO};
-use crate::{free_port, wait_for, Cluster, Service, TOKEN};
+use crate::{free_port, wait_for, Cluster, Service};
 
 pub fn database_url() -> String {
     env_or(
@@ -41,7 +41,8 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Starts a collector process for `app` against the bus; `extra` are more flags.
+    /// Starts a collector process for `app` against the bus; `extra` are more flags. On a
+    /// cluster with credentials it presents the entry `collector-{app}`.
     pub fn start(app: &str, bus: &Cluster, extra: &[&str]) -> Collector {
         let nodes: Vec<String> = bus.nodes.iter().map(|n| n.url()).collect();
         let listen = extra
@@ -68,9 +69,11 @@ impl Collector {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        // On a cluster with credentials, the collector's own entry `collector-{app}`.
+        let token = bus.secret(&format!("collector-{app}"));
         let env = [
             ("COLLECTOR_ENGINE_PASSWORD", "demo"),
-            ("COLLECTOR_BUS_TOKEN", TOKEN),
+            ("COLLECTOR_BUS_TOKEN", token.as_str()),
             ("RUST_LOG", "info,camunda_collector=debug"),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::{free_port, wait_for, Cluster, Service, TOKEN};
+use crate::{free_port, wait_for, Cluster, Service};
 
 pub const JWT_SECRET: &str = "core-test-secret-0123456789abcdef";
 
@@ -92,8 +92,10 @@ impl Core {
             args.extend(["--command-timeout".into(), "20s".into()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        // On a cluster with credentials, the entry `core`.
+        let token = bus.secret("core");
         let env = [
-            ("TASKPOOL_BUS_TOKEN", TOKEN),
+            ("TASKPOOL_BUS_TOKEN", token.as_str()),
             ("TASKPOOL_JWT_SECRET", JWT_SECRET),
             ("RUST_LOG", "info,taskpool_core=debug"),
         ]

@@ -141,3 +141,25 @@ async fn a_process_with_candidate_starters_starts_only_for_them() {
     assert_eq!(definition["candidateStarterUsers"], json!(["gonzo"]));
     assert_eq!(definition["candidateStarterGroups"], json!(["starters"]));
 }
+
+#[test]
+fn an_application_name_that_breaks_the_rule_stops_the_collector_at_start() {
+    for bad in [
+        "Billing",
+        "1app",
+        "a_b",
+        "",
+        "an-application-name-longer-than-forty-chars",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_camunda-collector"))
+            .args(["--application", bad, "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run the collector");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        assert!(
+            stderr.contains("[a-z][a-z0-9-]{0,39}") && !stderr.contains("panicked"),
+            "{bad:?}: {stderr}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Two process applications on one platform, each with its own engine and database: the
 //! local engine and the billing engine (`deploy/scripts/camunda.sh start billing`), a collector
-//! each, one bus, one taskpool-core. Engine ids are unique only within one engine, so tasks
+//! each, one bus (each client with its own credential), one taskpool-core. Engine ids are unique only within one engine, so tasks
 //! with the same id on both must stay two tasks; users and groups synced from one engine open
 //! nothing of the other; every action lands on its own engine only.
 
@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use testkit::core::mongo_url;
 use testkit::engine::billing_engine_url;
-use testkit::{wait_for, Cluster, Collector, Core, Engine};
+use testkit::{wait_for, BusCredential, Cluster, Collector, Core, Engine};
 
 /// A standalone task with `id` (the engine takes any id) and one candidate link.
 async fn standalone(engine: &Engine, id: &str, link: Value) {
@@ -61,7 +61,16 @@ async fn two_applications_keep_their_tasks_identities_and_actions_apart() {
     standalone(&local, &id, json!({"groupId": team, "type": "candidate"})).await;
     standalone(&billing, &id, json!({"userId": bo, "type": "candidate"})).await;
 
-    let bus = Cluster::start(&[]).await;
+    // Each client with its own credential and only its role's rights.
+    let bus = Cluster::start_with_credentials(
+        &[
+            BusCredential::collector(&format!("collector-{app_a}"), &app_a),
+            BusCredential::collector(&format!("collector-{app_b}"), &app_b),
+            BusCredential::core("core"),
+        ],
+        &[],
+    )
+    .await;
     let poll = ["--poll-interval", "200ms"];
     let mut collector_a = Collector::start(&app_a, &bus, &poll);
     let billing_url = billing_engine_url();
