@@ -181,6 +181,8 @@ pub struct View {
     /// Application → user → the groups its engine gives the user.
     groups: HashMap<String, HashMap<String, Vec<String>>>,
     realms: Realms,
+    /// Every application met so far (kept, not derived: requests ask for it each time).
+    applications: std::collections::BTreeSet<String>,
     /// The last bus position applied.
     position: u64,
 }
@@ -247,20 +249,9 @@ impl View {
         self.identities.values()
     }
 
-    /// Every application the view knows of: with open tasks, definitions or an identity.
+    /// Every application the view has met: in a task, a definition or an identity.
     pub fn applications(&self) -> impl Iterator<Item = &str> {
-        let mut apps: std::collections::BTreeSet<&str> = self
-            .by_principal
-            .keys()
-            .chain(self.groups.keys())
-            .map(String::as_str)
-            .collect();
-        apps.extend(
-            self.definitions
-                .values()
-                .map(|d| d.definition.application.as_str()),
-        );
-        apps.into_iter()
+        self.applications.iter().map(String::as_str)
     }
 
     /// The groups the engines of `application`'s identity realm give `user` (empty when
@@ -302,8 +293,15 @@ impl View {
 
     pub fn load_definition(&mut self, definition: DefinitionView) {
         let d = &definition.definition;
+        self.meet(&d.application);
         self.definitions
             .insert(key(&d.application, &d.id), definition);
+    }
+
+    fn meet(&mut self, application: &str) {
+        if !self.applications.contains(application) {
+            self.applications.insert(application.to_owned());
+        }
     }
 
     pub fn load_identity(&mut self, identity: IdentityView) {
@@ -428,6 +426,7 @@ impl View {
             event.data_as().map_err(|e| bad(event, e.to_string()))?;
         owned_by(event, &definition.application)?;
         let definition_key = key(&definition.application, &definition.id);
+        self.meet(&definition.application);
         if self
             .definitions
             .get(&definition_key)
@@ -468,6 +467,7 @@ impl View {
     }
 
     fn index_groups(&mut self, identity: &IdentitySynced) {
+        self.meet(&identity.application);
         let users = identity
             .users
             .iter()
@@ -482,6 +482,7 @@ impl View {
     }
 
     fn insert(&mut self, view: Arc<TaskView>) {
+        self.meet(view.application());
         let id: Arc<str> = Arc::from(view.key());
         let index = self
             .by_principal
