@@ -70,3 +70,15 @@ not_alive() { ! kill -0 "$1" 2>/dev/null; }
 
 # port_open HOST PORT: something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# The bus clients' secrets (deploy/scripts/bus.sh writes them): one file per client, mode 0600.
+BUS_DIR="${BUS_DIR:-$STACK_DIR/bus}"
+BUS_SECRETS_DIR="$BUS_DIR/secrets"
+
+# bus_secret NAME: the path of bus client NAME's secret file (peer, admin, core,
+# collector-<application>); dies, naming the script to run, when bus.sh has not written it.
+bus_secret() {
+  local f="$BUS_SECRETS_DIR/$1"
+  [ -s "$f" ] || die "no bus secret for client $1 in $f; run deploy/scripts/bus.sh start first"
+  echo "$f"
+}

@@ -2,7 +2,7 @@
 # Runs the local stack's taskpool-core on 127.0.0.1:7301: the task view (in FerretDB,
 # deploy/scripts/ferretdb.sh) of the three bus nodes (deploy/scripts/bus.sh), and the task API.
 # Users: a JWT signed with the secret in $STACK_DIR/jwt-secret, or (local only) the headers
-# X-User / X-Groups.
+# X-User / X-Groups. It reads the bus as client core (deploy/scripts/bus.sh writes its secret).
 set -euo pipefail
 # shellcheck source=deploy/scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -27,7 +27,8 @@ usage: $(basename "$0") build|start|stop|status
   status  exit 0 if it answers /health/ready
 env: TASKPOOL_LISTEN=$TASKPOOL_LISTEN TASKPOOL_MONGO_URL=$TASKPOOL_MONGO_URL TASKPOOL_DATABASE=$TASKPOOL_DATABASE
      TASKPOOL_BUS=$TASKPOOL_BUS TASKPOOL_TRUST_IDENTITY_HEADERS=$TASKPOOL_TRUST_IDENTITY_HEADERS CORE_BIN=$CORE_BIN
-     (the bus token and the JWT secret come from the stack's files, never the command line)
+     (the bus secret of client core, $BUS_SECRETS_DIR/core, and the JWT secret, $STACK_DIR/jwt-secret,
+     come from the stack's files, never the command line)
 USAGE
 }
 
@@ -40,8 +41,8 @@ start() {
   if pid_alive "$CORE_PID"; then
     say "already running (pid $(cat "$CORE_PID"))"
   else
-    local token_file="$STACK_DIR/bus/token" secret_file="$STACK_DIR/jwt-secret"
-    [ -s "$token_file" ] || die "no bus token in $token_file; run deploy/scripts/bus.sh start first"
+    local token_file secret_file="$STACK_DIR/jwt-secret"
+    token_file="$(bus_secret core)"
     if [ ! -s "$secret_file" ]; then
       (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret_file")
     fi
