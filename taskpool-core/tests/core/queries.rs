@@ -215,8 +215,50 @@ async fn bad_requests_get_clear_errors() {
     let core = Core::start(&bus, &database("bad"), &["--max-body-bytes", "4096"]).await;
     let mut t = task("b1");
     t.candidate_users = vec!["kermit".into()];
-    core.wait_position(append(&client, &[TaskEvent::Created(t)]).await)
+    // An application may be named like a word of the API's own paths.
+    let mut named_like_a_route = t.clone();
+    named_like_a_route.source.application = "attributes".into();
+    core.wait_position(
+        append(
+            &client,
+            &[
+                TaskEvent::Created(t),
+                TaskEvent::Created(named_like_a_route),
+            ],
+        )
+        .await,
+    )
+    .await;
+    let (status, body) = core.get("/api/v1/tasks/attributes/b1", "kermit", &[]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["source"]["application"], "attributes");
+
+    // An unknown application or task: 404 with the error body, for reads and actions alike.
+    for path in ["/api/v1/tasks/nowhere/b1", "/api/v1/tasks/camunda/nothing"] {
+        let (status, body) = core.get(path, "kermit", &[]).await;
+        assert_eq!(
+            (status, body["error"]["code"].clone()),
+            (StatusCode::NOT_FOUND, json!("task_not_found")),
+            "{path}"
+        );
+        let (status, body) = core
+            .call(Method::POST, &format!("{path}/claim"), "kermit", &[], None)
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    let (status, body) = core
+        .call(
+            Method::POST,
+            "/api/v1/processes/nowhere/order/start",
+            "kermit",
+            &[],
+            Some(json!({})),
+        )
         .await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("process_not_found"))
+    );
 
     let cases = [
         ("filter=task.nope=1", "unknown_filter_field"),
