@@ -16,7 +16,8 @@ use rand::Rng;
 use reqwest::Method;
 use serde_json::{json, Value};
 use taskpool_api::bus::{AppendRequest, NewEvent};
-use taskpool_api::tasks::{task_stream, SourceReference, Task, TaskEvent};
+use taskpool_api::streams::task_stream;
+use taskpool_api::tasks::{SourceReference, Task, TaskEvent};
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::process::{Child, Command};
 

@@ -13,8 +13,9 @@ use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use taskpool_api::bus::{AppendRequest, NewEvent};
+use taskpool_api::streams::task_stream;
 use taskpool_api::tasks::{
-    task_stream, SourceReference, Task, TaskAssigned, TaskCompleted, TaskEvent, TaskUpdated,
+    SourceReference, Task, TaskAssigned, TaskCompleted, TaskEvent, TaskUpdated,
 };
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::process::Command;

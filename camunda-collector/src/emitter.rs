@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use taskpool_api::bus::{AppendRequest, NewEvent, NO_STREAM};
-use taskpool_api::tasks::{task_stream, TaskCompleted, TaskDeleted, TaskEvent, TaskFold};
+use taskpool_api::streams::task_stream;
+use taskpool_api::tasks::{TaskCompleted, TaskDeleted, TaskEvent, TaskFold};
 use taskpool_api::BusClient;
 use tokio::sync::{Mutex, MutexGuard};
 

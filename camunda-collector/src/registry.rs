@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use taskpool_api::bus::{AppendRequest, NewEvent, NO_STREAM};
+use taskpool_api::streams::{identity_stream, process_definition_stream};
 use taskpool_api::tasks::{
-    identity_stream, process_definition_stream, IdentitySynced, IdentityUser,
-    ProcessDefinitionRegistered, IDENTITY_SYNCED, PROCESS_DEFINITION_REGISTERED,
+    IdentitySynced, IdentityUser, ProcessDefinitionRegistered, IDENTITY_SYNCED,
+    PROCESS_DEFINITION_REGISTERED,
 };
 use taskpool_api::BusClient;
 

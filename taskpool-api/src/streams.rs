@@ -1,5 +1,5 @@
-//! Which application a stream belongs to: the one rule the bus enforces a collector's writes
-//! with (`raft-bus --credentials`) and stream names are built on.
+//! Stream names, and which application a stream belongs to: the one rule the bus enforces a
+//! collector's writes with (`raft-bus --credentials`) and the names are built on.
 //!
 //! - `{kind}/{application}` and `{kind}/{application}/{rest}`, for the kinds in
 //!   [`APPLICATION_KINDS`], belong to `application`;
@@ -49,9 +49,92 @@ pub fn valid_application(name: &str) -> Result<(), String> {
     ))
 }
 
+/// `task/{application}/{taskId}`: the stream of one task.
+pub fn task_stream(application: &str, task_id: &str) -> String {
+    format!("task/{application}/{task_id}")
+}
+
+/// `process-definition/{application}/{definitionId}`
+pub fn process_definition_stream(application: &str, definition_id: &str) -> String {
+    format!("process-definition/{application}/{definition_id}")
+}
+
+/// `identity/{application}`: the users and groups one engine knows.
+pub fn identity_stream(application: &str) -> String {
+    format!("identity/{application}")
+}
+
+/// How a stream holds task events: as `task/{application}/{taskId}`, or in the first layout
+/// (`task-{taskId}`, written before application keys), where the application is the one in
+/// each event's `source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStream<'a> {
+    Keyed {
+        application: &'a str,
+        task_id: &'a str,
+    },
+    FirstLayout {
+        task_id: &'a str,
+    },
+}
+
+impl<'a> TaskStream<'a> {
+    pub fn parse(stream: &'a str) -> Option<TaskStream<'a>> {
+        if let Some(rest) = stream.strip_prefix("task/") {
+            let (application, task_id) = rest.split_once('/')?;
+            return (!application.is_empty() && !task_id.is_empty()).then_some(TaskStream::Keyed {
+                application,
+                task_id,
+            });
+        }
+        let task_id = stream.strip_prefix("task-")?;
+        (!task_id.is_empty()).then_some(TaskStream::FirstLayout { task_id })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_streams_parse_in_both_layouts() {
+        let keyed = task_stream("billing", "42");
+        assert_eq!(keyed, "task/billing/42");
+        assert_eq!(
+            TaskStream::parse(&keyed),
+            Some(TaskStream::Keyed {
+                application: "billing",
+                task_id: "42"
+            })
+        );
+        // A task id may hold a slash (the engine accepts any id); the application cannot.
+        assert_eq!(
+            TaskStream::parse("task/local/a/b"),
+            Some(TaskStream::Keyed {
+                application: "local",
+                task_id: "a/b"
+            })
+        );
+        assert_eq!(
+            TaskStream::parse("task-42"),
+            Some(TaskStream::FirstLayout { task_id: "42" })
+        );
+        for other in [
+            "task/",
+            "task/x",
+            "task//1",
+            "task/x/",
+            "task-",
+            "identity/x",
+            "tasks-1",
+        ] {
+            assert_eq!(TaskStream::parse(other), None, "{other}");
+        }
+        assert_eq!(
+            crate::tasks::TaskKey::new("local", "7").to_string(),
+            "local/7"
+        );
+    }
 
     #[test]
     fn streams_of_an_application_name_it_in_their_second_segment() {

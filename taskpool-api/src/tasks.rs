@@ -1,6 +1,6 @@
-//! Task events (what the collector appends, what taskpool-core projects) and the task commands
-//! that flow the other way. One stream per task: `task/{application}/{taskId}` (engine ids are
-//! unique only within one engine, so every key carries its application).
+//! Task events (what the collector appends, what taskpool-core projects). One stream per task:
+//! `task/{application}/{taskId}` (see [`crate::streams`]; engine ids are unique only within one
+//! engine, so every key carries its application).
 //!
 //! Dates are RFC 3339 in UTC with milliseconds (`2026-11-23T20:40:05.123Z`), so they sort as
 //! text. The state of a task is the fold of its stream ([`Task::apply`]).
@@ -18,49 +18,6 @@ pub const TASK_COMPLETED: &str = "TaskCompleted";
 pub const TASK_DELETED: &str = "TaskDeleted";
 pub const PROCESS_DEFINITION_REGISTERED: &str = "ProcessDefinitionRegistered";
 pub const IDENTITY_SYNCED: &str = "IdentitySynced";
-
-/// `task/{application}/{taskId}`: the stream of one task.
-pub fn task_stream(application: &str, task_id: &str) -> String {
-    format!("task/{application}/{task_id}")
-}
-
-/// `process-definition/{application}/{definitionId}`
-pub fn process_definition_stream(application: &str, definition_id: &str) -> String {
-    format!("process-definition/{application}/{definition_id}")
-}
-
-/// `identity/{application}`: the users and groups one engine knows.
-pub fn identity_stream(application: &str) -> String {
-    format!("identity/{application}")
-}
-
-/// How a stream holds task events: as `task/{application}/{taskId}`, or in the first layout
-/// (`task-{taskId}`, written before application keys), where the application is the one in
-/// each event's `source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskStream<'a> {
-    Keyed {
-        application: &'a str,
-        task_id: &'a str,
-    },
-    FirstLayout {
-        task_id: &'a str,
-    },
-}
-
-impl<'a> TaskStream<'a> {
-    pub fn parse(stream: &'a str) -> Option<TaskStream<'a>> {
-        if let Some(rest) = stream.strip_prefix("task/") {
-            let (application, task_id) = rest.split_once('/')?;
-            return (!application.is_empty() && !task_id.is_empty()).then_some(TaskStream::Keyed {
-                application,
-                task_id,
-            });
-        }
-        let task_id = stream.strip_prefix("task-")?;
-        (!task_id.is_empty()).then_some(TaskStream::FirstLayout { task_id })
-    }
-}
 
 /// A task's key across the platform: its application and its id in that application's engine.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -543,43 +500,6 @@ mod tests {
         let json = serde_json::to_value(update).expect("encode");
         assert_eq!(json["name"], Value::Null);
         assert!(json.get("priority").is_none());
-    }
-
-    #[test]
-    fn task_streams_parse_in_both_layouts() {
-        let keyed = task_stream("billing", "42");
-        assert_eq!(keyed, "task/billing/42");
-        assert_eq!(
-            TaskStream::parse(&keyed),
-            Some(TaskStream::Keyed {
-                application: "billing",
-                task_id: "42"
-            })
-        );
-        // A task id may hold a slash (the engine accepts any id); the application cannot.
-        assert_eq!(
-            TaskStream::parse("task/local/a/b"),
-            Some(TaskStream::Keyed {
-                application: "local",
-                task_id: "a/b"
-            })
-        );
-        assert_eq!(
-            TaskStream::parse("task-42"),
-            Some(TaskStream::FirstLayout { task_id: "42" })
-        );
-        for other in [
-            "task/",
-            "task/x",
-            "task//1",
-            "task/x/",
-            "task-",
-            "identity/x",
-            "tasks-1",
-        ] {
-            assert_eq!(TaskStream::parse(other), None, "{other}");
-        }
-        assert_eq!(TaskKey::new("local", "7").to_string(), "local/7");
     }
 
     #[test]

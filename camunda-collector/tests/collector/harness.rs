@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use taskpool_api::bus::RecordedEvent;
-use taskpool_api::tasks::task_stream;
+use taskpool_api::streams::task_stream;
 use taskpool_api::BusClient;
 pub use testkit::collector::Collector;
 pub use testkit::engine::engine_url;

@@ -65,7 +65,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         .expect("definition id")
         .to_owned();
     let definition_stream =
-        taskpool_api::tasks::process_definition_stream(&collector.app, &definition);
+        taskpool_api::streams::process_definition_stream(&collector.app, &definition);
     let events = wait_for(
         "the definition announced",
         Duration::from_secs(120),
@@ -84,7 +84,7 @@ async fn poll_reports_every_kind_of_change_of_a_task() {
         ),
         (Some("simpleUserTask"), Some(true))
     );
-    let identity_stream = taskpool_api::tasks::identity_stream(&collector.app);
+    let identity_stream = taskpool_api::streams::identity_stream(&collector.app);
     let synced = wait_for("the identity synced", Duration::from_secs(120), || async {
         let page = bus.stream(&identity_stream, 0, 10).await.ok()?;
         page.events.last().map(data)

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use taskpool_api::bus::RecordedEvent;
-use taskpool_api::streams::stream_application;
+use taskpool_api::streams::{stream_application, TaskStream};
 use taskpool_api::tasks::{
-    IdentitySynced, ProcessDefinitionRegistered, Task, TaskEvent, TaskStream, IDENTITY_SYNCED,
+    IdentitySynced, ProcessDefinitionRegistered, Task, TaskEvent, IDENTITY_SYNCED,
     PROCESS_DEFINITION_REGISTERED,
 };
 

@@ -1,8 +1,9 @@
 //! The view's fold and index, event by event.
 
 use super::*;
+use taskpool_api::streams::task_stream;
 use taskpool_api::tasks::{
-    task_stream, SourceReference, TaskAssigned, TaskCandidatesChanged, TaskCompleted, TaskUpdated,
+    SourceReference, TaskAssigned, TaskCandidatesChanged, TaskCompleted, TaskUpdated,
 };
 
 pub fn source(application: &str) -> SourceReference {

@@ -13,8 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::handler::{self, HandlerConfig, MemoryDedupe};
+use taskpool_api::streams::identity_stream;
 use taskpool_api::task_commands::TASK_COMMAND_TYPES;
-use taskpool_api::tasks::{identity_stream, Task, TaskEvent, IDENTITY_SYNCED};
+use taskpool_api::tasks::{Task, TaskEvent, IDENTITY_SYNCED};
 use testkit::wait_for;
 
 use crate::harness::{append, append_raw, database, event, task, Cluster, Core};

@@ -3,7 +3,8 @@
 
 use serde_json::Value;
 use taskpool_api::bus::{AppendRequest, NewEvent};
-use taskpool_api::tasks::{task_stream, SourceReference, Task, TaskEvent};
+use taskpool_api::streams::task_stream;
+use taskpool_api::tasks::{SourceReference, Task, TaskEvent};
 use taskpool_api::BusClient;
 use taskpool_core::store::Store;
 use taskpool_core::view::View;

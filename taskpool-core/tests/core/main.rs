@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use taskpool_api::streams::{identity_stream, process_definition_stream};
 use taskpool_api::tasks::{
-    identity_stream, process_definition_stream, SourceReference, TaskAssigned,
-    TaskCandidatesChanged, TaskCompleted, TaskDeleted, TaskEvent, TaskUpdated, IDENTITY_SYNCED,
-    PROCESS_DEFINITION_REGISTERED,
+    SourceReference, TaskAssigned, TaskCandidatesChanged, TaskCompleted, TaskDeleted, TaskEvent,
+    TaskUpdated, IDENTITY_SYNCED, PROCESS_DEFINITION_REGISTERED,
 };
 use taskpool_core::store::{Changes, TaskRecord};
 use taskpool_core::view::{TaskView, Tombstone, View};

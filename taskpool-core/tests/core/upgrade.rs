@@ -7,8 +7,9 @@
 use mongodb::bson::{doc, Document};
 use reqwest::StatusCode;
 use serde_json::json;
+use taskpool_api::streams::task_stream;
 use taskpool_api::tasks::{
-    task_stream, SourceReference, TaskAssigned, TaskCompleted, TaskEvent, IDENTITY_SYNCED,
+    SourceReference, TaskAssigned, TaskCompleted, TaskEvent, IDENTITY_SYNCED,
     PROCESS_DEFINITION_REGISTERED,
 };
 
