@@ -13,19 +13,27 @@ use e2e::{Mode, Prometheus, Stack};
 #[tokio::test]
 async fn prometheus_scrapes_every_service_and_sees_what_happened() {
     let stack = Stack::start("observe", Mode::Hook).await;
+    // The second process application's collector, polling the billing engine.
+    let billing_url = testkit::engine::billing_engine_url();
+    let billing = testkit::Collector::start(
+        &format!("{}-billing", stack.app),
+        &stack.bus,
+        &["--engine-url", &billing_url, "--poll-interval", "1s"],
+    );
     let bus = |id: u64| stack.bus.node(id).addr.clone();
     let prometheus = Prometheus::start(&[
         ("bus1:7101", bus(1)),
         ("bus2:7102", bus(2)),
         ("bus3:7103", bus(3)),
         ("collector:7201", stack.collector.listen.clone()),
+        ("collector-billing:7202", billing.listen.clone()),
         ("taskpool-core:7301", stack.core.listen.clone()),
     ])
     .await;
 
     let targets = wait_for("every target up", Duration::from_secs(60), || async {
         let t = prometheus.targets().await;
-        (t.len() == 6 && t.iter().all(|(_, h)| h == "up")).then_some(t)
+        (t.len() == 7 && t.iter().all(|(_, h)| h == "up")).then_some(t)
     })
     .await;
     let jobs: BTreeSet<&str> = targets.iter().map(|(j, _)| j.as_str()).collect();
@@ -89,17 +97,19 @@ async fn prometheus_scrapes_every_service_and_sees_what_happened() {
         },
     )
     .await;
-    // The view holds what the engine holds; all nodes and the view at one head position.
+    // The view holds what both engines hold; all nodes and the view at one head position.
+    let billing_engine = testkit::Engine::connect_to(&billing_url).await;
     wait_for(
-        "view open tasks = engine open tasks",
+        "view open tasks = both engines' open tasks",
         Duration::from_secs(60),
         || async {
-            let (_, count) = stack
-                .engine
-                .call(reqwest::Method::GET, "/task/count", None)
-                .await;
+            let mut open = 0.0;
+            for engine in [&stack.engine, &billing_engine] {
+                let (_, count) = engine.call(reqwest::Method::GET, "/task/count", None).await;
+                open += count["count"].as_f64()?;
+            }
             let view = value("taskpool_open_tasks").await?;
-            (Some(view) == count["count"].as_f64()).then_some(())
+            (view == open).then_some(())
         },
     )
     .await;
