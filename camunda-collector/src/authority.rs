@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use futures::StreamExt;
 use taskpool_api::task_commands::Actor;
 
 use crate::commands::{fail, Failure};
@@ -117,6 +118,39 @@ pub async fn startable(
     }
     Ok(definition)
 }
+
+/// Which of `keys` the engine's authorizations let `actor` start (all of them without an actor,
+/// or when the engine lets anyone start anything: authorizations off, or a global grant).
+pub async fn startable_keys(
+    engine: &Engine,
+    keys: Vec<String>,
+    actor: Option<&Actor>,
+) -> Result<Vec<String>, Failure> {
+    let Some(actor) = actor else {
+        return Ok(keys);
+    };
+    if keys.len() > MAX_KEYS_ASKED {
+        return Err(fail(
+            422,
+            "bad_payload",
+            format!("at most {MAX_KEYS_ASKED} keys at a time"),
+        ));
+    }
+    // A user and a definition nobody knows: allowed only if everyone may start everything.
+    let nobody = uuid::Uuid::new_v4().simple().to_string();
+    if keys.is_empty() || engine.may_start(&nobody, &nobody).await? {
+        return Ok(keys);
+    }
+    let allowed: Vec<Result<Option<String>, Failure>> = futures::stream::iter(keys)
+        .map(|key| async move { Ok(engine.may_start(&key, &actor.user).await?.then_some(key)) })
+        .buffered(8)
+        .collect()
+        .await;
+    allowed.into_iter().filter_map(Result::transpose).collect()
+}
+
+/// Most definition keys one `StartableProcesses` may ask about.
+const MAX_KEYS_ASKED: usize = 1_000;
 
 /// `camunda:candidateStarterUsers` and `camunda:candidateStarterGroups` of a process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

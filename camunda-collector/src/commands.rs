@@ -8,9 +8,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::task_commands::{
-    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, TaskCommandResult,
-    UnclaimTask, UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, START_PROCESS,
-    UNCLAIM_TASK, UNDEFER_TASK,
+    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, StartableKeys,
+    StartableProcesses, TaskCommandResult, UnclaimTask, UndeferTask, ASSIGN_TASK, CLAIM_TASK,
+    COMPLETE_TASK, DEFER_TASK, STARTABLE_PROCESSES, START_PROCESS, UNCLAIM_TASK, UNDEFER_TASK,
 };
 
 use crate::authority;
@@ -103,11 +103,15 @@ fn payload<T: DeserializeOwned>(p: &Value) -> Result<T, Failure> {
 impl Executor {
     pub async fn execute(&self, command: CommandMessage) -> CommandResult {
         let kind = command.command_type.clone();
-        let answer = match self.run(&command).await {
-            Ok(result) => {
-                let value = serde_json::to_value(result).unwrap_or(Value::Null);
-                CommandResult::success(String::new(), value)
-            }
+        let outcome = if kind == STARTABLE_PROCESSES {
+            self.startable(&command.payload).await
+        } else {
+            self.run(&command)
+                .await
+                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        };
+        let answer = match outcome {
+            Ok(value) => CommandResult::success(String::new(), value),
             Err(f) => {
                 tracing::info!(id = %command.id, kind, code = f.code, message = %f.message, "command failed");
                 CommandResult::failure(String::new(), f.status, f.code, f.message)
@@ -119,6 +123,14 @@ impl Executor {
             .with_label_values(&[&kind, outcome])
             .inc();
         answer
+    }
+
+    /// Which of the asked keys the engine lets the actor start (a question: nothing changes).
+    async fn startable(&self, p: &Value) -> Result<Value, Failure> {
+        let q: StartableProcesses = payload(p)?;
+        let keys =
+            authority::startable_keys(self.snapshots.engine(), q.keys, q.actor.as_ref()).await?;
+        Ok(serde_json::to_value(StartableKeys { keys }).unwrap_or(Value::Null))
     }
 
     async fn run(&self, command: &CommandMessage) -> Result<TaskCommandResult, Failure> {

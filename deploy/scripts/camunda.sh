@@ -25,6 +25,7 @@ case "$INSTANCE" in
     CAMUNDA_PID="$STACK_DIR/camunda.pid"
     # Task hooks go to the local collector by default (TASKPOOL_HOOK_URL= turns them off).
     HOOK_URL="${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks}"
+    AUTHORIZATION="${CAMUNDA_AUTHORIZATION_ENABLED:-false}"
     ;;
   billing)
     SCRIPT_NAME=camunda-billing
@@ -34,6 +35,9 @@ case "$INSTANCE" in
     CAMUNDA_PID="$STACK_DIR/camunda-billing.pid"
     # No plugin URL: the billing collector runs in poll mode.
     HOOK_URL="${TASKPOOL_BILLING_HOOK_URL:-}"
+    # The billing engine checks authorizations (who may start what, Tasklist access), so the
+    # platform is seen following an engine's own grants; demo.sh grants the demo users theirs.
+    AUTHORIZATION="${CAMUNDA_BILLING_AUTHORIZATION_ENABLED:-true}"
     ;;
   *) die "unknown instance '$INSTANCE': local or billing" ;;
 esac
@@ -76,9 +80,10 @@ instances (default local), each its own process of the same jar:
   billing  CAMUNDA_BILLING_PORT=${CAMUNDA_BILLING_PORT:-8081} CAMUNDA_BILLING_DB_URL=${CAMUNDA_BILLING_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda_billing}
            CAMUNDA_BILLING_LOG=${CAMUNDA_BILLING_LOG:-$STACK_DIR/camunda-billing.log} (pid $STACK_DIR/camunda-billing.pid)
            TASKPOOL_BILLING_HOOK_URL=${TASKPOOL_BILLING_HOOK_URL:-} (default empty: no hooks, its collector polls)
+           CAMUNDA_BILLING_AUTHORIZATION_ENABLED=${CAMUNDA_BILLING_AUTHORIZATION_ENABLED:-true} (the engine checks authorizations)
 env: STACK_DIR=$STACK_DIR PGPORT=$PGPORT CAMUNDA_DB_USER=$CAMUNDA_DB_USER CAMUNDA_DB_PASSWORD=(set)
      CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER CAMUNDA_ADMIN_PASSWORD=(set) (both instances)
-     CAMUNDA_AUTHORIZATION_ENABLED=false TASKPOOL_REST_AUTH_ENABLED=true
+     CAMUNDA_AUTHORIZATION_ENABLED=${CAMUNDA_AUTHORIZATION_ENABLED:-false} (local) TASKPOOL_REST_AUTH_ENABLED=true
      CAMUNDA_JAVA_OPTS="$CAMUNDA_JAVA_OPTS" CAMUNDA_START_TIMEOUT=$CAMUNDA_START_TIMEOUT
      TASKPOOL_HOOK_SECRET=$(secret_state TASKPOOL_HOOK_SECRET) (default: a random secret kept in $HOOK_SECRET_FILE)
      TASKPOOL_HOOK_TIMEOUT_MS=${TASKPOOL_HOOK_TIMEOUT_MS:-2000}
@@ -160,6 +165,7 @@ start() {
     say "starting Camunda ($INSTANCE) on port $PORT (db $DB_URL, log $CAMUNDA_LOG)"
     # What the app reads, set from this instance's variables whatever the caller exported.
     export CAMUNDA_PORT="$PORT" CAMUNDA_DB_URL="$DB_URL" TASKPOOL_HOOK_URL="$HOOK_URL"
+    export CAMUNDA_AUTHORIZATION_ENABLED="$AUTHORIZATION"
     # The secret reaches the engine through its environment, never the command line.
     if [ "$INSTANCE" = local ] || [ -n "$HOOK_URL" ]; then
       local secret_file; secret_file="$(hook_secret_file)"

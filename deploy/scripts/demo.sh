@@ -92,6 +92,17 @@ seed_local() {
   fi
 }
 
+# grant GROUP RESOURCE_TYPE RESOURCE_ID PERMISSION[,PERMISSION]: an authorization of the billing
+# engine, which checks them (resource types: 0 application, 5 filter, 6 process definition,
+# 8 process instance). Skipped when the group has one on that resource already.
+grant() {
+  local perms
+  [ "$(api GET "/authorization/count?groupIdIn=$1&resourceType=$2&resourceId=$3" | tr -dc '0-9')" = 0 ] || return 0
+  perms="\"${4//,/\",\"}\""
+  api POST /authorization/create \
+    "{\"type\":1,\"permissions\":[$perms],\"groupId\":\"$1\",\"resourceType\":$2,\"resourceId\":\"$3\"}" >/dev/null
+}
+
 seed_billing() {
   engine billing "$CAMUNDA_BILLING_URL"
   group billing Billing
@@ -100,6 +111,14 @@ seed_billing() {
   user mary Mary Major billing
   user bob Bob Biller clerks
   member clerks "$ADMIN_USER"
+  # The billing engine checks authorizations: both groups use its Tasklist and filters; the
+  # clerks may start billing runs (the platform lists demoBilling for them, not for mary).
+  for g in billing clerks; do
+    grant "$g" 0 tasklist ACCESS
+    grant "$g" 5 '*' READ
+  done
+  grant clerks 6 demoBilling READ,CREATE_INSTANCE
+  grant clerks 8 '*' CREATE
   deploy taskpool-demo-billing "$PROCESSES/demo-billing.bpmn"
   local open i
   open="$(open_tasks demoBilling)"

@@ -12,7 +12,9 @@ pub const COMPLETE_TASK: &str = "CompleteTask";
 pub const DEFER_TASK: &str = "DeferTask";
 pub const UNDEFER_TASK: &str = "UndeferTask";
 pub const START_PROCESS: &str = "StartProcess";
-pub const TASK_COMMAND_TYPES: [&str; 7] = [
+/// A question, not a change: which of some definitions the actor may start.
+pub const STARTABLE_PROCESSES: &str = "StartableProcesses";
+pub const TASK_COMMAND_TYPES: [&str; 8] = [
     CLAIM_TASK,
     UNCLAIM_TASK,
     ASSIGN_TASK,
@@ -20,6 +22,7 @@ pub const TASK_COMMAND_TYPES: [&str; 7] = [
     DEFER_TASK,
     UNDEFER_TASK,
     START_PROCESS,
+    STARTABLE_PROCESSES,
 ];
 
 /// Who asks for a command: the user, and the groups the platform counts for them in the
@@ -101,6 +104,24 @@ pub struct StartProcess {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<Actor>,
+}
+
+/// `StartableProcesses`: which of `keys` (definition keys of the application) the engine's
+/// authorizations let the actor start. The candidate starters of each definition's BPMN are
+/// not asked: the view knows them from `ProcessDefinitionRegistered`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartableProcesses {
+    pub keys: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+}
+
+/// The answer to `StartableProcesses`: the keys the actor may start, in the order asked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartableKeys {
+    pub keys: Vec<String>,
 }
 
 /// What a task command answers: the event that records its effect, so the caller can wait

@@ -234,6 +234,27 @@ impl Engine {
         }
     }
 
+    /// Grants `user` `permissions` on a resource (type: 6 process definition, 8 process
+    /// instance …), unless they hold an authorization there already. Only an engine that
+    /// checks authorizations heeds it.
+    pub async fn grant_user(
+        &self,
+        user: &str,
+        resource_type: u32,
+        resource_id: &str,
+        permissions: &[&str],
+    ) {
+        let path = format!(
+            "/authorization/count?userIdIn={user}&resourceType={resource_type}&resourceId={resource_id}"
+        );
+        if self.ok(reqwest::Method::GET, &path, None).await["count"] == 0 {
+            let body = json!({"type": 1, "permissions": permissions, "userId": user,
+                "resourceType": resource_type, "resourceId": resource_id});
+            self.ok(reqwest::Method::POST, "/authorization/create", Some(body))
+                .await;
+        }
+    }
+
     pub async fn delete_instance(&self, instance: &str) {
         let _ = self
             .call(

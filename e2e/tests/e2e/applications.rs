@@ -57,6 +57,14 @@ async fn two_applications_keep_their_tasks_identities_and_actions_apart() {
     local.user_in_group(&amy, &team).await;
     billing.user_in_group(&bo, &team).await;
     billing.user_in_group(&bo, "starters").await;
+    // The billing engine checks authorizations: bo may start startersOnly there, cy (a
+    // candidate starter by group too) holds no grant.
+    let cy = format!("cy{sfx}");
+    billing.user_in_group(&cy, "starters").await;
+    billing
+        .grant_user(&bo, 6, "startersOnly", &["READ", "CREATE_INSTANCE"])
+        .await;
+    billing.grant_user(&bo, 8, "*", &["CREATE"]).await;
     let id = format!("c{sfx}");
     standalone(&local, &id, json!({"groupId": team, "type": "candidate"})).await;
     standalone(&billing, &id, json!({"userId": bo, "type": "candidate"})).await;
@@ -183,21 +191,28 @@ async fn two_applications_keep_their_tasks_identities_and_actions_apart() {
         "{changes:?}"
     );
 
-    // The same process key on both: a start must name its application; starters per engine.
+    // The same process key on both: who may start it in both must name the application; amy
+    // may start it only where the engine lets her (the billing engine grants her nothing).
+    let simple = "/api/v1/processes/simpleUserTask/start";
     let (status, v) = core
-        .call(
-            Method::POST,
-            "/api/v1/processes/simpleUserTask/start",
-            &amy,
-            &[],
-            Some(json!({})),
-        )
+        .call(Method::POST, simple, "demo", &[], Some(json!({})))
         .await;
     assert_eq!(
         (status, v["error"]["code"].clone()),
         (StatusCode::CONFLICT, json!("ambiguous_process")),
         "{v}"
     );
+    let (status, v) = core
+        .call(Method::POST, simple, &amy, &[], Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, v["application"].clone()),
+        (StatusCode::OK, json!(app_a)),
+        "{v}"
+    );
+    local
+        .delete_instance(v["processInstanceId"].as_str().expect("instance"))
+        .await;
     let (_, processes) = core.get("/api/v1/processes", &bo, &[]).await;
     let starters: Vec<&str> = processes["processes"]
         .as_array()
@@ -211,12 +226,30 @@ async fn two_applications_keep_their_tasks_identities_and_actions_apart() {
         [app_b.as_str()],
         "bo starts startersOnly in B only"
     );
+    // cy is a candidate starter by the BPMN, but the billing engine's grants say no.
+    let (_, processes) = core.get("/api/v1/processes", &cy, &[]).await;
+    assert!(
+        !processes["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .any(|p| p["key"] == "startersOnly" && p["application"] == app_b.as_str()),
+        "{processes}"
+    );
+    let start_b = format!("/api/v1/processes/{app_b}/startersOnly/start");
+    let (status, v) = core
+        .call(Method::POST, &start_b, &cy, &[], Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].clone()),
+        (StatusCode::FORBIDDEN, json!("forbidden_by_engine")),
+        "{v}"
+    );
     let start_a = format!("/api/v1/processes/{app_a}/startersOnly/start");
     let (status, _) = core
         .call(Method::POST, &start_a, &bo, &[], Some(json!({})))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let start_b = format!("/api/v1/processes/{app_b}/startersOnly/start");
     let (status, started) = core
         .call(Method::POST, &start_b, &bo, &[], Some(json!({})))
         .await;

@@ -274,6 +274,15 @@ fn billing_is_a_second_process_application_as_in_the_local_stack() {
         script_default("camunda.sh", "TASKPOOL_BILLING_HOOK_URL"),
         ""
     );
+    // It checks authorizations, in compose as in the local stack.
+    assert_eq!(
+        must(
+            &services,
+            "camunda-billing",
+            "CAMUNDA_BPM_AUTHORIZATION_ENABLED"
+        ),
+        script_default("camunda.sh", "CAMUNDA_BILLING_AUTHORIZATION_ENABLED")
+    );
     assert!(
         engine.contains(&format!(
             "- published: {}",

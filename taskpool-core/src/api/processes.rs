@@ -1,11 +1,17 @@
 //! Process definitions a user may start, and starting them.
 
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskpool_api::task_commands::{StartProcess, START_PROCESS};
+use taskpool_api::commands::CommandRequest;
+use taskpool_api::task_commands::{
+    StartProcess, StartableKeys, StartableProcesses, STARTABLE_PROCESSES, START_PROCESS,
+};
 
 use super::actions::{actor, execute};
 use super::openapi::ErrorSchema;
@@ -65,18 +71,83 @@ fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
         .collect()
 }
 
-/// Process definitions you may start.
+/// Process definitions you may start: startable in a task list, with you among their
+/// candidate starters if their BPMN names any, and — asked of each application's engine over
+/// the bus — allowed by its authorizations (an engine that does not answer in time is taken at
+/// the view's word; a start is judged by the engine anyway).
 #[utoipa::path(get, path = "/api/v1/processes", tag = "processes",
     responses((status = 200, body = Processes), (status = 401, body = ErrorSchema)))]
 pub async fn list(State(state): State<Shared>, User(id): User) -> Json<Processes> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    Json(Processes {
-        processes: startable(&view, &id),
-    })
+    let candidates = {
+        let view = state
+            .projection
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        startable(&view, &id)
+    };
+    let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in &candidates {
+        let app = keys.entry(d.definition.application.clone()).or_default();
+        app.push(d.definition.key.clone());
+    }
+    let answers = futures::future::join_all(keys.into_iter().map(|(app, keys)| {
+        let state = &state;
+        let id = &id;
+        async move {
+            let allowed = allowed_by_engine(state, id, &app, keys).await;
+            (app, allowed)
+        }
+    }))
+    .await;
+    let answers: BTreeMap<String, Option<HashSet<String>>> = answers.into_iter().collect();
+    let processes = candidates
+        .into_iter()
+        .filter(|d| {
+            answers
+                .get(&d.definition.application)
+                .and_then(Option::as_ref)
+                .is_none_or(|allowed| allowed.contains(&d.definition.key))
+        })
+        .collect();
+    Json(Processes { processes })
+}
+
+/// How long the list waits for an engine's answer.
+const ENGINE_ANSWER: Duration = Duration::from_secs(2);
+
+/// The keys of `application` the engine's authorizations let the user start, or `None` when
+/// its collector did not answer.
+async fn allowed_by_engine(
+    state: &Shared,
+    identity: &Identity,
+    application: &str,
+    keys: Vec<String>,
+) -> Option<HashSet<String>> {
+    let request = CommandRequest {
+        id: uuid::Uuid::new_v4(),
+        command_type: STARTABLE_PROCESSES.into(),
+        routing_key: application.to_owned(),
+        payload: serde_json::to_value(StartableProcesses {
+            keys,
+            actor: Some(actor(state, identity, application)),
+        })
+        .ok()?,
+        timeout_ms: Some(ENGINE_ANSWER.as_millis() as u64),
+    };
+    match state.bus.send_command(&request).await {
+        Ok(answer) => match serde_json::from_value::<StartableKeys>(answer.result) {
+            Ok(k) => Some(k.keys.into_iter().collect()),
+            Err(e) => {
+                tracing::warn!(application, error = %e, "unreadable answer to StartableProcesses");
+                None
+            }
+        },
+        Err(e) => {
+            tracing::debug!(application, error = %e, "no engine answer on startable processes");
+            None
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -143,37 +214,48 @@ async fn start_process(
     key: String,
     body: StartBody,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
-    let application = {
+    let mut candidates: Vec<String> = {
         let view = state
             .projection
             .view
             .read()
             .unwrap_or_else(|p| p.into_inner());
-        let mut candidates: Vec<String> = startable(&view, id)
+        startable(&view, id)
             .into_iter()
             .filter(|d| d.definition.key == key)
             .filter(|d| application.is_none_or(|a| a == d.definition.application))
             .map(|d| d.definition.application)
-            .collect();
-        match candidates.len() {
-            0 => {
-                return Err(AppError::new(
-                    StatusCode::NOT_FOUND,
-                    "process_not_found",
-                    format!("no process {key:?} that you may start"),
-                ))
+            .collect()
+    };
+    if candidates.len() > 1 {
+        // Ambiguous by the view: the engines' own grants may leave one.
+        let mut allowed = Vec::new();
+        for app in candidates {
+            let answer = allowed_by_engine(state, id, &app, vec![key.clone()]).await;
+            if answer.is_none_or(|keys| keys.contains(&key)) {
+                allowed.push(app);
             }
-            1 => candidates.remove(0),
-            _ => {
-                return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "ambiguous_process",
-                    format!(
-                        "process {key:?} exists in {}; name one: POST /api/v1/processes/{{application}}/{key}/start",
-                        candidates.join(", ")
-                    ),
-                ))
-            }
+        }
+        candidates = allowed;
+    }
+    let application = match candidates.len() {
+        0 => {
+            return Err(AppError::new(
+                StatusCode::NOT_FOUND,
+                "process_not_found",
+                format!("no process {key:?} that you may start"),
+            ))
+        }
+        1 => candidates.remove(0),
+        _ => {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                "ambiguous_process",
+                format!(
+                    "process {key:?} exists in {}; name one: POST /api/v1/processes/{{application}}/{key}/start",
+                    candidates.join(", ")
+                ),
+            ))
         }
     };
     let payload = StartProcess {
