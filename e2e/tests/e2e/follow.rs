@@ -55,10 +55,19 @@ async fn the_view_follows_changes_made_inside_the_engine() {
         .await;
     let task = engine.task_id(&timed).await;
     stack.visible(&task, "demo", &[]).await;
+    // The engine's job executor fires a due timer at its next acquisition, which an idle
+    // engine backs off to a minute: wait for the engine first, then for the view.
+    let path = format!("/history/task?taskId={task}");
+    let history = testkit::wait_for(
+        "the engine's timer to end the task",
+        std::time::Duration::from_secs(180),
+        || async {
+            let history = engine.ok(Method::GET, &path, None).await;
+            history[0]["endTime"].is_string().then_some(history)
+        },
+    )
+    .await;
     stack.gone(&task, "demo", &[]).await;
-    let history = engine
-        .ok(Method::GET, &format!("/history/task?taskId={task}"), None)
-        .await;
     assert_ne!(
         history[0]["deleteReason"], "completed",
         "the timer deleted the task: {history}"
