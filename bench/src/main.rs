@@ -3,8 +3,8 @@
 //! - `commands`: command routing through raft-bus to in-process handlers (commands.rs);
 //! - `collector`: the collector against the real engine: change → event latency by hook and by
 //!   poll, idle poll cost as open tasks grow (collector.rs);
-//! - `core`: taskpool-core's "my tasks" against the engine's own REST, and its rebuild rate
-//!   (core.rs);
+//! - `core`: taskpool-core's "my tasks" against the engine's own REST, over one application
+//!   and over the same tasks in two, and its rebuild rate (core.rs);
 //! - `rebuild`: the rate of `taskpool-core rebuild` on two histories of the same open tasks
 //!   (rebuild.rs);
 //! - `e2e`: the whole system: created → visible in hook and poll mode, claim round trip,
