@@ -7,8 +7,8 @@
 //!   and over the same tasks in two, and its rebuild rate (core.rs);
 //! - `rebuild`: the rate of `taskpool-core rebuild` on two histories of the same open tasks
 //!   (rebuild.rs);
-//! - `e2e`: the whole system: created → visible in hook and poll mode, claim round trip,
-//!   a burst until all are visible, each beside the engine's own figure (e2e.rs);
+//! - `e2e`: the whole system: created → visible and the claim round trip in hook and poll
+//!   mode, a burst until all are visible, each beside the engine's own figure (e2e.rs);
 //! - `all`: bus, commands and collector, one after the other.
 //!
 //! Results go to stdout as tables, progress to stderr.
@@ -282,7 +282,8 @@ struct E2eArgs {
     /// The collector's poll interval in poll mode
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
-    /// Claims through the task API, and as many on the engine's own REST
+    /// Claims through the task API, and as many on the engine's own REST, in each mode (hook
+    /// mode claims tasks of its latency phase, at most half of --instances each way)
     #[arg(long, default_value_t = 100)]
     claims: usize,
     /// Instances of the burst
@@ -340,8 +341,8 @@ impl Plan {
 async fn run(cmd: Cmd) -> ExitCode {
     let plan = match cmd {
         Cmd::E2e { e2e } => {
-            if e2e.instances < 2 || e2e.poll_instances == 0 || e2e.burst == 0 {
-                eprintln!("--instances ≥ 2, --poll-instances ≥ 1 and --burst ≥ 1");
+            if e2e.instances < 2 || e2e.poll_instances == 0 || e2e.burst == 0 || e2e.claims == 0 {
+                eprintln!("--instances ≥ 2, --poll-instances ≥ 1, --burst ≥ 1 and --claims ≥ 1");
                 return ExitCode::from(2);
             }
             return if e2e::run(&e2e).await {
