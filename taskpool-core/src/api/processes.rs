@@ -53,8 +53,7 @@ fn may_start(principals: &Principals, definition: &DefinitionView) -> bool {
 /// The latest startable version of each (application, key).
 fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
     let principals = identity.principals(view);
-    let mut latest: std::collections::BTreeMap<(String, String), &DefinitionView> =
-        Default::default();
+    let mut latest: BTreeMap<(String, String), &DefinitionView> = BTreeMap::new();
     for d in view.definitions() {
         let k = (d.definition.application.clone(), d.definition.key.clone());
         if latest
