@@ -9,6 +9,7 @@ mod faults;
 mod harness;
 mod hooks;
 mod judge;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::time::Duration;
