@@ -17,6 +17,7 @@ use crate::authority;
 use crate::dates;
 use crate::emitter::{EmitError, Emitter, Head};
 use crate::engine::EngineError;
+use crate::follow_up;
 use crate::metrics::Metrics;
 use crate::snapshot::{typed_variables, Snapshots};
 
@@ -217,11 +218,10 @@ impl Executor {
         })
     }
 
-    /// Read, modify, write: `PUT /task/{id}` clears every field it is not given. The write
-    /// carries the state read for the check an instant before (never the view's), and a write
-    /// the engine refused for a concurrent change (its optimistic lock) starts again from a
-    /// fresh read. Camunda's REST API has no conditional update, so a change that lands between
-    /// that read and the write (milliseconds) can still be overwritten.
+    /// Read, modify, write (`follow_up`): from the state read for the check an instant before
+    /// (never the view's); a write the engine refused for a concurrent change (its optimistic
+    /// lock) starts again from a fresh read, and a concurrent change the write overwrote is put
+    /// back from the engine's log.
     async fn set_follow_up(
         &self,
         task_id: &str,
@@ -232,11 +232,11 @@ impl Executor {
         let mut attempt = 0;
         loop {
             let task = authority::task_for(engine, task_id, actor).await?;
-            match engine.put_task(&task, follow_up.clone()).await {
+            match follow_up::set(engine, &task, follow_up.clone()).await {
                 Err(crate::engine::EngineError::Api { code: Some(1), .. }) if attempt < 3 => {
                     attempt += 1;
                 }
-                other => return Ok(other?),
+                other => return other.map(|_| ()).map_err(Failure::from),
             }
         }
     }

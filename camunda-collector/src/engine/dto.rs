@@ -166,3 +166,16 @@ pub struct DefinitionXml {
 pub struct AuthorizationCheck {
     pub authorized: bool,
 }
+
+/// `GET /history/user-operation`: one property one operation changed (written for
+/// authenticated REST calls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOperation {
+    pub operation_id: String,
+    pub operation_type: String,
+    pub user_id: Option<String>,
+    pub property: Option<String>,
+    pub org_value: Option<String>,
+    pub new_value: Option<String>,
+}

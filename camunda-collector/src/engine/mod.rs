@@ -478,6 +478,26 @@ impl Engine {
         .map(|_| ())
     }
 
+    /// The REST user this collector calls the engine as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.config.user.as_deref()
+    }
+
+    /// Updates of task `task_id` logged after `after` (the engine's clock), newest first.
+    pub async fn task_updates_after(
+        &self,
+        task_id: &str,
+        after: &str,
+    ) -> Result<Vec<UserOperation>, EngineError> {
+        let path = format!(
+            "/history/user-operation?taskId={}&operationType=Update&afterTimestamp={}\
+             &sortBy=timestamp&sortOrder=desc&maxResults=100",
+            q(task_id),
+            q(after)
+        );
+        self.get("user_operation_list", &path).await
+    }
+
     pub async fn start_process(
         &self,
         key: &str,

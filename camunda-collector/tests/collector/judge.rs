@@ -163,3 +163,45 @@ fn an_application_name_that_breaks_the_rule_stops_the_collector_at_start() {
         );
     }
 }
+
+/// `PUT /task/{id}` replaces every field: a claim that lands between the collector's read and
+/// its write of a follow-up date is overwritten, and must be put back from the engine's log.
+#[tokio::test]
+async fn a_follow_up_write_puts_back_a_change_it_overwrote() {
+    use camunda_collector::engine::{Engine as Rest, EngineConfig};
+    let engine = crate::Engine::connect().await;
+    let id = format!("rmw{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let task = json!({"id": id, "name": "Overwritten?", "priority": 50});
+    engine.ok(Method::POST, "/task/create", Some(task)).await;
+    let rest = Rest::new(
+        EngineConfig {
+            url: crate::harness::engine_url(),
+            user: Some("demo".into()),
+            password: Some("demo".into()),
+            timeout: std::time::Duration::from_secs(30),
+        },
+        camunda_collector::metrics::Metrics::new(),
+    )
+    .expect("engine client");
+    let read = rest.task(&id).await.expect("read").expect("the task");
+    // The concurrent change, after the read and before the write.
+    engine.claim(&id, "peter").await;
+    let follow_up = "2031-01-01T00:00:00.000+0000";
+    let restored = camunda_collector::follow_up::set(&rest, &read, Some(follow_up.into()))
+        .await
+        .expect("write");
+    assert_eq!(restored, ["assignee"]);
+    let now = engine.ok(Method::GET, &format!("/task/{id}"), None).await;
+    assert_eq!(
+        (now["assignee"].as_str(), now["followUp"].as_str()),
+        (Some("peter"), Some(follow_up)),
+        "{now}"
+    );
+    // Without a concurrent change nothing is put back.
+    let read = rest.task(&id).await.expect("read").expect("the task");
+    let restored = camunda_collector::follow_up::set(&rest, &read, None).await;
+    assert_eq!(restored.expect("write"), Vec::<String>::new());
+    let _ = engine
+        .call(Method::DELETE, &format!("/task/{id}"), None)
+        .await;
+}
