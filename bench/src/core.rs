@@ -5,8 +5,10 @@
 //! The engine gets its tasks from a multi-instance user task (engine.rs); the same tasks go
 //! onto a bus as `TaskCreated` events of one application, and onto a second bus as events of
 //! two applications (every other task, by id), each projected by its own taskpool-core into
-//! its own database. Both views are asked the same users' questions, one request at a time,
-//! alternating which goes first, so the machine's drift falls on both alike.
+//! its own database; a third taskpool-core projects the one-application bus again, to show how
+//! far two processes of the same data differ. The views are asked the same users' questions,
+//! one request at a time, each user's in turn starting with another view, so the machine's
+//! drift falls on all alike.
 
 mod engine;
 
@@ -48,6 +50,7 @@ pub async fn run(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> bool {
 
 /// One bus holding the tasks' `TaskCreated` events and one taskpool-core projecting them.
 struct View {
+    name: String,
     cluster: cluster::Cluster,
     child: Child,
     url: String,
@@ -153,6 +156,7 @@ impl View {
             projected.as_secs_f64()
         );
         Ok(View {
+            name: name.to_owned(),
             cluster,
             child,
             url,
@@ -232,57 +236,61 @@ impl Measured {
 }
 
 /// `n` answers of each view to the same users (after a tenth as many unmeasured), one request
-/// at a time, alternating which view is asked first; every pair of totals must agree.
-/// Returns both views' figures and the number of pairs that disagreed.
-async fn paired(
+/// at a time, each user's question to every view in turn, starting with another view each
+/// time; all views' totals must agree. Returns each view's figures and the number of users
+/// on whose totals they disagreed.
+async fn rotated(
     http: &reqwest::Client,
-    views: [&View; 2],
+    views: &[&View],
     picks: &[usize],
     n: usize,
     groups: usize,
-) -> Result<([Measured; 2], usize)> {
+) -> Result<(Vec<Measured>, usize)> {
     let warm = (n / 10).max(3);
-    let mut samples: [Vec<f64>; 2] = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    let mut samples: Vec<Vec<f64>> = views.iter().map(|_| Vec::with_capacity(n)).collect();
     let mut differed = 0;
     for (i, &u) in picks.iter().enumerate().take(warm + n) {
-        let mut answers = [(0, 0.0); 2];
-        for k in [i % 2, 1 - i % 2] {
+        let mut answers = vec![(0, 0.0); views.len()];
+        for k in (0..views.len()).map(|k| (i + k) % views.len()) {
             let t = Instant::now();
             let total = my_tasks(http, &views[k].url, u, groups).await?;
             answers[k] = (total, ms(t.elapsed()));
         }
-        if answers[0].0 != answers[1].0 {
+        if answers.iter().any(|a| a.0 != answers[0].0) {
             differed += 1;
+            let totals: Vec<String> = views
+                .iter()
+                .zip(&answers)
+                .map(|(v, a)| format!("{} {}", v.name, a.0))
+                .collect();
             eprintln!(
-                "[core] totals differ for {}: one application {}, two applications {}",
+                "[core] totals differ for {}: {}",
                 user(u),
-                answers[0].0,
-                answers[1].0
+                totals.join(", ")
             );
         }
         if i >= warm {
-            samples[0].push(answers[0].1);
-            samples[1].push(answers[1].1);
+            for (s, a) in samples.iter_mut().zip(&answers) {
+                s.push(a.1);
+            }
         }
     }
-    // The spread between fifths of the run shows how far the p99s move by chance.
-    let fifths = |s: &[f64]| -> Vec<String> {
-        s.chunks(n.div_ceil(5))
+    // The spread between fifths of the run shows how far the figures move by chance.
+    for (view, s) in views.iter().zip(&samples) {
+        let fifths: Vec<String> = s
+            .chunks(n.div_ceil(5))
             .map(|c| {
                 let (p50, p99) = p50_p99(c.to_vec());
                 format!("{p50:.2}/{p99:.2}")
             })
-            .collect()
-    };
-    eprintln!(
-        "[core] p50/p99 ms by fifth of the run: one application {:?}, two applications {:?}",
-        fifths(&samples[0]),
-        fifths(&samples[1])
-    );
-    Ok((
-        [Measured::of(&samples[0]), Measured::of(&samples[1])],
-        differed,
-    ))
+            .collect();
+        eprintln!(
+            "[core] {}: p50/p99 ms by fifth of the run: {}",
+            view.name,
+            fifths.join(", ")
+        );
+    }
+    Ok((samples.iter().map(|s| Measured::of(s)).collect(), differed))
 }
 
 async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<String> {
@@ -308,6 +316,9 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     eprintln!("[core] {} tasks", tasks.len());
     let mut one = View::start("one application", common, args, &tasks, dir).await?;
     let mut two = View::start("two applications", common, args, &spread, dir).await?;
+    // The same one-application view in another process: how far two processes of the same
+    // data differ, the noise the two-application figure must be judged against.
+    let mut again = View::start("one application again", common, args, &tasks, dir).await?;
 
     let http = reqwest::Client::new();
     let picks: Vec<usize> = {
@@ -340,8 +351,16 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
         "[core] measuring {} answers of each view, {} of each engine query",
         args.queries, args.engine_queries
     );
-    let ([ours, spread_out], differed) =
-        paired(&http, [&one, &two], &picks, args.queries, args.groups).await?;
+    let (measured, differed) = rotated(
+        &http,
+        &[&one, &two, &again],
+        &picks,
+        args.queries,
+        args.groups,
+    )
+    .await?;
+    let [ours, spread_out, control] =
+        <[Measured; 3]>::try_from(measured).map_err(|_| anyhow::anyhow!("three views measured"))?;
     mismatches += differed;
     let by_user = |i: usize| format!("candidateUser={}&includeAssignedTasks=true", user(picks[i]));
     let by_groups = |i: usize| {
@@ -369,11 +388,12 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     // Rebuild the one-application bus into a fresh database.
     let _ = one.child.kill().await;
     let _ = two.child.kill().await;
+    let _ = again.child.kill().await;
     let rebuilt = format!("{}_rebuilt", one.database);
     let line = crate::rebuild::rebuild(&args.view, &one.cluster, &rebuilt).await?;
 
     let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
-    for db in [&one.database, &two.database, &rebuilt] {
+    for db in [&one.database, &two.database, &again.database, &rebuilt] {
         mongo.database(db).drop().await?;
     }
     eprintln!("[core] removing the benchmark's process instances from the engine");
@@ -413,6 +433,16 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
         ),
     ]);
     rows.push([
+        "the same as one application, in a second process (how far two processes differ)".into(),
+        format!("{:.2} / {:.2}", control.p50, control.p99),
+        format!("{:.0}", control.rate),
+        format!(
+            "second / first process: p50 {:.2}x, p99 {:.2}x",
+            control.p50 / ours.p50,
+            control.p99 / ours.p99
+        ),
+    ]);
+    rows.push([
         "Camunda POST /task {orQueries: assignee|candidateUser|5 groups, sorted} + count".into(),
         format!("{s50:.1} / {s99:.1}"),
         format!("{srate:.1}"),
@@ -449,8 +479,8 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
         format!("{line} (goal ≥ 20,000 events/s)"),
     ]);
     rows.push([
-        "totals checked: one = two applications (every answer); = engine (5 users)".into(),
-        format!("{} pairs", args.queries + (args.queries / 10).max(3)),
+        "totals checked: the three views agree (every user asked); = engine (5 users)".into(),
+        format!("{} users", args.queries + (args.queries / 10).max(3)),
         "-".into(),
         if mismatches == 0 {
             "all agree".into()
