@@ -7,8 +7,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::commands::send;
 use crate::harness::{data, expect_stream, wait_for};
-use crate::{send, setup};
+use crate::setup;
 
 fn actor(user: &str, groups: &[&str]) -> Value {
     json!({ "user": user, "groups": groups })
