@@ -167,26 +167,17 @@ impl View {
     }
 }
 
-/// taskpool-core's "my tasks" for user `u` and their five groups (trusted headers, so the
-/// groups count in every application): the total.
-async fn my_tasks(http: &reqwest::Client, url: &str, u: usize, groups: usize) -> Result<u64> {
+/// `GET {url}{path}` of taskpool-core as user `u` with their five groups (trusted headers, so
+/// the groups count in every application).
+async fn ask_as(
+    http: &reqwest::Client,
+    url: &str,
+    path: &str,
+    u: usize,
+    groups: usize,
+) -> Result<Value> {
     let r = http
-        .get(format!("{url}/api/v1/tasks?sort=-priority,created&size=50"))
-        .header("x-user", user(u))
-        .header("x-groups", groups_of(u, groups).join(","))
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        bail!("taskpool-core answered {}", r.status());
-    }
-    let v: Value = r.json().await?;
-    Ok(v["total"].as_u64().unwrap_or(0))
-}
-
-/// How many tasks user `u` sees per application (`GET /api/v1/tasks/counts`).
-async fn counts(http: &reqwest::Client, url: &str, u: usize, groups: usize) -> Result<Value> {
-    let r = http
-        .get(format!("{url}/api/v1/tasks/counts"))
+        .get(format!("{url}{path}"))
         .header("x-user", user(u))
         .header("x-groups", groups_of(u, groups).join(","))
         .send()
@@ -195,6 +186,18 @@ async fn counts(http: &reqwest::Client, url: &str, u: usize, groups: usize) -> R
         bail!("taskpool-core answered {}", r.status());
     }
     Ok(r.json().await?)
+}
+
+/// taskpool-core's "my tasks" for user `u`: the total.
+async fn my_tasks(http: &reqwest::Client, url: &str, u: usize, groups: usize) -> Result<u64> {
+    let path = "/api/v1/tasks?sort=-priority,created&size=50";
+    let v = ask_as(http, url, path, u, groups).await?;
+    Ok(v["total"].as_u64().unwrap_or(0))
+}
+
+/// How many tasks user `u` sees per application (`GET /api/v1/tasks/counts`).
+async fn counts(http: &reqwest::Client, url: &str, u: usize, groups: usize) -> Result<Value> {
+    ask_as(http, url, "/api/v1/tasks/counts", u, groups).await
 }
 
 /// p50, p99 (ms) and answers per second of `n` sequential calls of `ask`.
