@@ -425,14 +425,16 @@ async fn commands_go_only_to_handlers_of_their_routing_key() {
         .append(&serde_json::from_value(append_of(&["task/local/1"], &[])).expect("request"))
         .await
         .expect("local appends its own");
-    assert_eq!(
-        reader
+    // A follower applies what the leader committed a moment later: wait for it, with a deadline.
+    wait_for("the follower to read task/local/1", WAIT, || async {
+        let version = reader
             .stream("task/local/1", 0, 10)
             .await
             .expect("read stream")
-            .version,
-        0
-    );
+            .version;
+        (version == 0).then_some(())
+    })
+    .await;
     let first = tokio::time::timeout(WAIT, reader.subscribe(1).next())
         .await
         .expect("in time");
