@@ -185,6 +185,7 @@ impl Op for Senders {
             routing_key: ROUTING_KEY.into(),
             payload: self.payload.clone(),
             timeout_ms: Some(COMMAND_TIMEOUT_MS),
+            traceparent: None,
         };
         let result = match self.clients[node].send_command(&request).await {
             Ok(answer) if answer.id == request.id => Ok(()),

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use taskpool_api::error::ErrorBody;
 use taskpool_api::handler::{self, HandlerConfig};
-use taskpool_api::task_commands::TASK_COMMAND_TYPES;
+use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::sync::watch;
 
@@ -343,7 +343,7 @@ async fn work_while_held(
     });
     let handler_config = HandlerConfig {
         handler_id: format!("{}-{}", ctx.config.application, uuid::Uuid::new_v4()),
-        types: TASK_COMMAND_TYPES.iter().map(|s| s.to_string()).collect(),
+        types: TaskCommand::TYPES.iter().map(|s| s.to_string()).collect(),
         routing_keys: vec![ctx.config.application.clone()],
         concurrency: ctx.config.concurrency,
     };

@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::task_commands::{
-    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, StartProcess, StartableKeys,
-    StartableProcesses, TaskCommandResult, UnclaimTask, UndeferTask, ASSIGN_TASK, CLAIM_TASK,
-    COMPLETE_TASK, DEFER_TASK, STARTABLE_PROCESSES, START_PROCESS, UNCLAIM_TASK, UNDEFER_TASK,
+    Actor, ParseError, StartProcess, StartableKeys, TaskCommand, TaskCommandResult,
 };
 
 use crate::authority;
@@ -97,21 +94,23 @@ impl From<EmitError> for Failure {
     }
 }
 
-fn payload<T: DeserializeOwned>(p: &Value) -> Result<T, Failure> {
-    serde_json::from_value(p.clone()).map_err(|e| fail(422, "bad_payload", format!("payload: {e}")))
+impl From<ParseError> for Failure {
+    fn from(e: ParseError) -> Failure {
+        match e {
+            ParseError::UnknownType(t) => fail(
+                422,
+                "unknown_command",
+                format!("this collector does not handle {t}"),
+            ),
+            e @ ParseError::BadPayload { .. } => fail(422, "bad_payload", e.to_string()),
+        }
+    }
 }
 
 impl Executor {
     pub async fn execute(&self, command: CommandMessage) -> CommandResult {
         let kind = command.command_type.clone();
-        let outcome = if kind == STARTABLE_PROCESSES {
-            self.startable(&command.payload).await
-        } else {
-            self.run(&command)
-                .await
-                .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
-        };
-        let answer = match outcome {
+        let answer = match self.run(&command).await {
             Ok(value) => CommandResult::success(String::new(), value),
             Err(f) => {
                 tracing::info!(id = %command.id, kind, code = f.code, message = %f.message, "command failed");
@@ -126,49 +125,36 @@ impl Executor {
         answer
     }
 
-    /// Which of the asked keys the engine lets the actor start (a question: nothing changes).
-    async fn startable(&self, p: &Value) -> Result<Value, Failure> {
-        let q: StartableProcesses = payload(p)?;
-        let keys =
-            authority::startable_keys(self.snapshots.engine(), q.keys, q.actor.as_ref()).await?;
-        Ok(serde_json::to_value(StartableKeys { keys }).unwrap_or(Value::Null))
-    }
-
-    async fn run(&self, command: &CommandMessage) -> Result<TaskCommandResult, Failure> {
-        if command.routing_key != self.application {
+    /// The one dispatch: each command's check by the engine and its engine call.
+    async fn run(&self, message: &CommandMessage) -> Result<Value, Failure> {
+        if message.routing_key != self.application {
             return Err(fail(
                 404,
                 "unknown_application",
                 format!(
                     "this collector serves application {}, not {}",
-                    self.application, command.routing_key
+                    self.application, message.routing_key
                 ),
             ));
         }
+        let command = TaskCommand::parse(&message.command_type, &message.payload)?;
         let engine = self.snapshots.engine();
-        let p = &command.payload;
-        let task_id = match command.command_type.as_str() {
-            CLAIM_TASK => {
-                let c: ClaimTask = payload(p)?;
-                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
+        let actor = command.actor();
+        match &command {
+            TaskCommand::ClaimTask(c) => {
+                authority::task_for(engine, &c.task_id, actor).await?;
                 engine.claim(&c.task_id, &c.user).await?;
-                c.task_id
             }
-            UNCLAIM_TASK => {
-                let c: UnclaimTask = payload(p)?;
-                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
+            TaskCommand::UnclaimTask(c) => {
+                authority::task_for(engine, &c.task_id, actor).await?;
                 engine.unclaim(&c.task_id).await?;
-                c.task_id
             }
-            ASSIGN_TASK => {
-                let c: AssignTask = payload(p)?;
-                authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
+            TaskCommand::AssignTask(c) => {
+                authority::task_for(engine, &c.task_id, actor).await?;
                 engine.set_assignee(&c.task_id, c.user.as_deref()).await?;
-                c.task_id
             }
-            COMPLETE_TASK => {
-                let c: CompleteTask = payload(p)?;
-                let task = authority::task_for(engine, &c.task_id, c.actor.as_ref()).await?;
+            TaskCommand::CompleteTask(c) => {
+                let task = authority::task_for(engine, &c.task_id, actor).await?;
                 // Completed by a user: the task records who, as Tasklist does by claiming first
                 // (which the engine refuses if someone claimed it meanwhile).
                 if let (Some(user), None) = (&c.user, &task.assignee) {
@@ -177,10 +163,8 @@ impl Executor {
                 engine
                     .complete(&c.task_id, typed_variables(&c.variables))
                     .await?;
-                c.task_id
             }
-            DEFER_TASK => {
-                let c: DeferTask = payload(p)?;
+            TaskCommand::DeferTask(c) => {
                 let at = dates::parse(&c.follow_up).ok_or_else(|| {
                     fail(
                         422,
@@ -188,34 +172,28 @@ impl Executor {
                         format!("followUp {:?} is not an RFC 3339 date", c.follow_up),
                     )
                 })?;
-                self.set_follow_up(&c.task_id, c.actor.as_ref(), Some(dates::to_engine(at)))
+                self.set_follow_up(&c.task_id, actor, Some(dates::to_engine(at)))
                     .await?;
-                c.task_id
             }
-            UNDEFER_TASK => {
-                let c: UndeferTask = payload(p)?;
-                self.set_follow_up(&c.task_id, c.actor.as_ref(), None)
-                    .await?;
-                c.task_id
+            TaskCommand::UndeferTask(c) => {
+                self.set_follow_up(&c.task_id, actor, None).await?;
             }
-            START_PROCESS => return self.start(payload(p)?).await,
-            other => {
-                return Err(fail(
-                    422,
-                    "unknown_command",
-                    format!("this collector does not handle {other}"),
-                ))
+            TaskCommand::StartProcess(c) => return self.start(c).await.map(to_json),
+            TaskCommand::StartableProcesses(q) => {
+                let keys = authority::startable_keys(engine, q.keys.clone(), actor).await?;
+                return Ok(to_json(StartableKeys { keys }));
             }
-        };
-        let head = self.record(&task_id).await?;
-        Ok(TaskCommandResult {
+        }
+        let task_id = command.task_id().unwrap_or_default();
+        let head = self.record(task_id).await?;
+        Ok(to_json(TaskCommandResult {
             application: Some(self.application.clone()),
-            task_id: Some(task_id),
+            task_id: Some(task_id.to_owned()),
             process_instance_id: None,
             position: head.position,
             stream: Some(head.stream),
             version: Some(head.version),
-        })
+        }))
     }
 
     /// Read, modify, write (`follow_up`): from the state read for the check an instant before
@@ -241,7 +219,7 @@ impl Executor {
         }
     }
 
-    async fn start(&self, c: StartProcess) -> Result<TaskCommandResult, Failure> {
+    async fn start(&self, c: &StartProcess) -> Result<TaskCommandResult, Failure> {
         let engine = self.snapshots.engine();
         if let Some(actor) = &c.actor {
             authority::startable(engine, &c.process_definition_key, actor).await?;
@@ -287,4 +265,8 @@ impl Executor {
             .await?
             .ok_or_else(|| fail(503, "not_recorded", "no event recorded the change"))
     }
+}
+
+fn to_json(value: impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
 }

@@ -271,6 +271,7 @@ impl CommandRouter {
                     routing_key: req.routing_key,
                     payload: req.payload,
                     deadline: humantime::format_rfc3339_millis(deadline).to_string(),
+                    traceparent: req.traceparent,
                 };
                 st.pending.insert(
                     req.id,

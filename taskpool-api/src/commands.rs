@@ -25,6 +25,10 @@ pub struct CommandRequest {
     pub payload: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// W3C trace context of the action that sent it (`trace::HEADER`); the handler logs
+    /// under the same trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The answer to a command that a handler executed successfully.
@@ -47,6 +51,9 @@ pub struct CommandMessage {
     pub payload: Value,
     /// RFC 3339: the sender stops waiting then; later work is wasted.
     pub deadline: String,
+    /// The sender's trace context, passed on as it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// `POST /v1/commands/{id}/result`: `{"ok":true,"result":…}` or

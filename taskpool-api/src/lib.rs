@@ -5,7 +5,8 @@
 //! - [`error`]: the `{"error":{"code","message"}}` body every service answers with.
 //! - [`sse`]: a small incremental parser for `text/event-stream`.
 //! - [`tasks`]: task events, their fold, and the stream and key of a task.
-//! - [`task_commands`]: the task commands and their results.
+//! - [`task_commands`]: [`task_commands::TaskCommand`], every task command, and their results.
+//! - [`trace`]: the W3C `traceparent` that ties one action's log lines together.
 //! - [`client`]: [`client::BusClient`], which retries across nodes and follows subscriptions.
 
 pub mod bus;
@@ -18,6 +19,7 @@ pub mod sse;
 pub mod streams;
 pub mod task_commands;
 pub mod tasks;
+pub mod trace;
 
 pub use client::{BusClient, ClientConfig, ClientError};
 

@@ -3,27 +3,119 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
-/// Task command types (routing key: the collector's application name).
-pub const CLAIM_TASK: &str = "ClaimTask";
-pub const UNCLAIM_TASK: &str = "UnclaimTask";
-pub const ASSIGN_TASK: &str = "AssignTask";
-pub const COMPLETE_TASK: &str = "CompleteTask";
-pub const DEFER_TASK: &str = "DeferTask";
-pub const UNDEFER_TASK: &str = "UndeferTask";
-pub const START_PROCESS: &str = "StartProcess";
-/// A question, not a change: which of some definitions the actor may start.
-pub const STARTABLE_PROCESSES: &str = "StartableProcesses";
-pub const TASK_COMMAND_TYPES: [&str; 8] = [
-    CLAIM_TASK,
-    UNCLAIM_TASK,
-    ASSIGN_TASK,
-    COMPLETE_TASK,
-    DEFER_TASK,
-    UNDEFER_TASK,
-    START_PROCESS,
-    STARTABLE_PROCESSES,
-];
+use crate::commands::CommandRequest;
+
+/// Declares [`TaskCommand`] with one variant per payload type, named as its command type.
+macro_rules! task_commands {
+    ($($(#[$doc:meta])* $variant:ident),* $(,)?) => {
+        /// Every task command, typed: the command type is the variant's name, the payload its
+        /// struct. Adding a command is one variant here, its engine call in the collector's
+        /// dispatch, and its tests.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", content = "payload")]
+        pub enum TaskCommand {
+            $($(#[$doc])* $variant($variant),)*
+        }
+
+        impl TaskCommand {
+            /// Every command type, as a collector subscribes for them.
+            pub const TYPES: &'static [&'static str] = &[$(stringify!($variant)),*];
+
+            /// The command type on the bus (`CommandRequest.type`).
+            pub fn command_type(&self) -> &'static str {
+                match self {
+                    $(TaskCommand::$variant(_) => stringify!($variant),)*
+                }
+            }
+
+            /// Who asks; `None`: the platform acting for itself.
+            pub fn actor(&self) -> Option<&Actor> {
+                match self {
+                    $(TaskCommand::$variant(c) => c.actor.as_ref(),)*
+                }
+            }
+        }
+    };
+}
+
+task_commands!(
+    ClaimTask,
+    UnclaimTask,
+    AssignTask,
+    CompleteTask,
+    DeferTask,
+    UndeferTask,
+    StartProcess,
+    /// A question, not a change: which of some definitions the actor may start.
+    StartableProcesses,
+);
+
+/// Why a command message is no task command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("unknown task command type {0:?}")]
+    UnknownType(String),
+    #[error("payload of {command_type}: {message}")]
+    BadPayload {
+        command_type: String,
+        message: String,
+    },
+}
+
+impl TaskCommand {
+    /// Reads a command as the bus carries it: its type and its JSON payload.
+    pub fn parse(command_type: &str, payload: &Value) -> Result<TaskCommand, ParseError> {
+        if !Self::TYPES.contains(&command_type) {
+            return Err(ParseError::UnknownType(command_type.to_owned()));
+        }
+        let tagged = serde_json::json!({"type": command_type, "payload": payload});
+        serde_json::from_value(tagged).map_err(|e| ParseError::BadPayload {
+            command_type: command_type.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The JSON payload on the bus (`CommandRequest.payload`).
+    pub fn payload(&self) -> Value {
+        let tagged = serde_json::to_value(self).unwrap_or(Value::Null);
+        match tagged {
+            Value::Object(mut o) => o.remove("payload").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The task it acts on; `None` for the process commands.
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            TaskCommand::ClaimTask(c) => Some(&c.task_id),
+            TaskCommand::UnclaimTask(c) => Some(&c.task_id),
+            TaskCommand::AssignTask(c) => Some(&c.task_id),
+            TaskCommand::CompleteTask(c) => Some(&c.task_id),
+            TaskCommand::DeferTask(c) => Some(&c.task_id),
+            TaskCommand::UndeferTask(c) => Some(&c.task_id),
+            TaskCommand::StartProcess(_) | TaskCommand::StartableProcesses(_) => None,
+        }
+    }
+
+    /// The bus request that sends it to `application`'s collector (a new command id).
+    pub fn request(
+        &self,
+        application: &str,
+        timeout_ms: u64,
+        traceparent: Option<String>,
+    ) -> CommandRequest {
+        CommandRequest {
+            id: Uuid::new_v4(),
+            command_type: self.command_type().to_owned(),
+            routing_key: application.to_owned(),
+            payload: self.payload(),
+            timeout_ms: Some(timeout_ms),
+            traceparent,
+        }
+    }
+}
 
 /// Who asks for a command: the user, and the groups the platform counts for them in the
 /// command's application (their credentials' groups and that application's identity realm).
@@ -139,4 +231,43 @@ pub struct TaskCommandResult {
     pub position: u64,
     pub stream: Option<String>,
     pub version: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_crosses_the_bus_as_type_and_payload() {
+        let command = TaskCommand::ClaimTask(ClaimTask {
+            task_id: "t-1".into(),
+            user: "kermit".into(),
+            actor: None,
+        });
+        assert_eq!(command.command_type(), "ClaimTask");
+        assert_eq!(
+            command.payload(),
+            serde_json::json!({"taskId": "t-1", "user": "kermit"})
+        );
+        let back = TaskCommand::parse("ClaimTask", &command.payload()).expect("parse");
+        assert_eq!(back, command);
+        assert_eq!(back.task_id(), Some("t-1"));
+        let request = command.request("local", 5_000, None);
+        assert_eq!(request.routing_key, "local");
+        assert_eq!(request.command_type, "ClaimTask");
+    }
+
+    #[test]
+    fn an_unknown_type_or_a_bad_payload_is_told_apart() {
+        assert_eq!(
+            TaskCommand::parse("FlyTask", &serde_json::json!({})),
+            Err(ParseError::UnknownType("FlyTask".into()))
+        );
+        let bad = TaskCommand::parse("ClaimTask", &serde_json::json!({"taskId": 7}));
+        assert!(
+            matches!(bad, Err(ParseError::BadPayload { ref command_type, .. }) if command_type == "ClaimTask"),
+            "{bad:?}"
+        );
+        assert_eq!(TaskCommand::TYPES.len(), 8);
+    }
 }

@@ -25,6 +25,7 @@ pub(crate) async fn send(
         routing_key: app.into(),
         payload,
         timeout_ms: Some(20_000),
+        traceparent: None,
     };
     match bus.send_command(&request).await {
         Ok(r) => Ok(r.result),

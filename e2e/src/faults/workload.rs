@@ -133,6 +133,7 @@ pub async fn sender(bus: BusClient, history: Arc<History>, mut stop: watch::Rece
             routing_key: ROUTING_KEY.into(),
             payload: json!({}),
             timeout_ms: Some(5_000),
+            traceparent: None,
         };
         let outcome = tokio::select! {
             r = bus.send_command(&command) => match r {

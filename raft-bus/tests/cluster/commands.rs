@@ -25,6 +25,7 @@ fn command(key: &str, n: u64, timeout_ms: u64) -> CommandRequest {
         routing_key: key.into(),
         payload: json!({"taskId": format!("t-{n}"), "user": "alice"}),
         timeout_ms: Some(timeout_ms),
+        traceparent: None,
     }
 }
 

@@ -372,6 +372,7 @@ async fn commands_go_only_to_handlers_of_their_routing_key() {
         routing_key: "local".into(),
         payload: json!({"taskId": "t-1"}),
         timeout_ms: Some(20_000),
+        traceparent: None,
     };
     let sender = cluster.client_as(CORE, &[leader]);
     let sent = tokio::spawn({

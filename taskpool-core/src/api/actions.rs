@@ -12,10 +12,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskpool_api::commands::CommandRequest;
 use taskpool_api::task_commands::{
-    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, TaskCommandResult, UnclaimTask,
-    UndeferTask, ASSIGN_TASK, CLAIM_TASK, COMPLETE_TASK, DEFER_TASK, UNCLAIM_TASK, UNDEFER_TASK,
+    Actor, AssignTask, ClaimTask, CompleteTask, DeferTask, TaskCommand, TaskCommandResult,
+    UnclaimTask, UndeferTask,
 };
 
 use super::openapi::ErrorSchema;
@@ -54,18 +53,15 @@ pub(super) fn actor(state: &Shared, identity: &Identity, application: &str) -> A
 /// Sends a command to `application` and waits until the view has its effect.
 pub(super) async fn execute(
     state: &Shared,
-    command_type: &str,
+    command: TaskCommand,
     application: &str,
-    payload: impl Serialize,
 ) -> Result<(TaskCommandResult, bool), AppError> {
-    let request = CommandRequest {
-        id: uuid::Uuid::new_v4(),
-        command_type: command_type.to_owned(),
-        routing_key: application.to_owned(),
-        payload: serde_json::to_value(payload)
-            .map_err(|e| AppError::bad_request("bad_body", format!("command payload: {e}")))?,
-        timeout_ms: Some(state.config.command_timeout.as_millis() as u64),
-    };
+    let command_type = command.command_type();
+    let request = command.request(
+        application,
+        state.config.command_timeout.as_millis() as u64,
+        None,
+    );
     let outcome = |o: &str| {
         state
             .metrics
@@ -140,20 +136,19 @@ fn not_held_by_other(task: &TaskView, user: &str) -> Result<(), AppError> {
 /// One action: the task must be visible to the user and not held by someone else (in the
 /// view, for a quick answer); `payload` builds the command from the task and the actor, or
 /// says that nothing has to change (`None`: answered at once, without a command).
-async fn act<P: Serialize>(
+async fn act(
     state: &Shared,
     identity: &Identity,
     path: &TaskPath,
-    command_type: &str,
-    payload: impl FnOnce(&TaskView, Actor) -> Option<P>,
+    command: impl FnOnce(&TaskView, Actor) -> Option<TaskCommand>,
 ) -> Result<Response, AppError> {
     let task = visible_task(state, identity, path)?;
     not_held_by_other(&task, &identity.user)?;
     let actor = actor(state, identity, &path.application);
-    let Some(payload) = payload(&task, actor) else {
+    let Some(command) = command(&task, actor) else {
         return Ok(respond(state, identity, path, task.position, false));
     };
-    let (result, pending) = execute(state, command_type, &path.application, payload).await?;
+    let (result, pending) = execute(state, command, &path.application).await?;
     Ok(respond(state, identity, path, result.position, pending))
 }
 
@@ -167,11 +162,13 @@ pub async fn claim(
     User(id): User,
     Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    act(&state, &id, &path, CLAIM_TASK, |task, actor| {
-        (task.task.assignee.as_deref() != Some(actor.user.as_str())).then(|| ClaimTask {
-            task_id: path.task_id.clone(),
-            user: actor.user.clone(),
-            actor: Some(actor),
+    act(&state, &id, &path, |task, actor| {
+        (task.task.assignee.as_deref() != Some(actor.user.as_str())).then(|| {
+            TaskCommand::ClaimTask(ClaimTask {
+                task_id: path.task_id.clone(),
+                user: actor.user.clone(),
+                actor: Some(actor),
+            })
         })
     })
     .await
@@ -186,10 +183,12 @@ pub async fn unclaim(
     User(id): User,
     Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    act(&state, &id, &path, UNCLAIM_TASK, |task, actor| {
-        task.task.assignee.is_some().then(|| UnclaimTask {
-            task_id: path.task_id.clone(),
-            actor: Some(actor),
+    act(&state, &id, &path, |task, actor| {
+        task.task.assignee.is_some().then(|| {
+            TaskCommand::UnclaimTask(UnclaimTask {
+                task_id: path.task_id.clone(),
+                actor: Some(actor),
+            })
         })
     })
     .await
@@ -220,11 +219,13 @@ pub async fn assign(
             ));
         }
     }
-    act(&state, &id, &path, ASSIGN_TASK, |task, actor| {
-        (task.task.assignee != body.user).then(|| AssignTask {
-            task_id: path.task_id.clone(),
-            user: body.user.clone(),
-            actor: Some(actor),
+    act(&state, &id, &path, |task, actor| {
+        (task.task.assignee != body.user).then(|| {
+            TaskCommand::AssignTask(AssignTask {
+                task_id: path.task_id.clone(),
+                user: body.user.clone(),
+                actor: Some(actor),
+            })
         })
     })
     .await
@@ -258,13 +259,13 @@ pub async fn complete(
             format!("variable name {bad:?} must be 1 to 256 characters"),
         ));
     }
-    act(&state, &id, &path, COMPLETE_TASK, |_, actor| {
-        Some(CompleteTask {
+    act(&state, &id, &path, |_, actor| {
+        Some(TaskCommand::CompleteTask(CompleteTask {
             task_id: path.task_id.clone(),
             user: Some(actor.user.clone()),
             variables: body.variables,
             actor: Some(actor),
-        })
+        }))
     })
     .await
 }
@@ -295,12 +296,12 @@ pub async fn defer(
             ),
         )
     })?;
-    act(&state, &id, &path, DEFER_TASK, |_, actor| {
-        Some(DeferTask {
+    act(&state, &id, &path, |_, actor| {
+        Some(TaskCommand::DeferTask(DeferTask {
             task_id: path.task_id.clone(),
             follow_up,
             actor: Some(actor),
-        })
+        }))
     })
     .await
 }
@@ -314,10 +315,12 @@ pub async fn undefer(
     User(id): User,
     Path(path): Path<TaskPath>,
 ) -> Result<Response, AppError> {
-    act(&state, &id, &path, UNDEFER_TASK, |task, actor| {
-        task.task.follow_up.is_some().then(|| UndeferTask {
-            task_id: path.task_id.clone(),
-            actor: Some(actor),
+    act(&state, &id, &path, |task, actor| {
+        task.task.follow_up.is_some().then(|| {
+            TaskCommand::UndeferTask(UndeferTask {
+                task_id: path.task_id.clone(),
+                actor: Some(actor),
+            })
         })
     })
     .await

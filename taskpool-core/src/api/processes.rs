@@ -8,10 +8,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use taskpool_api::commands::CommandRequest;
-use taskpool_api::task_commands::{
-    StartProcess, StartableKeys, StartableProcesses, STARTABLE_PROCESSES, START_PROCESS,
-};
+use taskpool_api::task_commands::{StartProcess, StartableKeys, StartableProcesses, TaskCommand};
 
 use super::actions::{actor, execute};
 use super::openapi::ErrorSchema;
@@ -123,17 +120,11 @@ async fn allowed_by_engine(
     application: &str,
     keys: Vec<String>,
 ) -> Option<HashSet<String>> {
-    let request = CommandRequest {
-        id: uuid::Uuid::new_v4(),
-        command_type: STARTABLE_PROCESSES.into(),
-        routing_key: application.to_owned(),
-        payload: serde_json::to_value(StartableProcesses {
-            keys,
-            actor: Some(actor(state, identity, application)),
-        })
-        .ok()?,
-        timeout_ms: Some(ENGINE_ANSWER.as_millis() as u64),
-    };
+    let request = TaskCommand::StartableProcesses(StartableProcesses {
+        keys,
+        actor: Some(actor(state, identity, application)),
+    })
+    .request(application, ENGINE_ANSWER.as_millis() as u64, None);
     match state.bus.send_command(&request).await {
         Ok(answer) => match serde_json::from_value::<StartableKeys>(answer.result) {
             Ok(k) => Some(k.keys.into_iter().collect()),
@@ -257,14 +248,14 @@ async fn start_process(
             ))
         }
     };
-    let payload = StartProcess {
+    let command = TaskCommand::StartProcess(StartProcess {
         process_definition_key: key,
         business_key: body.business_key,
         variables: body.variables,
         user: Some(id.user.clone()),
         actor: Some(actor(state, id, &application)),
-    };
-    let (result, pending) = execute(state, START_PROCESS, &application, payload).await?;
+    });
+    let (result, pending) = execute(state, command, &application).await?;
     let status = if pending {
         StatusCode::ACCEPTED
     } else {

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::handler::{self, HandlerConfig, MemoryDedupe};
 use taskpool_api::streams::identity_stream;
-use taskpool_api::task_commands::TASK_COMMAND_TYPES;
+use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::tasks::{Task, TaskEvent, IDENTITY_SYNCED};
 use testkit::wait_for;
 
@@ -109,7 +109,7 @@ async fn users_see_and_act_on_exactly_the_tasks_they_may() {
         bus.client(&[1, 2, 3]),
         HandlerConfig {
             handler_id: "authz-refuser".into(),
-            types: TASK_COMMAND_TYPES.map(str::to_owned).to_vec(),
+            types: TaskCommand::TYPES.iter().map(|s| s.to_string()).collect(),
             routing_keys: APPS.map(str::to_owned).to_vec(),
             concurrency: 4,
         },
