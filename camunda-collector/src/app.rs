@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
-use taskpool_api::error::ErrorBody;
 use taskpool_api::handler::{self, HandlerConfig};
 use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
@@ -22,6 +21,7 @@ use crate::commands::Executor;
 use crate::config::{Config, Mode};
 use crate::emitter::Emitter;
 use crate::engine::{Engine, EngineConfig};
+use crate::error::CollectorError;
 use crate::hooks::{self, HookBatch};
 use crate::metrics::Metrics;
 use crate::poller::{PollConfig, Poller};
@@ -38,10 +38,6 @@ struct Ctx {
     bus: BusClient,
     store: Store,
     active: watch::Sender<bool>,
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 /// Runs the collector until `shutdown` resolves.
@@ -147,7 +143,7 @@ fn router(ctx: Arc<Ctx>) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/health/live", get(|| async { StatusCode::OK }))
         .route("/health/ready", get(ready))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .fallback(|| async { CollectorError::NoSuchEndpoint })
         .with_state(ctx)
 }
 
@@ -167,75 +163,57 @@ async fn status(State(ctx): State<Arc<Ctx>>) -> Json<serde_json::Value> {
 async fn ready(State(ctx): State<Arc<Ctx>>) -> Response {
     match sqlx::query("SELECT 1").execute(ctx.store.pool()).await {
         Ok(_) => Json(serde_json::json!({"active": *ctx.active.borrow()})).into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            format!("state store: {e}"),
-        ),
+        Err(e) => CollectorError::StoreUnavailable(e.to_string()).into_response(),
     }
 }
 
 async fn receive_hooks(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
-    let outcome = |o: &str| ctx.metrics.hooks.with_label_values(&[o]).inc();
-    let Some(secret) = ctx
+    let result = accept_hooks(&ctx, &headers, body).await;
+    let outcome = match &result {
+        Ok(()) => "accepted",
+        Err(CollectorError::HooksDisabled) => "disabled",
+        Err(CollectorError::BadSignature(_)) => "bad_signature",
+        Err(CollectorError::Standby) => "standby",
+        Err(CollectorError::NotRecorded(_)) => "failed",
+        Err(_) => "bad_body",
+    };
+    ctx.metrics.hooks.with_label_values(&[outcome]).inc();
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn accept_hooks(
+    ctx: &Arc<Ctx>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), CollectorError> {
+    let secret = ctx
         .config
         .hook_secret
         .as_deref()
         .filter(|_| ctx.config.mode == Mode::Hook)
-    else {
-        outcome("disabled");
-        return error(
-            StatusCode::NOT_FOUND,
-            "hooks_disabled",
-            "this collector runs in poll mode; start it with --mode hook --hook-secret …",
-        );
-    };
-    let body: Bytes = match axum::body::to_bytes(body, ctx.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(_) => {
-            outcome("bad_body");
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "hook bodies are limited to {} bytes",
-                    ctx.config.max_body_bytes
-                ),
-            );
-        }
-    };
+        .ok_or(CollectorError::HooksDisabled)?;
+    let body: Bytes = axum::body::to_bytes(body, ctx.config.max_body_bytes)
+        .await
+        .map_err(|_| CollectorError::BodyTooLarge(ctx.config.max_body_bytes))?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let now_ms = chrono::Utc::now().timestamp_millis();
-    if let Err(e) = hooks::verify(
+    hooks::verify(
         secret.as_bytes(),
         header(hooks::TIMESTAMP_HEADER),
         header(hooks::SIGNATURE_HEADER),
         &body,
         now_ms,
-    ) {
-        outcome("bad_signature");
-        tracing::warn!(reason = %e, "hook refused");
-        return error(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string());
-    }
-    let batch: HookBatch = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            outcome("bad_body");
-            tracing::warn!(error = %e, "hook body refused");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                format!("hook body: {e}"),
-            );
-        }
-    };
+    )
+    .inspect_err(|e| tracing::warn!(reason = %e, "hook refused"))?;
+    let batch: HookBatch = serde_json::from_slice(&body).map_err(|e| {
+        tracing::warn!(error = %e, "hook body refused");
+        CollectorError::BadBody(e.to_string())
+    })?;
     if !*ctx.active.borrow() {
-        outcome("standby");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "standby",
-            "this collector is on standby; the active one polls, and will find the change",
-        );
+        return Err(CollectorError::Standby);
     }
     // Records of one task in order; different tasks at once.
     let mut groups: Vec<(String, Vec<hooks::HookTask>)> = Vec::new();
@@ -266,16 +244,10 @@ async fn receive_hooks(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bo
         .collect()
         .await;
     if let Some(Err((task_id, e))) = results.into_iter().find(Result::is_err) {
-        outcome("failed");
         tracing::warn!(task_id, error = %e, "could not report a hooked change; the plugin retries and polling finds it");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_recorded",
-            format!("task {task_id}: {e}"),
-        );
+        return Err(CollectorError::NotRecorded(format!("task {task_id}: {e}")));
     }
-    outcome("accepted");
-    StatusCode::NO_CONTENT.into_response()
+    Ok(())
 }
 
 /// Becomes the active collector whenever the lock is free, works while holding it, and

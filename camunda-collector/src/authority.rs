@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use taskpool_api::task_commands::Actor;
 
-use crate::commands::{fail, Failure};
 use crate::engine::{Engine, EngineTask};
+use crate::error::CollectorError;
 
 /// The engine's open task `task_id`, if `actor` may act on it now: they must see it (assignee,
 /// candidate user, or a member of a candidate group) and nobody else may hold it. Absent and
@@ -19,14 +19,9 @@ pub async fn task_for(
     engine: &Engine,
     task_id: &str,
     actor: Option<&Actor>,
-) -> Result<EngineTask, Failure> {
-    let not_found = || {
-        fail(
-            404,
-            "task_not_found",
-            format!("no open task {task_id} that you may see"),
-        )
-    };
+) -> Result<EngineTask, CollectorError> {
+    let not_found =
+        || CollectorError::TaskNotFound(format!("no open task {task_id} that you may see"));
     let task = engine.task(task_id).await?.ok_or_else(not_found)?;
     let Some(actor) = actor else {
         return Ok(task);
@@ -38,18 +33,16 @@ pub async fn task_for(
         return Err(not_found());
     }
     match task.assignee.as_deref() {
-        Some(holder) => Err(fail(
-            409,
-            "held_by_other",
-            format!("task {task_id} is assigned to {holder}"),
-        )),
+        Some(holder) => Err(CollectorError::HeldByOther(format!(
+            "task {task_id} is assigned to {holder}"
+        ))),
         None => Ok(task),
     }
 }
 
 /// Candidate user, or a candidate group among the actor's groups: those the platform sent and
 /// those the engine knows (asked only when the first do not decide).
-async fn sees(engine: &Engine, task: &EngineTask, actor: &Actor) -> Result<bool, Failure> {
+async fn sees(engine: &Engine, task: &EngineTask, actor: &Actor) -> Result<bool, CollectorError> {
     let links = engine.identity_links(&task.id).await?;
     let candidate = |l: &&crate::engine::IdentityLink| l.link_type == "candidate";
     if links
@@ -82,39 +75,28 @@ pub async fn startable(
     engine: &Engine,
     key: &str,
     actor: &Actor,
-) -> Result<crate::engine::ProcessDefinition, Failure> {
-    let not_found = || {
-        fail(
-            404,
-            "process_not_found",
-            format!("no process {key:?} that you may start"),
-        )
-    };
+) -> Result<crate::engine::ProcessDefinition, CollectorError> {
+    let not_found =
+        || CollectorError::ProcessNotFound(format!("no process {key:?} that you may start"));
     let definition = engine
         .latest_definition(key)
         .await?
         .filter(|d| d.startable_in_tasklist)
         .ok_or_else(not_found)?;
     if definition.suspended {
-        return Err(fail(
-            409,
-            "suspended",
-            format!("process {key:?} is suspended in its engine"),
-        ));
+        return Err(CollectorError::Suspended(format!(
+            "process {key:?} is suspended in its engine"
+        )));
     }
     let starters = starters_of(&engine.definition_xml(&definition.id).await?, key);
     if !starters.is_empty() && !starters.admits(engine, actor).await? {
         return Err(not_found());
     }
     if !engine.may_start(key, &actor.user).await? {
-        return Err(fail(
-            403,
-            "forbidden_by_engine",
-            format!(
-                "the engine's authorizations do not let {} start {key:?}",
-                actor.user
-            ),
-        ));
+        return Err(CollectorError::ForbiddenByEngine(format!(
+            "the engine's authorizations do not let {} start {key:?}",
+            actor.user
+        )));
     }
     Ok(definition)
 }
@@ -125,23 +107,21 @@ pub async fn startable_keys(
     engine: &Engine,
     keys: Vec<String>,
     actor: Option<&Actor>,
-) -> Result<Vec<String>, Failure> {
+) -> Result<Vec<String>, CollectorError> {
     let Some(actor) = actor else {
         return Ok(keys);
     };
     if keys.len() > MAX_KEYS_ASKED {
-        return Err(fail(
-            422,
-            "bad_payload",
-            format!("at most {MAX_KEYS_ASKED} keys at a time"),
-        ));
+        return Err(CollectorError::BadPayload(format!(
+            "at most {MAX_KEYS_ASKED} keys at a time"
+        )));
     }
     // A user and a definition nobody knows: allowed only if everyone may start everything.
     let nobody = uuid::Uuid::new_v4().simple().to_string();
     if keys.is_empty() || engine.may_start(&nobody, &nobody).await? {
         return Ok(keys);
     }
-    let allowed: Vec<Result<Option<String>, Failure>> = futures::stream::iter(keys)
+    let allowed: Vec<Result<Option<String>, CollectorError>> = futures::stream::iter(keys)
         .map(|key| async move { Ok(engine.may_start(&key, &actor.user).await?.then_some(key)) })
         .buffered(8)
         .collect()
@@ -164,7 +144,7 @@ impl Starters {
         self.users.is_empty() && self.groups.is_empty()
     }
 
-    async fn admits(&self, engine: &Engine, actor: &Actor) -> Result<bool, Failure> {
+    async fn admits(&self, engine: &Engine, actor: &Actor) -> Result<bool, CollectorError> {
         if self.users.contains(&actor.user) || actor.groups.iter().any(|g| self.groups.contains(g))
         {
             return Ok(true);

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use serde_json::Value;
 use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::task_commands::{
-    Actor, ParseError, StartProcess, StartableKeys, TaskCommand, TaskCommandResult,
+    Actor, StartProcess, StartableKeys, TaskCommand, TaskCommandResult,
 };
 
 use crate::authority;
 use crate::dates;
-use crate::emitter::{EmitError, Emitter, Head};
+use crate::emitter::{Emitter, Head};
 use crate::engine::EngineError;
+use crate::error::CollectorError;
 use crate::follow_up;
 use crate::metrics::Metrics;
 use crate::snapshot::{typed_variables, Snapshots};
@@ -26,95 +27,14 @@ pub struct Executor {
     pub application: String,
 }
 
-/// A failed command: the status the sender gets, a stable code and a clear message.
-#[derive(Debug)]
-pub struct Failure {
-    status: u16,
-    code: &'static str,
-    message: String,
-}
-
-pub(crate) fn fail(status: u16, code: &'static str, message: impl Into<String>) -> Failure {
-    Failure {
-        status,
-        code,
-        message: message.into(),
-    }
-}
-
-/// Camunda answers most failures with 500 and says what happened in `type` and `message`.
-impl From<EngineError> for Failure {
-    fn from(e: EngineError) -> Failure {
-        match &e {
-            _ if e.is_not_found() => fail(404, "task_not_found", e.to_string()),
-            EngineError::Api { kind, message, .. }
-                if kind.contains("TaskAlreadyClaimed") || message.contains("already claimed") =>
-            {
-                fail(409, "already_claimed", message.clone())
-            }
-            EngineError::Api {
-                code: Some(1),
-                message,
-                ..
-            } => fail(
-                409,
-                "conflict",
-                format!("the engine saw a concurrent change; retry: {message}"),
-            ),
-            EngineError::Api {
-                status: 400,
-                message,
-                ..
-            } => fail(422, "rejected_by_engine", message.clone()),
-            EngineError::Api {
-                status: 403,
-                message,
-                ..
-            } => fail(403, "forbidden_by_engine", message.clone()),
-            EngineError::Api { kind, message, .. }
-                if kind.contains("ProcessEngineException") && message.contains("suspended") =>
-            {
-                fail(409, "suspended", message.clone())
-            }
-            EngineError::Unreachable(m) => fail(503, "engine_unavailable", m.clone()),
-            EngineError::Api { .. } | EngineError::Decode(_) => {
-                fail(502, "engine_error", e.to_string())
-            }
-        }
-    }
-}
-
-impl From<EmitError> for Failure {
-    fn from(e: EmitError) -> Failure {
-        fail(
-            503,
-            "not_recorded",
-            format!("the engine did it but its event is not on the bus yet (it will be): {e}"),
-        )
-    }
-}
-
-impl From<ParseError> for Failure {
-    fn from(e: ParseError) -> Failure {
-        match e {
-            ParseError::UnknownType(t) => fail(
-                422,
-                "unknown_command",
-                format!("this collector does not handle {t}"),
-            ),
-            e @ ParseError::BadPayload { .. } => fail(422, "bad_payload", e.to_string()),
-        }
-    }
-}
-
 impl Executor {
     pub async fn execute(&self, command: CommandMessage) -> CommandResult {
         let kind = command.command_type.clone();
         let answer = match self.run(&command).await {
             Ok(value) => CommandResult::success(String::new(), value),
-            Err(f) => {
-                tracing::info!(id = %command.id, kind, code = f.code, message = %f.message, "command failed");
-                CommandResult::failure(String::new(), f.status, f.code, f.message)
+            Err(e) => {
+                tracing::info!(id = %command.id, kind, code = e.code(), message = %e, "command failed");
+                e.to_result()
             }
         };
         let outcome = answer.error.as_ref().map_or("ok", |e| e.code.as_str());
@@ -126,16 +46,12 @@ impl Executor {
     }
 
     /// The one dispatch: each command's check by the engine and its engine call.
-    async fn run(&self, message: &CommandMessage) -> Result<Value, Failure> {
+    async fn run(&self, message: &CommandMessage) -> Result<Value, CollectorError> {
         if message.routing_key != self.application {
-            return Err(fail(
-                404,
-                "unknown_application",
-                format!(
-                    "this collector serves application {}, not {}",
-                    self.application, message.routing_key
-                ),
-            ));
+            return Err(CollectorError::UnknownApplication {
+                serves: self.application.clone(),
+                asked: message.routing_key.clone(),
+            });
         }
         let command = TaskCommand::parse(&message.command_type, &message.payload)?;
         let engine = self.snapshots.engine();
@@ -166,11 +82,10 @@ impl Executor {
             }
             TaskCommand::DeferTask(c) => {
                 let at = dates::parse(&c.follow_up).ok_or_else(|| {
-                    fail(
-                        422,
-                        "bad_payload",
-                        format!("followUp {:?} is not an RFC 3339 date", c.follow_up),
-                    )
+                    CollectorError::BadPayload(format!(
+                        "followUp {:?} is not an RFC 3339 date",
+                        c.follow_up
+                    ))
                 })?;
                 self.set_follow_up(&c.task_id, actor, Some(dates::to_engine(at)))
                     .await?;
@@ -205,21 +120,21 @@ impl Executor {
         task_id: &str,
         actor: Option<&Actor>,
         follow_up: Option<String>,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), CollectorError> {
         let engine = self.snapshots.engine();
         let mut attempt = 0;
         loop {
             let task = authority::task_for(engine, task_id, actor).await?;
             match follow_up::set(engine, &task, follow_up.clone()).await {
-                Err(crate::engine::EngineError::Api { code: Some(1), .. }) if attempt < 3 => {
+                Err(EngineError::Api { code: Some(1), .. }) if attempt < 3 => {
                     attempt += 1;
                 }
-                other => return other.map(|_| ()).map_err(Failure::from),
+                other => return other.map(|_| ()).map_err(CollectorError::from),
             }
         }
     }
 
-    async fn start(&self, c: &StartProcess) -> Result<TaskCommandResult, Failure> {
+    async fn start(&self, c: &StartProcess) -> Result<TaskCommandResult, CollectorError> {
         let engine = self.snapshots.engine();
         if let Some(actor) = &c.actor {
             authority::startable(engine, &c.process_definition_key, actor).await?;
@@ -231,9 +146,9 @@ impl Executor {
                 typed_variables(&c.variables),
             )
             .await
-            .map_err(|e| match Failure::from(e) {
-                f if f.code == "task_not_found" => fail(404, "process_not_found", f.message),
-                f => f,
+            .map_err(|e| match CollectorError::from(e) {
+                CollectorError::TaskNotFound(m) => CollectorError::ProcessNotFound(m),
+                e => e,
             })?;
         let tasks = engine.tasks_of_instance(&started.id).await?;
         let mut first: Option<Head> = None;
@@ -254,16 +169,16 @@ impl Executor {
     }
 
     /// Looks at the task now and emits its change; the head names the recording event.
-    async fn record(&self, task_id: &str) -> Result<Head, Failure> {
+    async fn record(&self, task_id: &str) -> Result<Head, CollectorError> {
         let obs = self
             .snapshots
             .current(task_id)
             .await?
-            .ok_or_else(|| fail(404, "task_not_found", format!("task {task_id} vanished")))?;
+            .ok_or_else(|| CollectorError::TaskNotFound(format!("task {task_id} vanished")))?;
         self.emitter
             .observe(&obs, "command")
             .await?
-            .ok_or_else(|| fail(503, "not_recorded", "no event recorded the change"))
+            .ok_or_else(|| CollectorError::NotRecorded("no event recorded the change".into()))
     }
 }
 

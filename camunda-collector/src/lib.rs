@@ -14,6 +14,7 @@ pub mod config;
 pub mod dates;
 pub mod emitter;
 pub mod engine;
+pub mod error;
 pub mod follow_up;
 pub mod hooks;
 pub mod metrics;
