@@ -1,122 +1,136 @@
-//! Wiring: the state store, the HTTP endpoints (hooks, metrics, health), and the work an
-//! active collector does (poller and command handler) while it holds its application's lock.
+//! Building a collector from its config and running it until it is told to stop: the state
+//! store, the HTTP endpoints (`http`), and the work an active collector does (poller and
+//! command handler) while it holds its application's lock.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use futures::StreamExt;
 use taskpool_api::handler::{self, HandlerConfig};
 use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::commands::Executor;
-use crate::config::{Config, Mode};
+use crate::config::Config;
 use crate::emitter::Emitter;
 use crate::engine::{Engine, EngineConfig};
-use crate::error::CollectorError;
-use crate::hooks::{self, HookBatch};
+use crate::http;
 use crate::metrics::Metrics;
 use crate::poller::{PollConfig, Poller};
 use crate::registry::Registry;
 use crate::snapshot::{Snapshots, VariableFilter};
 use crate::store::{CommandRuns, Leadership, Store};
 
-struct Ctx {
-    config: Config,
-    metrics: Metrics,
-    snapshots: Arc<Snapshots>,
-    emitter: Arc<Emitter>,
-    registry: Arc<Registry>,
-    bus: BusClient,
-    store: Store,
-    active: watch::Sender<bool>,
+pub(crate) struct Ctx {
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+    pub(crate) snapshots: Arc<Snapshots>,
+    pub(crate) emitter: Arc<Emitter>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) bus: BusClient,
+    pub(crate) store: Store,
+    pub(crate) active: watch::Sender<bool>,
 }
 
-/// Runs the collector until `shutdown` resolves.
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    config.validate().map_err(anyhow::Error::msg)?;
-    let metrics = Metrics::new();
-    let engine = Engine::new(
-        EngineConfig {
-            url: config.engine_url.clone(),
-            user: config.engine_user.clone(),
-            password: config.engine_password.clone(),
-            timeout: config.engine_timeout,
-        },
-        metrics.clone(),
-    )?;
-    let bus = BusClient::new(ClientConfig::new(
-        config.bus.clone(),
-        config.bus_token.clone(),
-    ))?;
-    let store = connect_store(&config).await?;
-    let filter = VariableFilter {
-        include: config.variables_include.clone(),
-        exclude: config.variables_exclude.clone(),
-    };
-    let snapshots = Arc::new(Snapshots::new(
-        engine.clone(),
-        &config.application,
-        &config.engine_name,
-        filter,
-    ));
-    let emitter = Arc::new(Emitter::new(
-        bus.clone(),
-        store.clone(),
-        metrics.clone(),
-        &config.application,
-    ));
-    let registry = Arc::new(Registry::new(
-        engine,
-        bus.clone(),
-        store.clone(),
-        metrics.clone(),
-        &config.application,
-    ));
-    let (active, _) = watch::channel(false);
-    let ctx = Arc::new(Ctx {
-        config,
-        metrics,
-        snapshots,
-        emitter,
-        registry,
-        bus,
-        store,
-        active,
-    });
+/// A collector ready to run: its state store reached, its listener bound.
+pub struct App {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
 
-    let listener = tokio::net::TcpListener::bind(ctx.config.listen).await?;
-    tracing::info!(
-        listen = %ctx.config.listen,
-        application = %ctx.config.application,
-        mode = ?ctx.config.mode,
-        engine = %ctx.config.engine_url,
-        "collector listening"
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let leading = tokio::spawn(lead(ctx.clone(), stop_rx.clone()));
-    let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, router(ctx.clone())).with_graceful_shutdown(async move {
-        let _ = server_stop.wait_for(|s| *s).await;
-    });
-    let server = tokio::spawn(async move { server.await });
-    shutdown.await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    let _ = leading.await;
-    let _ = server.await;
-    Ok(())
+impl App {
+    /// Checks the config, reaches the state store (waiting for it) and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let metrics = Metrics::new();
+        let engine = Engine::new(
+            EngineConfig {
+                url: config.engine_url.clone(),
+                user: config.engine_user.clone(),
+                password: config.engine_password.clone(),
+                timeout: config.engine_timeout,
+            },
+            metrics.clone(),
+        )?;
+        let bus = BusClient::new(ClientConfig::new(
+            config.bus.clone(),
+            config.bus_token.clone(),
+        ))?;
+        let store = connect_store(&config).await?;
+        let filter = VariableFilter {
+            include: config.variables_include.clone(),
+            exclude: config.variables_exclude.clone(),
+        };
+        let snapshots = Arc::new(Snapshots::new(
+            engine.clone(),
+            &config.application,
+            &config.engine_name,
+            filter,
+        ));
+        let emitter = Arc::new(Emitter::new(
+            bus.clone(),
+            store.clone(),
+            metrics.clone(),
+            &config.application,
+        ));
+        let registry = Arc::new(Registry::new(
+            engine,
+            bus.clone(),
+            store.clone(),
+            metrics.clone(),
+            &config.application,
+        ));
+        let listener = TcpListener::bind(config.listen).await?;
+        let (active, _) = watch::channel(false);
+        let ctx = Arc::new(Ctx {
+            config,
+            metrics,
+            snapshots,
+            emitter,
+            registry,
+            bus,
+            store,
+            active,
+        });
+        Ok(App { listener, ctx })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves and, while it holds its application's lock, works, until `stop` resolves; then
+    /// steps down and stops serving.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App { listener, ctx } = self;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            application = %ctx.config.application,
+            mode = ?ctx.config.mode,
+            engine = %ctx.config.engine_url,
+            "collector listening"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let leading = tokio::spawn(lead(ctx.clone(), stop_rx.clone()));
+        let mut server_stop = stop_rx;
+        let server =
+            axum::serve(listener, http::router(ctx.clone())).with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            });
+        let server = tokio::spawn(async move { server.await });
+        stop.await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        let _ = leading.await;
+        let _ = server.await;
+        Ok(())
+    }
 }
 
 /// Waits for PostgreSQL (it may start after the collector) and migrates the schema.
@@ -134,120 +148,6 @@ async fn connect_store(config: &Config) -> anyhow::Result<Store> {
         }
     }
     unreachable!("the loop returns")
-}
-
-fn router(ctx: Arc<Ctx>) -> Router {
-    Router::new()
-        .route("/v1/hooks", post(receive_hooks))
-        .route("/v1/status", get(status))
-        .route("/metrics", get(render_metrics))
-        .route("/health/live", get(|| async { StatusCode::OK }))
-        .route("/health/ready", get(ready))
-        .fallback(|| async { CollectorError::NoSuchEndpoint })
-        .with_state(ctx)
-}
-
-async fn render_metrics(State(ctx): State<Arc<Ctx>>) -> String {
-    ctx.metrics.render()
-}
-
-async fn status(State(ctx): State<Arc<Ctx>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "application": ctx.config.application,
-        "mode": format!("{:?}", ctx.config.mode).to_lowercase(),
-        "active": *ctx.active.borrow(),
-    }))
-}
-
-/// Ready when the state store answers; the body says whether this one is the active one.
-async fn ready(State(ctx): State<Arc<Ctx>>) -> Response {
-    match sqlx::query("SELECT 1").execute(ctx.store.pool()).await {
-        Ok(_) => Json(serde_json::json!({"active": *ctx.active.borrow()})).into_response(),
-        Err(e) => CollectorError::StoreUnavailable(e.to_string()).into_response(),
-    }
-}
-
-async fn receive_hooks(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
-    let result = accept_hooks(&ctx, &headers, body).await;
-    let outcome = match &result {
-        Ok(()) => "accepted",
-        Err(CollectorError::HooksDisabled) => "disabled",
-        Err(CollectorError::BadSignature(_)) => "bad_signature",
-        Err(CollectorError::Standby) => "standby",
-        Err(CollectorError::NotRecorded(_)) => "failed",
-        Err(_) => "bad_body",
-    };
-    ctx.metrics.hooks.with_label_values(&[outcome]).inc();
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn accept_hooks(
-    ctx: &Arc<Ctx>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<(), CollectorError> {
-    let secret = ctx
-        .config
-        .hook_secret
-        .as_deref()
-        .filter(|_| ctx.config.mode == Mode::Hook)
-        .ok_or(CollectorError::HooksDisabled)?;
-    let body: Bytes = axum::body::to_bytes(body, ctx.config.max_body_bytes)
-        .await
-        .map_err(|_| CollectorError::BodyTooLarge(ctx.config.max_body_bytes))?;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    hooks::verify(
-        secret.as_bytes(),
-        header(hooks::TIMESTAMP_HEADER),
-        header(hooks::SIGNATURE_HEADER),
-        &body,
-        now_ms,
-    )
-    .inspect_err(|e| tracing::warn!(reason = %e, "hook refused"))?;
-    let batch: HookBatch = serde_json::from_slice(&body).map_err(|e| {
-        tracing::warn!(error = %e, "hook body refused");
-        CollectorError::BadBody(e.to_string())
-    })?;
-    if !*ctx.active.borrow() {
-        return Err(CollectorError::Standby);
-    }
-    // Records of one task in order; different tasks at once.
-    let mut groups: Vec<(String, Vec<hooks::HookTask>)> = Vec::new();
-    for task in batch.tasks {
-        match groups.iter_mut().find(|(id, _)| *id == task.task.id) {
-            Some((_, records)) => records.push(task),
-            None => groups.push((task.task.id.clone(), vec![task])),
-        }
-    }
-    let results: Vec<Result<(), (String, anyhow::Error)>> = futures::stream::iter(groups)
-        .map(|(task_id, records)| {
-            let ctx = ctx.clone();
-            async move {
-                for record in records {
-                    let obs = record
-                        .observation(&ctx.snapshots)
-                        .await
-                        .map_err(|e| (task_id.clone(), e.into()))?;
-                    ctx.emitter
-                        .observe(&obs, "hook")
-                        .await
-                        .map_err(|e| (task_id.clone(), e.into()))?;
-                }
-                Ok(())
-            }
-        })
-        .buffer_unordered(ctx.config.concurrency)
-        .collect()
-        .await;
-    if let Some(Err((task_id, e))) = results.into_iter().find(Result::is_err) {
-        tracing::warn!(task_id, error = %e, "could not report a hooked change; the plugin retries and polling finds it");
-        return Err(CollectorError::NotRecorded(format!("task {task_id}: {e}")));
-    }
-    Ok(())
 }
 
 /// Becomes the active collector whenever the lock is free, works while holding it, and

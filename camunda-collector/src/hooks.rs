@@ -102,19 +102,12 @@ impl HookTask {
         snapshots: &Snapshots,
     ) -> Result<Observation, crate::engine::EngineError> {
         let t = &self.task;
-        let source = snapshots
-            .source(
-                t.process_definition_id.as_deref(),
-                t.process_instance_id.as_deref(),
-                t.execution_id.as_deref(),
-                t.tenant_id.as_deref(),
-                Some((
-                    self.process_definition_key.clone(),
-                    self.process_name.clone(),
-                    self.business_key.clone(),
-                )),
-            )
-            .await?;
+        let known = (
+            self.process_definition_key.clone(),
+            self.process_name.clone(),
+            self.business_key.clone(),
+        );
+        let source = snapshots.source(t, Some(known)).await?;
         let sorted = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         let candidates = (sorted(self.candidate_users), sorted(self.candidate_groups));
         let payload = snapshots.payload(&self.variables);

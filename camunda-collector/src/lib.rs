@@ -17,10 +17,12 @@ pub mod engine;
 pub mod error;
 pub mod follow_up;
 pub mod hooks;
+mod http;
 pub mod metrics;
 pub mod poller;
 pub mod registry;
 pub mod snapshot;
 pub mod store;
 
+pub use app::App;
 pub use config::Config;

@@ -1,4 +1,4 @@
-use camunda_collector::{app, Config};
+use camunda_collector::{App, Config};
 use clap::Parser;
 use taskpool_api::service;
 
@@ -6,5 +6,6 @@ use taskpool_api::service;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     service::init_tracing(config.log_json, "info,sqlx=warn");
-    app::run(config, service::shutdown_signal()).await
+    let app = App::build(config).await?;
+    app.run_until_stopped(service::shutdown_signal()).await
 }

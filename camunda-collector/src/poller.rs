@@ -7,16 +7,17 @@
 //! long transaction, a variable change, a suspension) the reconciliation finds.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, Stream, StreamExt, TryStreamExt};
 use tokio::sync::watch;
 
 use crate::dates;
 use crate::emitter::{EmitError, Emitter};
-use crate::engine::{EngineError, EngineTask};
+use crate::engine::{EngineError, EngineTask, HistoricTask};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::snapshot::Snapshots;
@@ -49,15 +50,55 @@ pub struct Poller {
     pub config: PollConfig,
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// The two kinds of poll cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
     Incremental,
     Reconcile,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Incremental => "incremental",
+            Kind::Reconcile => "reconcile",
+        }
+    }
+}
+
+/// What one poll cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cycle {
+    /// Tasks it looked at in the engine (those whose state may have changed).
+    pub looked_at: usize,
 }
 
 const TASKS: &str = "tasks_updated";
 const LINKS: &str = "identity_links";
 const FINISHED: &str = "tasks_finished";
+
+/// The pages of a list query, `size` at a time, until one comes back short; `len` counts
+/// the entries of a page.
+fn pages<'a, P: 'a, Fut>(
+    size: u32,
+    len: fn(&P) -> usize,
+    mut fetch: impl FnMut(u32) -> Fut + 'a,
+) -> impl Stream<Item = Result<P, PollError>> + 'a
+where
+    Fut: Future<Output = Result<P, EngineError>> + 'a,
+{
+    stream::try_unfold(Some(0u32), move |first| {
+        let page = first.map(|first| (first, fetch(first)));
+        async move {
+            let Some((first, page)) = page else {
+                return Ok(None);
+            };
+            let page = page.await?;
+            let next = (len(&page) >= size as usize).then_some(first + size);
+            Ok(Some((page, next)))
+        }
+    })
+}
 
 impl Poller {
     /// Polls until `stop` turns true. Reconciliation runs beside the incremental polls, so a
@@ -69,53 +110,71 @@ impl Poller {
         let _ = reconciling.await;
     }
 
+    /// Cycles of `kind` until `stop`: each followed by its pause.
     async fn repeat(self: Arc<Self>, kind: Kind, mut stop: watch::Receiver<bool>) {
-        let (label, every) = match kind {
-            Kind::Incremental => ("incremental", self.config.interval),
-            Kind::Reconcile => ("reconcile", self.config.reconcile_interval),
-        };
         let mut failures = 0u32;
         while !*stop.borrow() {
             let started = Instant::now();
-            let cycle = async {
-                match kind {
-                    Kind::Incremental => self.incremental().await,
-                    Kind::Reconcile => self.reconcile().await,
-                }
-            };
             // Shutdown does not wait for a long cycle: an observation cut short is safe, the
             // next collector folds the task's stream and goes on.
             let result = tokio::select! {
-                r = cycle => r,
+                r = self.cycle(kind) => r,
                 _ = stop.changed() => return,
             };
-            self.metrics
-                .poll_cycle_seconds
-                .with_label_values(&[label])
-                .observe(started.elapsed().as_secs_f64());
-            let outcome = if result.is_ok() { "ok" } else { "error" };
-            self.metrics
-                .poll_cycles
-                .with_label_values(&[label, outcome])
-                .inc();
-            let pause = match result {
-                Ok(()) => {
-                    failures = 0;
-                    // Cycles start every `every`; a long one is followed by the next at once.
-                    every.saturating_sub(started.elapsed())
-                }
-                Err(e) => {
-                    failures += 1;
-                    let backoff = Duration::from_millis(200 * 2u64.pow(failures.min(6)));
-                    tracing::warn!(kind = label, error = %e, retry_in = ?backoff, "poll cycle failed");
-                    backoff
-                        .min(Duration::from_secs(10))
-                        .max(self.config.interval)
-                }
-            };
+            let pause = self.pause_after(kind, &result, started, &mut failures);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// One cycle of `kind`, timed and counted.
+    #[tracing::instrument(skip_all, fields(kind = kind.label()))]
+    pub async fn cycle(&self, kind: Kind) -> Result<Cycle, PollError> {
+        let started = Instant::now();
+        let result = match kind {
+            Kind::Incremental => self.incremental().await,
+            Kind::Reconcile => self.reconcile().await,
+        };
+        let label = kind.label();
+        self.metrics
+            .poll_cycle_seconds
+            .with_label_values(&[label])
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.metrics
+            .poll_cycles
+            .with_label_values(&[label, outcome])
+            .inc();
+        result
+    }
+
+    /// Cycles start every interval of their kind (a long one is followed by the next at once);
+    /// failures back off.
+    fn pause_after(
+        &self,
+        kind: Kind,
+        result: &Result<Cycle, PollError>,
+        started: Instant,
+        failures: &mut u32,
+    ) -> Duration {
+        let every = match kind {
+            Kind::Incremental => self.config.interval,
+            Kind::Reconcile => self.config.reconcile_interval,
+        };
+        match result {
+            Ok(_) => {
+                *failures = 0;
+                every.saturating_sub(started.elapsed())
+            }
+            Err(e) => {
+                *failures += 1;
+                let backoff = Duration::from_millis(200 * 2u64.pow((*failures).min(6)));
+                tracing::warn!(kind = kind.label(), error = %e, retry_in = ?backoff, "poll cycle failed");
+                backoff
+                    .min(Duration::from_secs(10))
+                    .max(self.config.interval)
             }
         }
     }
@@ -165,88 +224,114 @@ impl Poller {
             .collect())
     }
 
-    /// Looks at each task of a page and emits what changed (several at once).
-    async fn look_at_open(&self, tasks: &[EngineTask], via: &'static str) -> Result<(), PollError> {
+    /// Looks at each task of a page and emits what changed (several at once); returns how
+    /// many it looked at.
+    async fn look_at_open(
+        &self,
+        tasks: &[EngineTask],
+        via: &'static str,
+    ) -> Result<usize, PollError> {
         if tasks.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut variables = self.snapshots.variables_of(tasks).await?;
         let work: Vec<_> = tasks
             .iter()
             .map(|t| (t.clone(), variables.remove(&t.id)))
             .collect();
-        stream::iter(work)
-            .map(|(t, vars)| async move {
-                match self.snapshots.open_with(&t, vars).await {
-                    Ok(obs) => {
-                        self.emitter.observe(&obs, via).await?;
-                    }
-                    // Gone without a trace (history cleaned up): nothing left to report.
-                    Err(e) if e.is_not_found() => tracing::debug!(task_id = %t.id, "task vanished"),
-                    Err(e) => return Err(e.into()),
+        self.each(work, |(t, vars)| async move {
+            match self.snapshots.open_with(&t, vars).await {
+                Ok(obs) => {
+                    self.emitter.observe(&obs, via).await?;
                 }
-                Ok::<_, PollError>(())
-            })
-            .buffer_unordered(self.config.concurrency)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+                // Gone without a trace (history cleaned up): nothing left to report.
+                Err(e) if e.is_not_found() => tracing::debug!(task_id = %t.id, "task vanished"),
+                Err(e) => return Err(e.into()),
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Looks at tasks by id (open, ended, or gone).
-    async fn look_at_ids(&self, ids: Vec<String>, via: &'static str) -> Result<(), PollError> {
-        stream::iter(ids)
-            .map(|id| async move {
-                match self.snapshots.current(&id).await? {
-                    Some(obs) => {
-                        self.emitter.observe(&obs, via).await?;
-                    }
-                    None => tracing::debug!(task_id = %id, "task unknown to the engine"),
+    async fn look_at_ids(&self, ids: Vec<String>, via: &'static str) -> Result<usize, PollError> {
+        self.each(ids, |id| async move {
+            match self.snapshots.current(&id).await? {
+                Some(obs) => {
+                    self.emitter.observe(&obs, via).await?;
                 }
-                Ok::<_, PollError>(())
-            })
+                None => tracing::debug!(task_id = %id, "task unknown to the engine"),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `look` for every item, `concurrency` at once; returns how many there were.
+    async fn each<T, Fut>(&self, items: Vec<T>, look: impl Fn(T) -> Fut) -> Result<usize, PollError>
+    where
+        Fut: Future<Output = Result<(), PollError>>,
+    {
+        let n = items.len();
+        stream::iter(items)
+            .map(look)
             .buffer_unordered(self.config.concurrency)
             .try_collect::<Vec<_>>()
             .await?;
-        Ok(())
+        Ok(n)
     }
 
-    /// One incremental cycle: three list queries when nothing happened.
-    pub async fn incremental(&self) -> Result<(), PollError> {
-        let page = self.config.page_size;
-        // 1. Created or changed tasks. The engine's clock at the first answer becomes every
-        // watermark once the whole cycle went through (its Date header has whole seconds).
-        let since = self.since(TASKS).await?;
-        let mut cycle_start: Option<DateTime<Utc>> = None;
-        let mut seen = HashSet::new();
-        let mut first = 0;
-        loop {
-            let (tasks, date) = self
-                .snapshots
-                .engine()
-                .tasks_updated_after(&since, first, page)
-                .await?;
-            cycle_start = cycle_start.or(date.map(|d| d - chrono::Duration::seconds(1)));
-            let changed = self.changed_since_emitted(&tasks).await?;
-            self.look_at_open(&changed, "poll").await?;
-            seen.extend(tasks.iter().map(|t| t.id.clone()));
-            if tasks.len() < page as usize {
-                break;
-            }
-            first += page;
+    /// One incremental cycle: three list queries when nothing happened. The engine's clock at
+    /// the first answer becomes every watermark once the whole cycle went through.
+    pub async fn incremental(&self) -> Result<Cycle, PollError> {
+        let updated = self.updated_tasks().await?;
+        let linked = self.linked_tasks(&updated.seen).await?;
+        let finished = self.finished_tasks().await?;
+        // Without the engine's clock (no Date header), this collector's clock less a second.
+        let to = updated
+            .cycle_start
+            .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(1));
+        for name in [TASKS, LINKS, FINISHED] {
+            self.advance(name, to).await?;
         }
+        Ok(Cycle {
+            looked_at: updated.looked_at + linked + finished,
+        })
+    }
 
-        // 2. Candidate changes (also those made inside listeners, which may not touch the task).
+    /// The first query: created or changed tasks.
+    async fn updated_tasks(&self) -> Result<Updated, PollError> {
+        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
+        let since = self.since(TASKS).await?;
+        let mut out = Updated::default();
+        let mut pages = std::pin::pin!(pages(
+            page,
+            |p: &(Vec<EngineTask>, _)| p.0.len(),
+            |first| engine.tasks_updated_after(&since, first, page),
+        ));
+        while let Some((tasks, date)) = pages.try_next().await? {
+            // The engine's Date header has whole seconds.
+            out.cycle_start = out
+                .cycle_start
+                .or(date.map(|d| d - chrono::Duration::seconds(1)));
+            let changed = self.changed_since_emitted(&tasks).await?;
+            out.looked_at += self.look_at_open(&changed, "poll").await?;
+            out.seen.extend(tasks.iter().map(|t| t.id.clone()));
+        }
+        Ok(out)
+    }
+
+    /// The second: candidate changes of the tasks the first did not see (also those made inside
+    /// listeners, which may not touch the task).
+    async fn linked_tasks(&self, seen: &HashSet<String>) -> Result<usize, PollError> {
+        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
         let since = self.since(LINKS).await?;
-        // Per task not looked at above: the time of its latest identity-link change.
+        // Per task: the time of its latest identity-link change.
         let mut latest: HashMap<String, String> = HashMap::new();
-        let mut first = 0;
-        loop {
-            let log = self
-                .snapshots
-                .engine()
-                .identity_link_log_after(&since, first, page)
-                .await?;
+        let mut pages = std::pin::pin!(pages(page, Vec::len, |first| {
+            engine.identity_link_log_after(&since, first, page)
+        }));
+        while let Some(log) = pages.try_next().await? {
             for entry in &log {
                 if let Some(id) = entry.task_id.as_ref().filter(|id| !seen.contains(*id)) {
                     let at = dates::to_event(&entry.time);
@@ -256,10 +341,6 @@ impl Poller {
                     }
                 }
             }
-            if log.len() < page as usize {
-                break;
-            }
-            first += page;
         }
         // A task whose emitted state is as new as its change, or that ended, needs no look.
         let candidates: Vec<String> = latest.keys().cloned().collect();
@@ -273,69 +354,56 @@ impl Poller {
             })
             .map(|(id, _)| id)
             .collect();
-        self.look_at_ids(ids, "poll").await?;
+        self.look_at_ids(ids, "poll").await
+    }
 
-        // 3. Completed and deleted tasks, including those created and ended between polls.
+    /// The third: completed and deleted tasks, including those created and ended between polls.
+    async fn finished_tasks(&self) -> Result<usize, PollError> {
+        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
         let since = self.since(FINISHED).await?;
-        let mut first = 0;
-        loop {
-            let done = self
-                .snapshots
-                .engine()
-                .historic_tasks("finishedAfter", &since, "endTime", first, page)
-                .await?;
+        let mut looked_at = 0;
+        let mut pages = std::pin::pin!(pages(page, Vec::len, |first| {
+            engine.historic_tasks("finishedAfter", &since, "endTime", first, page)
+        }));
+        while let Some(done) = pages.try_next().await? {
             let ids: Vec<String> = done.iter().map(|h| h.id.clone()).collect();
             let known = self.emitter.store().changed_at_of(&ids).await?;
-            let unfinished: Vec<_> = done
-                .iter()
+            let unfinished: Vec<HistoricTask> = done
+                .into_iter()
                 .filter(|h| known.get(&h.id).is_none_or(|k| k.is_some()))
-                .cloned()
                 .collect();
-            stream::iter(unfinished)
-                .map(|h| async move {
+            looked_at += self
+                .each(unfinished, |h| async move {
                     let obs = self.snapshots.finished(&h).await?;
                     self.emitter.observe(&obs, "poll").await?;
-                    Ok::<_, PollError>(())
+                    Ok(())
                 })
-                .buffer_unordered(self.config.concurrency)
-                .try_collect::<Vec<_>>()
                 .await?;
-            if done.len() < page as usize {
-                break;
-            }
-            first += page;
         }
-        // Without the engine's clock (no Date header), this collector's clock less a second.
-        let to = cycle_start.unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(1));
-        for name in [TASKS, LINKS, FINISHED] {
-            self.advance(name, to).await?;
-        }
-        Ok(())
+        Ok(looked_at)
     }
 
     /// Compares every open task of the engine with what was emitted, and every task believed
     /// open with the engine; also announces process definitions and users.
-    pub async fn reconcile(&self) -> Result<(), PollError> {
+    pub async fn reconcile(&self) -> Result<Cycle, PollError> {
         let started_at = Utc::now();
-        let page = self.config.page_size;
+        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
         let mut open = HashSet::new();
-        let mut first = 0;
-        loop {
-            let tasks = self.snapshots.engine().tasks_page(first, page).await?;
+        let mut looked_at = 0;
+        let mut pages = std::pin::pin!(pages(page, Vec::len, |first| {
+            engine.tasks_page(first, page)
+        }));
+        while let Some(tasks) = pages.try_next().await? {
             let differ = self.changed_since_emitted(&tasks).await?;
-            self.look_at_open(&differ, "reconcile").await?;
+            looked_at += self.look_at_open(&differ, "reconcile").await?;
             open.extend(tasks.iter().map(|t| t.id.clone()));
-            if tasks.len() < page as usize {
-                break;
-            }
-            first += page;
         }
         let believed = self.emitter.store().open_task_ids().await?;
         let gone: Vec<String> = believed
             .into_iter()
             .filter(|id| !open.contains(id))
             .collect();
-        self.look_at_ids(gone, "reconcile").await?;
+        looked_at += self.look_at_ids(gone, "reconcile").await?;
         self.metrics.open_tasks.set(open.len() as i64);
         // Everything before the reconciliation's start has been seen: the incremental
         // queries need not look further back (only matters the first time).
@@ -349,6 +417,16 @@ impl Poller {
             .store()
             .prune(Duration::from_secs(24 * 3600))
             .await?;
-        Ok(())
+        Ok(Cycle { looked_at })
     }
+}
+
+/// What the first query of an incremental cycle found.
+#[derive(Default)]
+struct Updated {
+    /// Every task it listed (changed or not).
+    seen: HashSet<String>,
+    /// The engine's clock at its first answer, less a second.
+    cycle_start: Option<DateTime<Utc>>,
+    looked_at: usize,
 }

@@ -223,15 +223,15 @@ impl Snapshots {
         Ok(key)
     }
 
-    /// The source reference; `known` carries what a hook already told.
+    /// The source reference of a task; `known` carries what a hook already told (definition
+    /// key, process name, business key).
     pub async fn source(
         &self,
-        definition_id: Option<&str>,
-        instance_id: Option<&str>,
-        execution_id: Option<&str>,
-        tenant_id: Option<&str>,
+        t: &EngineTask,
         known: Option<(Option<String>, Option<String>, Option<String>)>,
     ) -> Result<SourceReference, EngineError> {
+        let definition_id = t.process_definition_id.as_deref();
+        let instance_id = t.process_instance_id.as_deref();
         let (key, name, business_key) = match known {
             Some(k) => k,
             None => {
@@ -255,10 +255,10 @@ impl Snapshots {
             process_definition_key: key,
             process_definition_id: definition_id.map(str::to_owned),
             process_instance_id: instance_id.map(str::to_owned),
-            execution_id: execution_id.map(str::to_owned),
+            execution_id: t.execution_id.clone(),
             process_name: name,
             business_key,
-            tenant_id: tenant_id.map(str::to_owned),
+            tenant_id: t.tenant_id.clone(),
         })
     }
 
@@ -375,15 +375,7 @@ impl Snapshots {
                 self.engine.task_variables(&t.id)
             )?,
         };
-        let source = self
-            .source(
-                t.process_definition_id.as_deref(),
-                t.process_instance_id.as_deref(),
-                t.execution_id.as_deref(),
-                t.tenant_id.as_deref(),
-                None,
-            )
-            .await?;
+        let source = self.source(t, None).await?;
         Ok(Self::task_from(
             t,
             candidates(&links),
@@ -394,36 +386,12 @@ impl Snapshots {
 
     /// Looks at a task that ended, from history (variables are not read: they may be gone).
     pub async fn finished(&self, h: &HistoricTask) -> Result<Observation, EngineError> {
+        let last = EngineTask::from(h);
         let log = self.engine.identity_link_log_of(&h.id).await?;
-        let source = self
-            .source(
-                h.process_definition_id.as_deref(),
-                h.process_instance_id.as_deref(),
-                h.execution_id.as_deref(),
-                h.tenant_id.as_deref(),
-                None,
-            )
-            .await?;
-        let (users, groups) = candidates_from_log(&log);
-        let task = Task {
-            task_id: h.id.clone(),
-            name: h.name.clone(),
-            description: h.description.clone(),
-            task_definition_key: h.task_definition_key.clone(),
-            priority: h.priority,
-            created: dates::to_event(&h.start_time),
-            due: dates::opt_to_event(&h.due),
-            follow_up: dates::opt_to_event(&h.follow_up),
-            assignee: h.assignee.clone(),
-            owner: h.owner.clone(),
-            candidate_users: users,
-            candidate_groups: groups,
-            form_key: None,
-            payload: Map::new(),
-            source,
-        };
+        let source = self.source(&last, None).await?;
+        let open = Self::task_from(&last, candidates_from_log(&log), Map::new(), source);
         Ok(Observation::Finished {
-            task,
+            task: open.task().clone(),
             delete_reason: h.delete_reason.clone(),
         })
     }

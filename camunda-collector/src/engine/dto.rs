@@ -69,6 +69,33 @@ pub struct HistoricTask {
     pub tenant_id: Option<String>,
 }
 
+impl From<&HistoricTask> for EngineTask {
+    /// An ended task as it last was, in the form of an open one (what history does not keep,
+    /// such as the form key, is absent).
+    fn from(h: &HistoricTask) -> EngineTask {
+        EngineTask {
+            id: h.id.clone(),
+            name: h.name.clone(),
+            assignee: h.assignee.clone(),
+            owner: h.owner.clone(),
+            created: h.start_time.clone(),
+            due: h.due.clone(),
+            follow_up: h.follow_up.clone(),
+            last_updated: None,
+            description: h.description.clone(),
+            execution_id: h.execution_id.clone(),
+            priority: h.priority,
+            process_definition_id: h.process_definition_id.clone(),
+            process_instance_id: h.process_instance_id.clone(),
+            task_definition_key: h.task_definition_key.clone(),
+            form_key: None,
+            tenant_id: h.tenant_id.clone(),
+            case_instance_id: None,
+            parent_task_id: None,
+        }
+    }
+}
+
 /// `GET /history/identity-link-log`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -227,13 +227,23 @@ impl Engine {
         self.get("task_list", &path).await
     }
 
-    /// `None` when the task does not exist (any more).
-    pub async fn task(&self, id: &str) -> Result<Option<EngineTask>, EngineError> {
-        match self.get("task", &format!("/task/{}", q(id))).await {
+    /// A GET of one thing; `None` when the engine says it does not exist.
+    async fn get_if_exists<T: DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        path: &str,
+    ) -> Result<Option<T>, EngineError> {
+        match self.get(endpoint, path).await {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `None` when the task does not exist (any more).
+    pub async fn task(&self, id: &str) -> Result<Option<EngineTask>, EngineError> {
+        self.get_if_exists("task", &format!("/task/{}", q(id)))
+            .await
     }
 
     pub async fn identity_links(&self, id: &str) -> Result<Vec<IdentityLink>, EngineError> {
@@ -361,27 +371,15 @@ impl Engine {
         &self,
         id: &str,
     ) -> Result<Option<HistoricProcessInstance>, EngineError> {
-        match self
-            .get(
-                "history_process_instance",
-                &format!("/history/process-instance/{}", q(id)),
-            )
-            .await
-        {
-            Ok(p) => Ok(Some(p)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
+        let path = format!("/history/process-instance/{}", q(id));
+        self.get_if_exists("history_process_instance", &path).await
     }
 
     /// The variables a task sees (its own and its process instance's), untouched.
     pub async fn task_variables(&self, task_id: &str) -> Result<Map<String, Value>, EngineError> {
         let path = format!("/task/{}/variables?deserializeValues=false", q(task_id));
-        match self.get("task_variables", &path).await {
-            Ok(v) => Ok(v),
-            Err(e) if e.is_not_found() => Ok(Map::new()),
-            Err(e) => Err(e),
-        }
+        let vars = self.get_if_exists("task_variables", &path).await?;
+        Ok(vars.unwrap_or_default())
     }
 
     /// Variables of many process instances (`processInstanceIdIn`) or tasks (`taskIdIn`) in
@@ -411,29 +409,33 @@ impl Engine {
             .await
     }
 
+    /// `POST /task/{id}/{action}`: what a command does to a task.
+    async fn task_action(
+        &self,
+        endpoint: &'static str,
+        task_id: &str,
+        action: &str,
+        body: &Value,
+    ) -> Result<(), EngineError> {
+        let path = format!("/task/{}/{action}", q(task_id));
+        self.post(endpoint, &path, body).await
+    }
+
     pub async fn claim(&self, task_id: &str, user: &str) -> Result<(), EngineError> {
         let body = serde_json::json!({ "userId": user });
-        self.post("task_claim", &format!("/task/{}/claim", q(task_id)), &body)
+        self.task_action("task_claim", task_id, "claim", &body)
             .await
     }
 
     pub async fn unclaim(&self, task_id: &str) -> Result<(), EngineError> {
-        self.post(
-            "task_unclaim",
-            &format!("/task/{}/unclaim", q(task_id)),
-            &Value::Null,
-        )
-        .await
+        self.task_action("task_unclaim", task_id, "unclaim", &Value::Null)
+            .await
     }
 
     pub async fn set_assignee(&self, task_id: &str, user: Option<&str>) -> Result<(), EngineError> {
         let body = serde_json::json!({ "userId": user });
-        self.post(
-            "task_assignee",
-            &format!("/task/{}/assignee", q(task_id)),
-            &body,
-        )
-        .await
+        self.task_action("task_assignee", task_id, "assignee", &body)
+            .await
     }
 
     pub async fn complete(
@@ -442,12 +444,8 @@ impl Engine {
         variables: Map<String, Value>,
     ) -> Result<(), EngineError> {
         let body = serde_json::json!({ "variables": variables, "withVariablesInReturn": false });
-        self.post(
-            "task_complete",
-            &format!("/task/{}/complete", q(task_id)),
-            &body,
-        )
-        .await
+        self.task_action("task_complete", task_id, "complete", &body)
+            .await
     }
 
     /// `PUT /task/{id}` replaces every field: read the task, change one thing, write it all.

@@ -54,6 +54,12 @@ pub(crate) async fn assert_recorded(bus: &AppBus, result: &Value, event_type: &s
     data(&at)
 }
 
+/// Sends a command that must succeed; returns the event that records it, of `event_type`.
+async fn recorded(bus: &AppBus, app: &str, kind: &str, payload: Value, event_type: &str) -> Value {
+    let r = send(bus, app, kind, payload).await.expect(kind);
+    assert_recorded(bus, &r, event_type).await
+}
+
 #[tokio::test]
 async fn commands_take_effect_on_the_engine_and_name_their_event() {
     let (engine, _bus, bus, collector) = setup("commands", &[]).await;
@@ -65,16 +71,15 @@ async fn commands_take_effect_on_the_engine_and_name_their_event() {
     assert_eq!(created["source"]["businessKey"], "cmd-1");
     let task = r["taskId"].as_str().unwrap().to_owned();
 
-    let r = send(
-        &bus,
-        &app,
-        "ClaimTask",
-        json!({"taskId": task, "user": "demo"}),
-    )
-    .await
-    .expect("claim");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        recorded(
+            &bus,
+            &app,
+            "ClaimTask",
+            json!({"taskId": task, "user": "demo"}),
+            "TaskAssigned"
+        )
+        .await["assignee"],
         "demo"
     );
     assert_eq!(
@@ -94,37 +99,39 @@ async fn commands_take_effect_on_the_engine_and_name_their_event() {
         Err((409, "already_claimed".into()))
     );
 
-    let r = send(&bus, &app, "UnclaimTask", json!({"taskId": task}))
-        .await
-        .expect("unclaim");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        recorded(
+            &bus,
+            &app,
+            "UnclaimTask",
+            json!({"taskId": task}),
+            "TaskAssigned"
+        )
+        .await["assignee"],
         Value::Null
     );
 
-    let r = send(
-        &bus,
-        &app,
-        "AssignTask",
-        json!({"taskId": task, "user": "mary"}),
-    )
-    .await
-    .expect("assign");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskAssigned").await["assignee"],
+        recorded(
+            &bus,
+            &app,
+            "AssignTask",
+            json!({"taskId": task, "user": "mary"}),
+            "TaskAssigned"
+        )
+        .await["assignee"],
         "mary"
     );
 
-    let r = send(
-        &bus,
-        &app,
-        "DeferTask",
-        json!({"taskId": task, "followUp": "2031-05-06T07:08:09.000Z"}),
-    )
-    .await
-    .expect("defer");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskUpdated").await["followUp"],
+        recorded(
+            &bus,
+            &app,
+            "DeferTask",
+            json!({"taskId": task, "followUp": "2031-05-06T07:08:09.000Z"}),
+            "TaskUpdated"
+        )
+        .await["followUp"],
         "2031-05-06T07:08:09.000Z"
     );
     let t = engine.ok(Method::GET, &format!("/task/{task}"), None).await;
@@ -134,19 +141,20 @@ async fn commands_take_effect_on_the_engine_and_name_their_event() {
         "the read-modify-write keeps every other field"
     );
 
-    let r = send(&bus, &app, "UndeferTask", json!({"taskId": task}))
-        .await
-        .expect("undefer");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskUpdated").await["followUp"],
+        recorded(
+            &bus,
+            &app,
+            "UndeferTask",
+            json!({"taskId": task}),
+            "TaskUpdated"
+        )
+        .await["followUp"],
         Value::Null
     );
 
-    let r = send(&bus, &app, "CompleteTask", json!({"taskId": task, "user": "mary", "variables": {"approved": true, "score": 3.5, "comment": "fine"}}))
-        .await
-        .expect("complete");
     assert_eq!(
-        assert_recorded(&bus, &r, "TaskCompleted").await["completedBy"],
+        recorded(&bus, &app, "CompleteTask", json!({"taskId": task, "user": "mary", "variables": {"approved": true, "score": 3.5, "comment": "fine"}}), "TaskCompleted").await["completedBy"],
         "mary"
     );
     let vars = engine

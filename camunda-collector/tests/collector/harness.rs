@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use taskpool_api::bus::RecordedEvent;
 use taskpool_api::streams::task_stream;
 use taskpool_api::BusClient;
@@ -76,4 +76,40 @@ pub async fn expect_stream(bus: &AppBus, task_id: &str, expected: &[&str]) -> Ve
         },
     )
     .await
+}
+
+/// An instance of `boundaryTimer` whose timer ends its task after a second.
+pub async fn start_boundary_timer(engine: &Engine, business_key: &str) -> String {
+    let timeout = json!({"timeout": {"value": "PT1S", "type": "String"}});
+    engine.start("boundaryTimer", business_key, timeout).await
+}
+
+/// An instance of `multiInstance` with three voters: one task each, assigned at creation.
+pub async fn start_multi_instance(engine: &Engine, business_key: &str) -> String {
+    let voters = json!({"voters": {
+        "value": "[\"ann\",\"bob\",\"cid\"]",
+        "type": "Object",
+        "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}
+    }});
+    engine.start("multiInstance", business_key, voters).await
+}
+
+/// An instance of `callParent` and the instance it called (which holds the task).
+pub async fn start_call_parent(engine: &Engine, business_key: &str) -> (String, String) {
+    let parent = engine.start("callParent", business_key, json!({})).await;
+    let path = format!("/process-instance?superProcessInstance={parent}");
+    let children = engine.ok(reqwest::Method::GET, &path, None).await;
+    let called = children[0]["id"]
+        .as_str()
+        .expect("called instance")
+        .to_owned();
+    (parent, called)
+}
+
+/// A standalone task (no process).
+pub async fn create_task(engine: &Engine, id: &str, name: &str) {
+    let task = json!({"id": id, "name": name});
+    engine
+        .ok(reqwest::Method::POST, "/task/create", Some(task))
+        .await;
 }

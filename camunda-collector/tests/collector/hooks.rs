@@ -74,13 +74,7 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
         warm_up.push(id.clone());
         let (engine, collector) = (&engine, &collector);
         async move {
-            engine
-                .ok(
-                    Method::POST,
-                    "/task/create",
-                    Some(json!({"id": id, "name": "warm-up"})),
-                )
-                .await;
+            crate::harness::create_task(engine, &id, "warm-up").await;
             let m = collector.metrics().await;
             m.contains("collector_hooks_total{outcome=\"accepted\"}")
                 .then_some(())
@@ -124,23 +118,12 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     engine.delete_instance(&instance).await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskDeleted"]).await;
 
-    let instance = engine
-        .start(
-            "boundaryTimer",
-            "hook-3",
-            json!({"timeout": {"value": "PT1S", "type": "String"}}),
-        )
-        .await;
+    let instance = crate::harness::start_boundary_timer(&engine, "hook-3").await;
     let task = engine.task_id(&instance).await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskDeleted"]).await;
 
     // Multi-instance (one request with three records) and a called process's task.
-    let voters = json!({"voters": {
-        "value": "[\"ann\",\"bob\",\"cid\"]",
-        "type": "Object",
-        "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}
-    }});
-    let instance = engine.start("multiInstance", "hook-4", voters).await;
+    let instance = crate::harness::start_multi_instance(&engine, "hook-4").await;
     let tasks = engine
         .tasks(&format!("processInstanceId={instance}"), 3)
         .await;
@@ -149,30 +132,15 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
         assert_eq!(data(&e[0])["assignee"], t["assignee"]);
     }
     engine.delete_instance(&instance).await;
-    let parent = engine.start("callParent", "hook-5", json!({})).await;
-    let children = engine
-        .ok(
-            Method::GET,
-            &format!("/process-instance?superProcessInstance={parent}"),
-            None,
-        )
-        .await;
-    let child = engine
-        .task_id(children[0]["id"].as_str().expect("called instance"))
-        .await;
+    let (parent, called) = crate::harness::start_call_parent(&engine, "hook-5").await;
+    let child = engine.task_id(&called).await;
     let e = expect_stream(&bus, &child, &["TaskCreated"]).await;
     assert_eq!(data(&e[0])["source"]["businessKey"], "hook-5");
     engine.delete_instance(&parent).await;
     expect_stream(&bus, &child, &["TaskCreated", "TaskDeleted"]).await;
 
     let id = format!("standalone-{}", Uuid::new_v4().simple());
-    engine
-        .ok(
-            Method::POST,
-            "/task/create",
-            Some(json!({"id": id, "name": "Standalone"})),
-        )
-        .await;
+    crate::harness::create_task(&engine, &id, "Standalone").await;
     expect_stream(&bus, &id, &["TaskCreated"]).await;
     engine
         .ok(Method::DELETE, &format!("/task/{id}"), None)

@@ -151,36 +151,24 @@ pub(crate) async fn every_kind_of_change(
     let e = expect_stream(bus, task, &step("TaskAssigned")).await;
     assert_eq!(data(e.last().unwrap())["assignee"], "mary");
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/identity-links"),
-            Some(json!({"groupId": "managers", "type": "candidate"})),
-        )
-        .await;
+    candidates(engine, task, "identity-links", ("groupId", "managers")).await;
     let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(
         data(e.last().unwrap())["candidateGroups"],
         json!(["managers", "reviewers"])
     );
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/identity-links"),
-            Some(json!({"userId": "kermit", "type": "candidate"})),
-        )
-        .await;
+    candidates(engine, task, "identity-links", ("userId", "kermit")).await;
     let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(data(e.last().unwrap())["candidateUsers"], json!(["kermit"]));
 
-    engine
-        .ok(
-            Method::POST,
-            &format!("/task/{task}/identity-links/delete"),
-            Some(json!({"groupId": "reviewers", "type": "candidate"})),
-        )
-        .await;
+    candidates(
+        engine,
+        task,
+        "identity-links/delete",
+        ("groupId", "reviewers"),
+    )
+    .await;
     let e = expect_stream(bus, task, &step("TaskCandidatesChanged")).await;
     assert_eq!(
         data(e.last().unwrap())["candidateGroups"],
@@ -221,6 +209,14 @@ pub(crate) async fn every_kind_of_change(
     e
 }
 
+/// Adds (`identity-links`) or removes (`identity-links/delete`) a candidate of a task: a
+/// `userId` or a `groupId`.
+async fn candidates(engine: &Engine, task: &str, action: &str, (kind, id): (&str, &str)) {
+    let path = format!("/task/{task}/{action}");
+    let link = json!({ kind: id, "type": "candidate" });
+    engine.ok(Method::POST, &path, Some(link)).await;
+}
+
 #[tokio::test]
 async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_standalone_tasks() {
     let (engine, _bus, bus, _collector) = setup("poll-processes", &[]).await;
@@ -233,13 +229,7 @@ async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_st
     assert_eq!(data(&e[0])["candidateGroups"], json!(["approvers"]));
 
     // A boundary timer removes the task.
-    let instance = engine
-        .start(
-            "boundaryTimer",
-            "t-1",
-            json!({"timeout": {"value": "PT1S", "type": "String"}}),
-        )
-        .await;
+    let instance = harness::start_boundary_timer(&engine, "t-1").await;
     let task = engine.task_id(&instance).await;
     let e = expect_stream(&bus, &task, &["TaskCreated", "TaskDeleted"]).await;
     let reason = data(&e[1])["deleteReason"].clone();
@@ -249,13 +239,7 @@ async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_st
     );
 
     // Multi-instance: one task per voter, each assigned at creation.
-    let instance = engine
-        .start("multiInstance", "m-1", json!({"voters": {
-            "value": "[\"ann\",\"bob\",\"cid\"]",
-            "type": "Object",
-            "valueInfo": {"objectTypeName": "java.util.ArrayList<java.lang.String>", "serializationDataFormat": "application/json"}
-        }}))
-        .await;
+    let instance = harness::start_multi_instance(&engine, "m-1").await;
     let tasks = engine
         .tasks(&format!("processInstanceId={instance}"), 3)
         .await;
@@ -282,16 +266,8 @@ async fn poll_sees_listener_changes_timers_multi_instance_call_activities_and_st
     }
 
     // A call activity: the task belongs to the called process, with the business key passed on.
-    let parent = engine.start("callParent", "c-1", json!({})).await;
-    let children = engine
-        .ok(
-            Method::GET,
-            &format!("/process-instance?superProcessInstance={parent}"),
-            None,
-        )
-        .await;
-    let child = children[0]["id"].as_str().expect("called instance");
-    let task = engine.task_id(child).await;
+    let (parent, called) = harness::start_call_parent(&engine, "c-1").await;
+    let task = engine.task_id(&called).await;
     let e = expect_stream(&bus, &task, &["TaskCreated"]).await;
     assert_eq!(
         data(&e[0])["source"]["processDefinitionKey"],
