@@ -237,3 +237,32 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn memory_dedupe_passes_the_suite() {
+        crate::dedupe_suite::run(Arc::new(MemoryDedupe::new(1_000))).await;
+    }
+
+    #[tokio::test]
+    async fn memory_dedupe_forgets_the_oldest_beyond_its_capacity() {
+        let store = MemoryDedupe::new(2);
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+        for id in &ids {
+            assert_eq!(store.claim(*id).await, Claim::Run);
+            store.finish(*id, &crate::dedupe_suite::answer(*id)).await;
+        }
+        assert_eq!(
+            store.claim(ids[0]).await,
+            Claim::Run,
+            "the oldest is forgotten"
+        );
+        assert_eq!(
+            store.claim(ids[2]).await,
+            Claim::Done(crate::dedupe_suite::answer(ids[2]))
+        );
+    }
+}

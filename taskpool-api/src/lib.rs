@@ -8,10 +8,13 @@
 //! - [`task_commands`]: [`task_commands::TaskCommand`], every task command, and their results.
 //! - [`trace`]: the W3C `traceparent` that ties one action's log lines together.
 //! - [`client`]: [`client::BusClient`], which retries across nodes and follows subscriptions.
+//! - `dedupe_suite` (feature `testing`): the behaviour suite every command `Dedupe` store runs.
 
 pub mod bus;
 pub mod client;
 pub mod commands;
+#[cfg(any(test, feature = "testing"))]
+pub mod dedupe_suite;
 pub mod error;
 pub mod handler;
 pub mod service;

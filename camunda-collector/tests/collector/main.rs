@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod commands;
+mod dedupe;
 mod faults;
 mod harness;
 mod hooks;
