@@ -9,11 +9,13 @@ use taskpool_api::commands::{CommandMessage, CommandResult};
 use taskpool_api::task_commands::{
     Actor, StartProcess, StartableKeys, TaskCommand, TaskCommandResult,
 };
+use taskpool_api::trace::Traceparent;
+use tracing::Instrument;
 
 use crate::authority;
 use crate::dates;
 use crate::emitter::{Emitter, Head};
-use crate::engine::EngineError;
+use crate::engine::{in_trace, EngineError};
 use crate::error::CollectorError;
 use crate::follow_up;
 use crate::metrics::Metrics;
@@ -28,12 +30,30 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// Executes a command in a span of its trace (the sender's, or a new one), which the
+    /// engine calls it makes carry on.
     pub async fn execute(&self, command: CommandMessage) -> CommandResult {
+        let context = Traceparent::from_header_or_new(command.traceparent.as_deref());
+        let span = tracing::info_span!(
+            "command",
+            command_id = %command.id,
+            r#type = %command.command_type,
+            trace_id = %context.trace_id(),
+        );
+        in_trace(context, self.answer(command))
+            .instrument(span)
+            .await
+    }
+
+    async fn answer(&self, command: CommandMessage) -> CommandResult {
         let kind = command.command_type.clone();
         let answer = match self.run(&command).await {
-            Ok(value) => CommandResult::success(String::new(), value),
+            Ok(value) => {
+                tracing::info!("command executed");
+                CommandResult::success(String::new(), value)
+            }
             Err(e) => {
-                tracing::info!(id = %command.id, kind, code = e.code(), message = %e, "command failed");
+                tracing::info!(code = e.code(), error = %e, "command failed");
                 e.to_result()
             }
         };

@@ -165,6 +165,7 @@ impl Emitter {
 
     /// Brings the task's stream up to what `obs` saw. Returns the stream's head (`None` when
     /// the stream does not exist and nothing was emitted).
+    #[tracing::instrument(skip_all, fields(task_id = %obs.task().task_id, via = via))]
     pub async fn observe(
         &self,
         obs: &Observation,

@@ -46,6 +46,7 @@ async fn ready(State(ctx): State<Arc<Ctx>>) -> Response {
     }
 }
 
+#[tracing::instrument(skip_all)]
 async fn receive_hooks(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let secret = ctx
@@ -102,6 +103,7 @@ fn read_hooks(
 }
 
 /// Emits what a batch tells: the records of one task in order, different tasks at once.
+#[tracing::instrument(skip_all, fields(records = batch.tasks.len()))]
 async fn record_hooks(ctx: &Arc<Ctx>, batch: HookBatch) -> Result<(), CollectorError> {
     let mut groups: Vec<(String, Vec<HookTask>)> = Vec::new();
     for task in batch.tasks {

@@ -12,8 +12,10 @@ use serde_json::{Map, Value};
 use crate::metrics::Metrics;
 
 mod dto;
+mod trace;
 
 pub use dto::*;
+pub use trace::in_trace;
 
 /// Camunda's error body: `{type, message, code}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -132,6 +134,9 @@ impl Engine {
         }
         if let Some(body) = body {
             req = req.json(body);
+        }
+        if let Some(context) = trace::outgoing() {
+            req = req.header(taskpool_api::trace::HEADER, context.to_string());
         }
         let started = Instant::now();
         let result = req.send().await;

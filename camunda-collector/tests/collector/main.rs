@@ -11,6 +11,7 @@ mod faults;
 mod harness;
 mod hooks;
 mod judge;
+mod trace;
 mod upgrade;
 
 use commands::{assert_recorded, send};
