@@ -73,7 +73,7 @@ pub(super) async fn execute(
         Ok(r) => r,
         Err(e) => {
             let e = AppError::from(e);
-            outcome(&e.body.error.code);
+            outcome(e.code());
             return Err(e);
         }
     };
@@ -82,11 +82,9 @@ pub(super) async fn execute(
         .filter(|r| r.application.as_deref().is_none_or(|a| a == application))
         .ok_or_else(|| {
             outcome("bad_result");
-            AppError::new(
-                StatusCode::BAD_GATEWAY,
-                "bad_command_result",
-                format!("the collector of {application} answered something else than a result of its task command"),
-            )
+            AppError::BadCommandResult {
+                application: application.to_owned(),
+            }
         })?;
     outcome("ok");
     let shown = state
@@ -123,12 +121,10 @@ fn respond(
 /// 409 when someone else holds the task.
 fn not_held_by_other(task: &TaskView, user: &str) -> Result<(), AppError> {
     match task.task.assignee.as_deref() {
-        Some(holder) if holder != user => Err(AppError::new(
-            StatusCode::CONFLICT,
-            "held_by_other",
-            format!("task {} is assigned to {holder}", task.id()),
-        )
-        .with("assignee", holder)),
+        Some(holder) if holder != user => Err(AppError::HeldByOther {
+            task: task.id().to_owned(),
+            assignee: holder.to_owned(),
+        }),
         _ => Ok(()),
     }
 }
@@ -213,7 +209,7 @@ pub async fn assign(
 ) -> Result<Response, AppError> {
     if let Some(user) = &body.user {
         if user.is_empty() || user.len() > 256 || user.chars().any(char::is_control) {
-            return Err(AppError::bad_request(
+            return Err(AppError::bad_input(
                 "bad_user",
                 "user must be 1 to 256 characters without control characters",
             ));
@@ -254,7 +250,7 @@ pub async fn complete(
         .keys()
         .find(|k| k.is_empty() || k.len() > 256)
     {
-        return Err(AppError::bad_request(
+        return Err(AppError::bad_input(
             "bad_variables",
             format!("variable name {bad:?} must be 1 to 256 characters"),
         ));
@@ -288,7 +284,7 @@ pub async fn defer(
     Body(body): Body<DeferBody>,
 ) -> Result<Response, AppError> {
     let follow_up = normalize_date(&body.follow_up).ok_or_else(|| {
-        AppError::bad_request(
+        AppError::bad_input(
             "bad_date",
             format!(
                 "followUp {:?} is not an RFC 3339 date-time or YYYY-MM-DD",

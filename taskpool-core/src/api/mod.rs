@@ -89,16 +89,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/health/live", get(|| async { StatusCode::OK }))
         .route("/health/ready", get(ready))
-        .fallback(|| async {
-            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            AppError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
+        .fallback(|| async { AppError::NoSuchEndpoint })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -110,16 +102,7 @@ pub fn router(state: Shared) -> Router {
 async fn admit(State(state): State<Shared>, request: Request, next: Next) -> Response {
     match state.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(taskpool_api::error::ErrorBody::new(
-                "busy",
-                "taskpool-core has as many requests in flight as it takes \
-                 (--max-concurrent-requests); retry shortly",
-            )),
-        )
-            .into_response(),
+        Err(_) => AppError::Busy.into_response(),
     }
 }
 
@@ -225,11 +208,6 @@ async fn ready(State(state): State<Shared>) -> Response {
         Ok(()) => {
             Json(serde_json::json!({"viewPosition": position, "openTasks": open})).into_response()
         }
-        Err(e) => AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => AppError::StoreUnavailable(e).into_response(),
     }
 }

@@ -189,7 +189,7 @@ pub async fn start_in(
     Body(body): Body<StartBody>,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
     if body.application.as_ref().is_some_and(|a| *a != application) {
-        return Err(AppError::bad_request(
+        return Err(AppError::bad_input(
             "bad_body",
             "`application` in the body names another application than the path",
         ));
@@ -229,23 +229,13 @@ async fn start_process(
         candidates = allowed;
     }
     let application = match candidates.len() {
-        0 => {
-            return Err(AppError::new(
-                StatusCode::NOT_FOUND,
-                "process_not_found",
-                format!("no process {key:?} that you may start"),
-            ))
-        }
+        0 => return Err(AppError::ProcessNotFound { key }),
         1 => candidates.remove(0),
         _ => {
-            return Err(AppError::new(
-                StatusCode::CONFLICT,
-                "ambiguous_process",
-                format!(
-                    "process {key:?} exists in {}; name one: POST /api/v1/processes/{{application}}/{key}/start",
-                    candidates.join(", ")
-                ),
-            ))
+            return Err(AppError::AmbiguousProcess {
+                key,
+                applications: candidates,
+            })
         }
     };
     let command = TaskCommand::StartProcess(StartProcess {

@@ -9,7 +9,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
@@ -40,13 +39,11 @@ pub async fn tasks(
     State(state): State<Shared>,
     User(id): User,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
-        AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            "the server has as many task streams open as it allows; retry later",
-        )
-    })?;
+    let permit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::TooManyStreams)?;
     let mut changes = state.projection.changes.subscribe();
     let (principals, position) = {
         let view = state

@@ -105,7 +105,10 @@ pub(super) fn visible_task(
     view.task(&path.application, &path.task_id)
         .filter(|t| principals.allows(t.application(), &t.authorized_principals))
         .cloned()
-        .ok_or_else(|| AppError::task_not_found(&path.application, &path.task_id))
+        .ok_or_else(|| AppError::TaskNotFound {
+            application: path.application.clone(),
+            task: path.task_id.clone(),
+        })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -177,11 +180,10 @@ pub async fn attribute_values(
     Path(name): Path<String>,
     params: Result<Query<ValuesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AttributeValues>, AppError> {
-    let Query(params) =
-        params.map_err(|e| AppError::bad_request("bad_parameter", e.body_text()))?;
+    let Query(params) = params.map_err(|e| AppError::bad_input("bad_parameter", e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(AppError::bad_request(
+        return Err(AppError::bad_input(
             "bad_parameter",
             "limit must be 1 to 1000",
         ));
