@@ -1,6 +1,7 @@
 //! The HTTP task API under `/api/v1`, plus `/metrics` and `/health/*`.
 
 mod actions;
+mod command;
 mod error;
 pub mod openapi;
 mod processes;
@@ -54,25 +55,8 @@ pub fn router(state: Shared) -> Router {
             "/tasks/attributes/{name}/values",
             get(tasks::attribute_values),
         )
-        .route("/tasks/{application}/{taskId}", get(tasks::one))
-        .route("/tasks/{application}/{taskId}/claim", post(actions::claim))
-        .route(
-            "/tasks/{application}/{taskId}/unclaim",
-            post(actions::unclaim),
-        )
-        .route(
-            "/tasks/{application}/{taskId}/assign",
-            post(actions::assign),
-        )
-        .route(
-            "/tasks/{application}/{taskId}/complete",
-            post(actions::complete),
-        )
-        .route("/tasks/{application}/{taskId}/defer", post(actions::defer))
-        .route(
-            "/tasks/{application}/{taskId}/undefer",
-            post(actions::undefer),
-        )
+        .route("/tasks/{application}/{taskId}", get(tasks::one));
+    let api = actions::routes(api)
         .route("/processes", get(processes::list))
         .route("/processes/{key}/start", post(processes::start))
         .route(
@@ -171,11 +155,7 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity",
     responses((status = 200, body = Me), (status = 401, body = openapi::ErrorSchema)))]
 pub async fn me(State(state): State<Shared>, User(id): User) -> Json<Me> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
+    let view = state.projection.read();
     let applications = view
         .applications()
         .map(|app| (app.to_owned(), id.groups_in(&view, app)))
@@ -197,11 +177,7 @@ async fn render_metrics(State(state): State<Shared>) -> String {
 /// Ready when MongoDB answers; the body tells how far the view is.
 async fn ready(State(state): State<Shared>) -> Response {
     let (position, open) = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         (view.position(), view.open_tasks())
     };
     match state.store.ping().await {

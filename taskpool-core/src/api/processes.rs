@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskpool_api::task_commands::{StartProcess, StartableKeys, StartableProcesses, TaskCommand};
 
-use super::actions::{actor, execute};
+use super::command::{actor, execute};
 use super::openapi::ErrorSchema;
 use super::{AppError, Body, Shared, User};
 use crate::identity::Identity;
@@ -75,11 +75,7 @@ fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
     responses((status = 200, body = Processes), (status = 401, body = ErrorSchema)))]
 pub async fn list(State(state): State<Shared>, User(id): User) -> Json<Processes> {
     let candidates = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         startable(&view, &id)
     };
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -205,11 +201,7 @@ async fn start_process(
     body: StartBody,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
     let mut candidates: Vec<String> = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         startable(&view, id)
             .into_iter()
             .filter(|d| d.definition.key == key)

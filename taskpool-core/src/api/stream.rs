@@ -46,11 +46,7 @@ pub async fn tasks(
         .map_err(|_| AppError::TooManyStreams)?;
     let mut changes = state.projection.changes.subscribe();
     let (principals, position) = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         (id.principals(&view), view.position())
     };
     let metrics = state.metrics.clone();

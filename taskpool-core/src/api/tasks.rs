@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::openapi::ErrorSchema;
 use super::{now, AppError, Shared, User};
+use crate::identity::Identity;
 use crate::query::{self, TaskQuery};
-use crate::view::TaskView;
+use crate::view::{Principals, TaskView, View};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -46,13 +47,9 @@ pub async fn list(
     let q = TaskQuery::parse(raw.as_deref().unwrap_or(""))?;
     let now = now();
     let page = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let principals = id.principals(&view);
-        query::run(&view, &principals, &id.user, &q, &now)
+        as_seen_by(&state, &id, |view, principals| {
+            query::run(view, principals, &id.user, &q, &now)
+        })
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(page.total));
@@ -93,22 +90,28 @@ pub async fn one(
 /// The task if `identity` may see it.
 pub(super) fn visible_task(
     state: &Shared,
-    identity: &crate::identity::Identity,
+    identity: &Identity,
     path: &TaskPath,
 ) -> Result<Arc<TaskView>, AppError> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = identity.principals(&view);
-    view.task(&path.application, &path.task_id)
-        .filter(|t| principals.allows(t.application(), &t.authorized_principals))
-        .cloned()
-        .ok_or_else(|| AppError::TaskNotFound {
-            application: path.application.clone(),
-            task: path.task_id.clone(),
-        })
+    as_seen_by(state, identity, |view, principals| {
+        view.task(&path.application, &path.task_id)
+            .filter(|t| principals.allows(t.application(), &t.authorized_principals))
+            .cloned()
+    })
+    .ok_or_else(|| AppError::TaskNotFound {
+        application: path.application.clone(),
+        task: path.task_id.clone(),
+    })
+}
+
+/// `f` of the view and the principals `identity` has in it.
+fn as_seen_by<T>(
+    state: &Shared,
+    identity: &Identity,
+    f: impl FnOnce(&View, &Principals) -> T,
+) -> T {
+    let view = state.projection.read();
+    f(&view, &identity.principals(&view))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -123,13 +126,7 @@ pub struct Counts {
 #[utoipa::path(get, path = "/api/v1/tasks/counts", tag = "tasks",
     responses((status = 200, body = Counts), (status = 401, body = ErrorSchema)))]
 pub async fn counts(State(state): State<Shared>, User(id): User) -> Json<Counts> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
-    let applications = query::counts(&view, &principals);
+    let applications = as_seen_by(&state, &id, query::counts);
     Json(Counts {
         total: applications.values().sum(),
         applications,
@@ -146,14 +143,8 @@ pub struct AttributeNames {
 #[utoipa::path(get, path = "/api/v1/tasks/attributes", tag = "tasks",
     responses((status = 200, body = AttributeNames), (status = 401, body = ErrorSchema)))]
 pub async fn attribute_names(State(state): State<Shared>, User(id): User) -> Json<AttributeNames> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
     Json(AttributeNames {
-        names: query::attribute_names(&view, &principals),
+        names: as_seen_by(&state, &id, query::attribute_names),
     })
 }
 
@@ -188,12 +179,8 @@ pub async fn attribute_values(
             "limit must be 1 to 1000",
         ));
     }
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
-    let values = query::attribute_values(&view, &principals, &name, limit)?;
+    let values = as_seen_by(&state, &id, |view, principals| {
+        query::attribute_values(view, principals, &name, limit)
+    })?;
     Ok(Json(AttributeValues { name, values }))
 }
