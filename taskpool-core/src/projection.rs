@@ -167,6 +167,7 @@ impl Projector {
     }
 
     /// Applies a batch to memory and publishes it; returns what MongoDB must be told.
+    #[tracing::instrument(skip_all, fields(events = batch.len(), from = batch.first().map(|e| e.position), to = batch.last().map(|e| e.position)))]
     pub fn apply(&mut self, batch: &[RecordedEvent]) -> Changes {
         let mut tasks = BTreeSet::new();
         let mut new_tasks = std::collections::HashSet::new();

@@ -1,7 +1,12 @@
 //! Sending task commands over the bus to an application's collector (routing key: the
 //! application), as actions and process starts do.
 
+use std::time::Duration;
+
+use taskpool_api::commands::CommandResponse;
 use taskpool_api::task_commands::{Actor, TaskCommand, TaskCommandResult};
+use taskpool_api::trace::Traceparent;
+use taskpool_api::ClientError;
 
 use super::{AppError, Shared};
 use crate::identity::Identity;
@@ -15,12 +20,39 @@ pub(super) fn actor(state: &Shared, identity: &Identity, application: &str) -> A
     }
 }
 
+/// Sends a command to `application`'s collector, in the trace of the request (`trace`'s
+/// child), and waits for its answer at most `timeout`.
+pub(super) async fn send(
+    state: &Shared,
+    command: &TaskCommand,
+    application: &str,
+    timeout: Duration,
+    trace: &Traceparent,
+) -> Result<CommandResponse, ClientError> {
+    let context = trace.child();
+    let request = command.request(
+        application,
+        timeout.as_millis() as u64,
+        Some(context.to_string()),
+    );
+    tracing::info!(
+        command_id = %request.id,
+        command = command.command_type(),
+        application,
+        trace_id = %context.trace_id(),
+        "command sent"
+    );
+    state.bus.send_command(&request).await
+}
+
 /// Sends a command to `application` and waits until the view has its effect; the bool says
 /// the wait ended first (the view had not caught up).
+#[tracing::instrument(skip_all, fields(command = command.command_type(), application))]
 pub(super) async fn execute(
     state: &Shared,
     command: TaskCommand,
     application: &str,
+    trace: &Traceparent,
 ) -> Result<(TaskCommandResult, bool), AppError> {
     let command_type = command.command_type();
     let outcome = |o: &str| {
@@ -30,16 +62,14 @@ pub(super) async fn execute(
             .with_label_values(&[command_type, o])
             .inc()
     };
-    let request = command.request(
-        application,
-        state.config.command_timeout.as_millis() as u64,
-        None,
-    );
-    let response = state.bus.send_command(&request).await.map_err(|e| {
-        let e = AppError::from(e);
-        outcome(e.code());
-        e
-    })?;
+    let timeout = state.config.command_timeout;
+    let response = send(state, &command, application, timeout, trace)
+        .await
+        .map_err(|e| {
+            let e = AppError::from(e);
+            outcome(e.code());
+            e
+        })?;
     let result = serde_json::from_value::<TaskCommandResult>(response.result)
         .ok()
         .filter(|r| r.application.as_deref().is_none_or(|a| a == application))

@@ -13,14 +13,16 @@ use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use taskpool_api::trace::{self, Traceparent};
 use taskpool_api::BusClient;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 pub use error::AppError;
 
@@ -90,16 +92,30 @@ async fn admit(State(state): State<Shared>, request: Request, next: Next) -> Res
     }
 }
 
-/// Request count and latency by matched route (never by raw path: ids would explode it).
-async fn track(State(state): State<Shared>, request: Request, next: Next) -> Response {
+/// Each request in its span, with the `trace_id` of its `traceparent` (a new trace when it
+/// comes without one) and its route; the response names the trace in its own `traceparent`,
+/// so a user can find the request's log lines. Request count and latency by matched route
+/// (never by raw path: ids would explode it).
+async fn track(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().as_str().to_owned();
+    let trace = Traceparent::from_header_or_new(
+        request
+            .headers()
+            .get(trace::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::info_span!("request", trace_id = %trace.trace_id(), %method, %route);
+    request.extensions_mut().insert(trace.clone());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        response.headers_mut().insert(trace::HEADER, value);
+    }
     let m = &state.metrics;
     m.http_requests
         .with_label_values(&[&route, &method, response.status().as_str()])
@@ -118,6 +134,18 @@ impl FromRequestParts<Shared> for User {
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<User, AppError> {
         Ok(User(state.auth.identify(&parts.headers)?))
+    }
+}
+
+/// The trace context of a request (see `track`): commands carry a child of it.
+pub struct Trace(pub Traceparent);
+
+impl FromRequestParts<Shared> for Trace {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Shared) -> Result<Trace, AppError> {
+        let trace = parts.extensions.get::<Traceparent>().cloned();
+        Ok(Trace(trace.unwrap_or_else(Traceparent::new_root)))
     }
 }
 

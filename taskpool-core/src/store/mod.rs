@@ -316,6 +316,7 @@ impl Store {
     }
 
     /// Writes a batch's changes, then moves the stored position forward. Safe to repeat.
+    #[tracing::instrument(skip_all, fields(tasks = changes.tasks.len(), definitions = changes.definitions.len(), identities = changes.identities.len(), position = changes.position))]
     pub async fn write(&self, changes: &Changes) -> Result<(), StoreError> {
         let (new, known): (Vec<&TaskRecord>, Vec<&TaskRecord>) = changes
             .tasks

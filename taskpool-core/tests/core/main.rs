@@ -6,6 +6,7 @@ mod authz;
 mod harness;
 mod queries;
 mod service;
+mod trace;
 mod upgrade;
 
 use std::time::Duration;

@@ -18,6 +18,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use taskpool_api::task_commands::{Actor, TaskCommand};
+use taskpool_api::trace::Traceparent;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::{Components, ContentBuilder, Ref, Required, ResponseBuilder};
@@ -26,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::command::{actor, execute};
 use super::openapi::ErrorSchema;
 use super::tasks::{visible_task, TaskPath};
-use super::{AppError, Body, Shared, User};
+use super::{AppError, Body, Shared, Trace, User};
 use crate::identity::Identity;
 use crate::view::TaskView;
 
@@ -132,18 +133,30 @@ actions!(
 async fn act<A: Action>(
     State(state): State<Shared>,
     User(id): User,
+    Trace(trace): Trace,
     Path(path): Path<TaskPath>,
     request: A::Request,
 ) -> Result<Response, AppError> {
+    act_on::<A>(&state, &id, &trace, &path, request).await
+}
+
+#[tracing::instrument(skip_all, fields(action = A::NAME, application = %path.application, task_id = %path.task_id, user = %id.user))]
+async fn act_on<A: Action>(
+    state: &Shared,
+    id: &Identity,
+    trace: &Traceparent,
+    path: &TaskPath,
+    request: A::Request,
+) -> Result<Response, AppError> {
     let action = A::new(request)?;
-    let task = visible_task(&state, &id, &path)?;
+    let task = visible_task(state, id, path)?;
     not_held_by_other(&task, &id.user)?;
-    let actor = actor(&state, &id, &path.application);
+    let actor = actor(state, id, &path.application);
     let Some(command) = action.command(&task, actor) else {
-        return Ok(respond(&state, &id, &path, task.position, false));
+        return Ok(respond(state, id, path, task.position, false));
     };
-    let (result, pending) = execute(&state, command, &path.application).await?;
-    Ok(respond(&state, &id, &path, result.position, pending))
+    let (result, pending) = execute(state, command, &path.application, trace).await?;
+    Ok(respond(state, id, path, result.position, pending))
 }
 
 /// 409 when someone else holds the task.
