@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use taskpool_api::task_body::TaskBody;
 
 use super::openapi::ErrorSchema;
 use super::{now, AppError, Shared, User};
@@ -17,9 +18,8 @@ use crate::view::{Principals, TaskView, View};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskPage {
-    #[schema(value_type = Vec<TaskView>)]
-    pub tasks: Vec<Arc<TaskView>>,
+pub struct TaskPage<'a> {
+    pub tasks: Vec<TaskBody<'a>>,
     /// Tasks matching the query over all pages.
     pub total: usize,
     pub page: usize,
@@ -43,7 +43,7 @@ pub async fn list(
     State(state): State<Shared>,
     User(id): User,
     RawQuery(raw): RawQuery,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     let q = TaskQuery::parse(raw.as_deref().unwrap_or(""))?;
     let now = now();
     let page = {
@@ -53,15 +53,17 @@ pub async fn list(
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(page.total));
+    let tasks = page.tasks.iter().map(|t| t.body()).collect();
     Ok((
         headers,
         Json(TaskPage {
-            tasks: page.tasks,
+            tasks,
             total: page.total,
             page: q.page,
             size: q.size,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// A task's place in the API: `/api/v1/tasks/{application}/{taskId}`.
@@ -78,13 +80,14 @@ pub struct TaskPath {
 /// One task you may see; 404 for any other, and for an unknown application.
 #[utoipa::path(get, path = "/api/v1/tasks/{application}/{taskId}", tag = "tasks",
     params(TaskPath),
-    responses((status = 200, body = TaskView), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
+    responses((status = 200, body = TaskBody), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
 pub async fn one(
     State(state): State<Shared>,
     User(id): User,
     Path(path): Path<TaskPath>,
-) -> Result<Json<Arc<TaskView>>, AppError> {
-    visible_task(&state, &id, &path).map(Json)
+) -> Result<Response, AppError> {
+    let task = visible_task(&state, &id, &path)?;
+    Ok(Json(task.body()).into_response())
 }
 
 /// The task if `identity` may see it.

@@ -33,7 +33,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::Value;
 
-use crate::view::{DefinitionView, IdentityView, TaskView, Tombstone, View};
+use crate::view::{key, DefinitionView, IdentityView, TaskView, Tombstone, View};
 
 mod task_document;
 
@@ -350,15 +350,8 @@ impl Store {
                 .definitions
                 .iter()
                 .map(|d| {
-                    let position = d.position as i64;
-                    let id = crate::view::key(&d.definition.application, &d.definition.id);
-                    let mut replacement = to_document(d)?;
-                    replacement.insert("_id", id.clone());
-                    Ok(doc! {
-                        "q": {"_id": id, "position": {"$lt": position}},
-                        "u": replacement,
-                        "upsert": true,
-                    })
+                    let id = key(&d.definition.application, &d.definition.id);
+                    guarded_upsert(id, d.position, d)
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             self.update(DEFINITIONS, updates).await?;
@@ -387,18 +380,12 @@ impl Store {
             .users
             .iter()
             .map(|user| {
-                let id = format!("{application}/{}", user.id);
-                let mut replacement = to_document(&StoredUser {
+                let stored = StoredUser {
                     application: application.clone(),
                     position: identity.position,
                     user: user.clone(),
-                })?;
-                replacement.insert("_id", id.clone());
-                Ok(doc! {
-                    "q": {"_id": id, "position": {"$lt": position}},
-                    "u": replacement,
-                    "upsert": true,
-                })
+                };
+                guarded_upsert(key(application, &user.id), identity.position, &stored)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         for chunk in updates.chunks(WRITE_CHUNK) {
@@ -527,6 +514,23 @@ struct StoredUser {
     position: u64,
     #[serde(flatten)]
     user: taskpool_api::tasks::IdentityUser,
+}
+
+/// The update statement that writes `value` as document `id` unless the stored one is at
+/// `position` or newer: then the upsert meets the existing `_id` and fails with a duplicate
+/// key, which [`Store::update`] takes as done.
+fn guarded_upsert(
+    id: String,
+    position: u64,
+    value: &impl serde::Serialize,
+) -> Result<Document, StoreError> {
+    let mut replacement = to_document(value)?;
+    replacement.insert("_id", id.clone());
+    Ok(doc! {
+        "q": {"_id": id, "position": {"$lt": position as i64}},
+        "u": replacement,
+        "upsert": true,
+    })
 }
 
 /// MongoDB's default index name: `field_1_other_-1`.

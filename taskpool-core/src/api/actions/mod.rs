@@ -8,8 +8,6 @@
 
 mod kinds;
 
-use std::sync::Arc;
-
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +15,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use taskpool_api::task_body::TaskBody;
 use taskpool_api::task_commands::{Actor, TaskCommand};
 use taskpool_api::trace::Traceparent;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder};
@@ -34,10 +33,9 @@ use crate::view::TaskView;
 /// What an action answers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ActionResult {
+pub struct ActionResult<'a> {
     /// The task as the view shows it now; `null` once completed or no longer yours to see.
-    #[schema(value_type = Option<TaskView>)]
-    pub task: Option<Arc<TaskView>>,
+    pub task: Option<TaskBody<'a>>,
     /// Bus position of the event that recorded the effect (0 when nothing had to change).
     pub position: u64,
     /// true: the command was executed but the view had not shown it within the wait.
@@ -186,7 +184,7 @@ fn respond(
     (
         status,
         Json(ActionResult {
-            task,
+            task: task.as_deref().map(TaskView::body),
             position,
             view_pending,
         }),
