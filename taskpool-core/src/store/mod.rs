@@ -249,35 +249,19 @@ impl Store {
             Some((position, _)) => position,
             None => 0,
         };
-        let mut cursor = self
-            .tasks()
-            .find(doc! {})
-            .batch_size(2_000)
-            .await
-            .map_err(|e| store_error("load tasks", e))?;
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load tasks", e))?
-        {
+        self.each_document(TASKS, None, |d| {
             match decode_task(&d)? {
                 TaskRecord::Open(task) => view.load_task(Arc::unwrap_or_clone(task)),
                 TaskRecord::Closed { key, tombstone } => view.load_tombstone(&key, tombstone),
             }
-        }
-        let mut cursor = self
-            .db
-            .collection::<Document>(DEFINITIONS)
-            .find(doc! {})
-            .await
-            .map_err(|e| store_error("load definitions", e))?;
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load definitions", e))?
-        {
+            Ok(())
+        })
+        .await?;
+        self.each_document(DEFINITIONS, None, |d| {
             view.load_definition(decode(DEFINITIONS, d)?);
-        }
+            Ok(())
+        })
+        .await?;
         for identity in self.load_identities().await? {
             view.load_identity(identity);
         }
@@ -286,19 +270,8 @@ impl Store {
     }
 
     async fn load_identities(&self) -> Result<Vec<IdentityView>, StoreError> {
-        let mut cursor = self
-            .db
-            .collection::<Document>(USERS)
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await
-            .map_err(|e| store_error("load users", e))?;
         let mut by_app: std::collections::BTreeMap<String, IdentityView> = Default::default();
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load users", e))?
-        {
+        self.each_document(USERS, Some(doc! {"_id": 1}), |d| {
             let user: StoredUser = decode(USERS, d)?;
             let entry = by_app
                 .entry(user.application.clone())
@@ -311,8 +284,39 @@ impl Store {
                 });
             entry.position = entry.position.max(user.position);
             entry.identity.users.push(user.user);
-        }
+            Ok(())
+        })
+        .await?;
         Ok(by_app.into_values().collect())
+    }
+
+    /// Runs `f` on every document of `collection` (in `sort` order, if given) as the cursor
+    /// yields them.
+    async fn each_document(
+        &self,
+        collection: &str,
+        sort: Option<Document>,
+        mut f: impl FnMut(Document) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let operation = format!("load {collection}");
+        let mut options = mongodb::options::FindOptions::default();
+        options.sort = sort;
+        options.batch_size = Some(2_000);
+        let mut cursor = self
+            .db
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .with_options(options)
+            .await
+            .map_err(|e| store_error(&operation, e))?;
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(|e| store_error(&operation, e))?
+        {
+            f(d)?;
+        }
+        Ok(())
     }
 
     /// Writes a batch's changes, then moves the stored position forward. Safe to repeat.
