@@ -88,7 +88,7 @@ async fn a_request_names_its_trace_in_the_answer_and_in_the_json_log() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(spans, ["request", "act_on", "execute"], "{command}");
+    assert_eq!(spans, ["request", "action", "execute"], "{command}");
 }
 
 /// Whether one of the spans around a log line is of the trace.

@@ -138,7 +138,7 @@ async fn act<A: Action>(
     act_on::<A>(&state, &id, &trace, &path, request).await
 }
 
-#[tracing::instrument(skip_all, fields(action = A::NAME, application = %path.application, task_id = %path.task_id, user = %id.user))]
+#[tracing::instrument(name = "action", skip_all, fields(action = A::NAME, application = %path.application, task_id = %path.task_id, user = %id.user))]
 async fn act_on<A: Action>(
     state: &Shared,
     id: &Identity,
