@@ -5,6 +5,7 @@
 //! - [`error`]: the `{"error":{"code","message"}}` body every service answers with.
 //! - [`sse`]: a small incremental parser for `text/event-stream`.
 //! - [`tasks`]: task events, their fold, and the stream and key of a task.
+//! - [`task_body`]: [`task_body::TaskBody`], one open task as the task API answers it.
 //! - [`task_commands`]: [`task_commands::TaskCommand`], every task command, and their results.
 //! - [`trace`]: the W3C `traceparent` that ties one action's log lines together.
 //! - [`client`]: [`client::BusClient`], which retries across nodes and follows subscriptions.
@@ -20,6 +21,7 @@ pub mod handler;
 pub mod service;
 pub mod sse;
 pub mod streams;
+pub mod task_body;
 pub mod task_commands;
 pub mod tasks;
 pub mod trace;

@@ -8,7 +8,7 @@
 //! and the per-document positions make the replay harmless.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -41,6 +41,12 @@ pub struct Projection {
 }
 
 impl Projection {
+    /// The view as readers see it now. A poisoned lock is read anyway, as everywhere in the
+    /// service: a panic in the projection must not take the API down with it.
+    pub fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Waits until the view has applied `position`; false when `timeout` passed first.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
         let mut rx = self.position.clone();
@@ -161,6 +167,7 @@ impl Projector {
     }
 
     /// Applies a batch to memory and publishes it; returns what MongoDB must be told.
+    #[tracing::instrument(skip_all, fields(events = batch.len(), from = batch.first().map(|e| e.position), to = batch.last().map(|e| e.position)))]
     pub fn apply(&mut self, batch: &[RecordedEvent]) -> Changes {
         let mut tasks = BTreeSet::new();
         let mut new_tasks = std::collections::HashSet::new();

@@ -1,6 +1,7 @@
 //! The HTTP task API under `/api/v1`, plus `/metrics` and `/health/*`.
 
 mod actions;
+mod command;
 mod error;
 pub mod openapi;
 mod processes;
@@ -12,14 +13,16 @@ use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use taskpool_api::trace::{self, Traceparent};
 use taskpool_api::BusClient;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 pub use error::AppError;
 
@@ -54,25 +57,8 @@ pub fn router(state: Shared) -> Router {
             "/tasks/attributes/{name}/values",
             get(tasks::attribute_values),
         )
-        .route("/tasks/{application}/{taskId}", get(tasks::one))
-        .route("/tasks/{application}/{taskId}/claim", post(actions::claim))
-        .route(
-            "/tasks/{application}/{taskId}/unclaim",
-            post(actions::unclaim),
-        )
-        .route(
-            "/tasks/{application}/{taskId}/assign",
-            post(actions::assign),
-        )
-        .route(
-            "/tasks/{application}/{taskId}/complete",
-            post(actions::complete),
-        )
-        .route("/tasks/{application}/{taskId}/defer", post(actions::defer))
-        .route(
-            "/tasks/{application}/{taskId}/undefer",
-            post(actions::undefer),
-        )
+        .route("/tasks/{application}/{taskId}", get(tasks::one));
+    let api = actions::routes(api)
         .route("/processes", get(processes::list))
         .route("/processes/{key}/start", post(processes::start))
         .route(
@@ -89,16 +75,8 @@ pub fn router(state: Shared) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/health/live", get(|| async { StatusCode::OK }))
         .route("/health/ready", get(ready))
-        .fallback(|| async {
-            AppError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
-        .method_not_allowed_fallback(|| async {
-            AppError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "this endpoint does not take that method",
-            )
-        })
+        .fallback(|| async { AppError::NoSuchEndpoint })
+        .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
@@ -110,29 +88,34 @@ pub fn router(state: Shared) -> Router {
 async fn admit(State(state): State<Shared>, request: Request, next: Next) -> Response {
     match state.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => next.run(request).await,
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::RETRY_AFTER, "1")],
-            Json(taskpool_api::error::ErrorBody::new(
-                "busy",
-                "taskpool-core has as many requests in flight as it takes \
-                 (--max-concurrent-requests); retry shortly",
-            )),
-        )
-            .into_response(),
+        Err(_) => AppError::Busy.into_response(),
     }
 }
 
-/// Request count and latency by matched route (never by raw path: ids would explode it).
-async fn track(State(state): State<Shared>, request: Request, next: Next) -> Response {
+/// Each request in its span, with the `trace_id` of its `traceparent` (a new trace when it
+/// comes without one) and its route; the response names the trace in its own `traceparent`,
+/// so a user can find the request's log lines. Request count and latency by matched route
+/// (never by raw path: ids would explode it).
+async fn track(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let method = request.method().as_str().to_owned();
+    let trace = Traceparent::from_header_or_new(
+        request
+            .headers()
+            .get(trace::HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let span = tracing::info_span!("request", trace_id = %trace.trace_id(), %method, %route);
+    request.extensions_mut().insert(trace.clone());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
+        response.headers_mut().insert(trace::HEADER, value);
+    }
     let m = &state.metrics;
     m.http_requests
         .with_label_values(&[&route, &method, response.status().as_str()])
@@ -151,6 +134,18 @@ impl FromRequestParts<Shared> for User {
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<User, AppError> {
         Ok(User(state.auth.identify(&parts.headers)?))
+    }
+}
+
+/// The trace context of a request (see `track`): commands carry a child of it.
+pub struct Trace(pub Traceparent);
+
+impl FromRequestParts<Shared> for Trace {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &Shared) -> Result<Trace, AppError> {
+        let trace = parts.extensions.get::<Traceparent>().cloned();
+        Ok(Trace(trace.unwrap_or_else(Traceparent::new_root)))
     }
 }
 
@@ -188,11 +183,7 @@ pub struct Me {
 #[utoipa::path(get, path = "/api/v1/me", tag = "identity",
     responses((status = 200, body = Me), (status = 401, body = openapi::ErrorSchema)))]
 pub async fn me(State(state): State<Shared>, User(id): User) -> Json<Me> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
+    let view = state.projection.read();
     let applications = view
         .applications()
         .map(|app| (app.to_owned(), id.groups_in(&view, app)))
@@ -214,22 +205,13 @@ async fn render_metrics(State(state): State<Shared>) -> String {
 /// Ready when MongoDB answers; the body tells how far the view is.
 async fn ready(State(state): State<Shared>) -> Response {
     let (position, open) = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         (view.position(), view.open_tasks())
     };
     match state.store.ping().await {
         Ok(()) => {
             Json(serde_json::json!({"viewPosition": position, "openTasks": open})).into_response()
         }
-        Err(e) => AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
-        .into_response(),
+        Err(e) => AppError::StoreUnavailable(e).into_response(),
     }
 }

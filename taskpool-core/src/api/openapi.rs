@@ -14,13 +14,11 @@ pub use taskpool_api::error::ErrorBody as ErrorSchema;
         super::tasks::list, super::tasks::one, super::tasks::counts,
         super::tasks::attribute_names, super::tasks::attribute_values,
         super::stream::tasks,
-        super::actions::claim, super::actions::unclaim, super::actions::assign,
-        super::actions::complete, super::actions::defer, super::actions::undefer,
         super::processes::list, super::processes::start, super::processes::start_in,
         super::me,
     ),
     components(schemas(ErrorSchema, taskpool_api::error::ErrorDetail)),
-    modifiers(&Security),
+    modifiers(&Security, &Actions),
     security(("bearer" = []), ("gateway" = [])),
 )]
 pub struct ApiDoc;
@@ -38,6 +36,15 @@ impl Modify for Security {
                 "The user, set by a trusted gateway (with X-Groups), when the server trusts identity headers",
             ))),
         );
+    }
+}
+
+/// The task actions: one handler serves them all, so their operations come from their list.
+struct Actions;
+
+impl Modify for Actions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        super::actions::document(openapi);
     }
 }
 

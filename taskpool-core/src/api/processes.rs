@@ -9,10 +9,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use taskpool_api::task_commands::{StartProcess, StartableKeys, StartableProcesses, TaskCommand};
+use taskpool_api::trace::Traceparent;
 
-use super::actions::{actor, execute};
+use super::command::{actor, execute, send};
 use super::openapi::ErrorSchema;
-use super::{AppError, Body, Shared, User};
+use super::{AppError, Body, Shared, Trace, User};
 use crate::identity::Identity;
 use crate::view::{group_principal, user_principal, DefinitionView, Principals, View};
 
@@ -73,13 +74,13 @@ fn startable(view: &View, identity: &Identity) -> Vec<DefinitionView> {
 /// the view's word; a start is judged by the engine anyway).
 #[utoipa::path(get, path = "/api/v1/processes", tag = "processes",
     responses((status = 200, body = Processes), (status = 401, body = ErrorSchema)))]
-pub async fn list(State(state): State<Shared>, User(id): User) -> Json<Processes> {
+pub async fn list(
+    State(state): State<Shared>,
+    User(id): User,
+    Trace(trace): Trace,
+) -> Json<Processes> {
     let candidates = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         startable(&view, &id)
     };
     let mut keys: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -89,9 +90,9 @@ pub async fn list(State(state): State<Shared>, User(id): User) -> Json<Processes
     }
     let answers = futures::future::join_all(keys.into_iter().map(|(app, keys)| {
         let state = &state;
-        let id = &id;
+        let (id, trace) = (&id, &trace);
         async move {
-            let allowed = allowed_by_engine(state, id, &app, keys).await;
+            let allowed = allowed_by_engine(state, id, trace, &app, keys).await;
             (app, allowed)
         }
     }))
@@ -117,15 +118,15 @@ const ENGINE_ANSWER: Duration = Duration::from_secs(2);
 async fn allowed_by_engine(
     state: &Shared,
     identity: &Identity,
+    trace: &Traceparent,
     application: &str,
     keys: Vec<String>,
 ) -> Option<HashSet<String>> {
-    let request = TaskCommand::StartableProcesses(StartableProcesses {
+    let command = TaskCommand::StartableProcesses(StartableProcesses {
         keys,
         actor: Some(actor(state, identity, application)),
-    })
-    .request(application, ENGINE_ANSWER.as_millis() as u64, None);
-    match state.bus.send_command(&request).await {
+    });
+    match send(state, &command, application, ENGINE_ANSWER, trace).await {
         Ok(answer) => match serde_json::from_value::<StartableKeys>(answer.result) {
             Ok(k) => Some(k.keys.into_iter().collect()),
             Err(e) => {
@@ -170,11 +171,12 @@ pub struct Started {
 pub async fn start(
     State(state): State<Shared>,
     User(id): User,
+    Trace(trace): Trace,
     Path(key): Path<String>,
     Body(body): Body<StartBody>,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
     let application = body.application.clone();
-    start_process(&state, &id, application.as_deref(), key, body).await
+    start_process(&state, &id, &trace, application.as_deref(), key, body).await
 }
 
 /// Start the latest version of a process definition of one application.
@@ -185,31 +187,30 @@ pub async fn start(
 pub async fn start_in(
     State(state): State<Shared>,
     User(id): User,
+    Trace(trace): Trace,
     Path((application, key)): Path<(String, String)>,
     Body(body): Body<StartBody>,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
     if body.application.as_ref().is_some_and(|a| *a != application) {
-        return Err(AppError::bad_request(
+        return Err(AppError::bad_input(
             "bad_body",
             "`application` in the body names another application than the path",
         ));
     }
-    start_process(&state, &id, Some(&application), key, body).await
+    start_process(&state, &id, &trace, Some(&application), key, body).await
 }
 
+#[tracing::instrument(skip_all, fields(key = %key, application, user = %id.user))]
 async fn start_process(
     state: &Shared,
     id: &Identity,
+    trace: &Traceparent,
     application: Option<&str>,
     key: String,
     body: StartBody,
 ) -> Result<(StatusCode, Json<Started>), AppError> {
     let mut candidates: Vec<String> = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         startable(&view, id)
             .into_iter()
             .filter(|d| d.definition.key == key)
@@ -221,7 +222,7 @@ async fn start_process(
         // Ambiguous by the view: the engines' own grants may leave one.
         let mut allowed = Vec::new();
         for app in candidates {
-            let answer = allowed_by_engine(state, id, &app, vec![key.clone()]).await;
+            let answer = allowed_by_engine(state, id, trace, &app, vec![key.clone()]).await;
             if answer.is_none_or(|keys| keys.contains(&key)) {
                 allowed.push(app);
             }
@@ -229,23 +230,13 @@ async fn start_process(
         candidates = allowed;
     }
     let application = match candidates.len() {
-        0 => {
-            return Err(AppError::new(
-                StatusCode::NOT_FOUND,
-                "process_not_found",
-                format!("no process {key:?} that you may start"),
-            ))
-        }
+        0 => return Err(AppError::ProcessNotFound { key }),
         1 => candidates.remove(0),
         _ => {
-            return Err(AppError::new(
-                StatusCode::CONFLICT,
-                "ambiguous_process",
-                format!(
-                    "process {key:?} exists in {}; name one: POST /api/v1/processes/{{application}}/{key}/start",
-                    candidates.join(", ")
-                ),
-            ))
+            return Err(AppError::AmbiguousProcess {
+                key,
+                applications: candidates,
+            })
         }
     };
     let command = TaskCommand::StartProcess(StartProcess {
@@ -255,7 +246,7 @@ async fn start_process(
         user: Some(id.user.clone()),
         actor: Some(actor(state, id, &application)),
     });
-    let (result, pending) = execute(state, command, &application).await?;
+    let (result, pending) = execute(state, command, &application, trace).await?;
     let status = if pending {
         StatusCode::ACCEPTED
     } else {

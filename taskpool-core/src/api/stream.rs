@@ -9,17 +9,19 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
+use taskpool_api::task_body::TaskBody;
+
 use super::openapi::ErrorSchema;
 use super::{AppError, Shared, User};
+use crate::view::TaskView;
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskChangeEvent {
+pub struct TaskChangeEvent<'a> {
     pub position: u64,
     /// The bus event type, e.g. `TaskAssigned`.
     #[serde(rename = "type")]
@@ -28,8 +30,7 @@ pub struct TaskChangeEvent {
     pub application: String,
     pub task_id: String,
     /// The task now, or null when you can no longer see it (completed, deleted, reassigned).
-    #[schema(value_type = Option<crate::view::TaskView>)]
-    pub task: Option<std::sync::Arc<crate::view::TaskView>>,
+    pub task: Option<TaskBody<'a>>,
 }
 
 /// Live changes to your tasks, as server-sent events.
@@ -40,20 +41,14 @@ pub async fn tasks(
     State(state): State<Shared>,
     User(id): User,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
-        AppError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_streams",
-            "the server has as many task streams open as it allows; retry later",
-        )
-    })?;
+    let permit = state
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::TooManyStreams)?;
     let mut changes = state.projection.changes.subscribe();
     let (principals, position) = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let view = state.projection.read();
         (id.principals(&view), view.position())
     };
     let metrics = state.metrics.clone();
@@ -82,7 +77,7 @@ pub async fn tasks(
                         event_type: change.event_type.clone(),
                         application: change.application.clone(),
                         task_id: change.task_id.clone(),
-                        task,
+                        task: task.as_deref().map(TaskView::body),
                     };
                     match serde_json::to_string(&body) {
                         Ok(json) => yield Ok(Event::default().event("task").id(change.position.to_string()).data(json)),

@@ -5,20 +5,21 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use taskpool_api::task_body::TaskBody;
 
 use super::openapi::ErrorSchema;
 use super::{now, AppError, Shared, User};
+use crate::identity::Identity;
 use crate::query::{self, TaskQuery};
-use crate::view::TaskView;
+use crate::view::{Principals, TaskView, View};
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct TaskPage {
-    #[schema(value_type = Vec<TaskView>)]
-    pub tasks: Vec<Arc<TaskView>>,
+pub struct TaskPage<'a> {
+    pub tasks: Vec<TaskBody<'a>>,
     /// Tasks matching the query over all pages.
     pub total: usize,
     pub page: usize,
@@ -42,29 +43,27 @@ pub async fn list(
     State(state): State<Shared>,
     User(id): User,
     RawQuery(raw): RawQuery,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     let q = TaskQuery::parse(raw.as_deref().unwrap_or(""))?;
     let now = now();
     let page = {
-        let view = state
-            .projection
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let principals = id.principals(&view);
-        query::run(&view, &principals, &id.user, &q, &now)
+        as_seen_by(&state, &id, |view, principals| {
+            query::run(view, principals, &id.user, &q, &now)
+        })
     };
     let mut headers = HeaderMap::new();
     headers.insert("x-total-count", HeaderValue::from(page.total));
+    let tasks = page.tasks.iter().map(|t| t.body()).collect();
     Ok((
         headers,
         Json(TaskPage {
-            tasks: page.tasks,
+            tasks,
             total: page.total,
             page: q.page,
             size: q.size,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// A task's place in the API: `/api/v1/tasks/{application}/{taskId}`.
@@ -81,31 +80,41 @@ pub struct TaskPath {
 /// One task you may see; 404 for any other, and for an unknown application.
 #[utoipa::path(get, path = "/api/v1/tasks/{application}/{taskId}", tag = "tasks",
     params(TaskPath),
-    responses((status = 200, body = TaskView), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
+    responses((status = 200, body = TaskBody), (status = 404, body = ErrorSchema), (status = 401, body = ErrorSchema)))]
 pub async fn one(
     State(state): State<Shared>,
     User(id): User,
     Path(path): Path<TaskPath>,
-) -> Result<Json<Arc<TaskView>>, AppError> {
-    visible_task(&state, &id, &path).map(Json)
+) -> Result<Response, AppError> {
+    let task = visible_task(&state, &id, &path)?;
+    Ok(Json(task.body()).into_response())
 }
 
 /// The task if `identity` may see it.
 pub(super) fn visible_task(
     state: &Shared,
-    identity: &crate::identity::Identity,
+    identity: &Identity,
     path: &TaskPath,
 ) -> Result<Arc<TaskView>, AppError> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = identity.principals(&view);
-    view.task(&path.application, &path.task_id)
-        .filter(|t| principals.allows(t.application(), &t.authorized_principals))
-        .cloned()
-        .ok_or_else(|| AppError::task_not_found(&path.application, &path.task_id))
+    as_seen_by(state, identity, |view, principals| {
+        view.task(&path.application, &path.task_id)
+            .filter(|t| principals.allows(t.application(), &t.authorized_principals))
+            .cloned()
+    })
+    .ok_or_else(|| AppError::TaskNotFound {
+        application: path.application.clone(),
+        task: path.task_id.clone(),
+    })
+}
+
+/// `f` of the view and the principals `identity` has in it.
+fn as_seen_by<T>(
+    state: &Shared,
+    identity: &Identity,
+    f: impl FnOnce(&View, &Principals) -> T,
+) -> T {
+    let view = state.projection.read();
+    f(&view, &identity.principals(&view))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -120,13 +129,7 @@ pub struct Counts {
 #[utoipa::path(get, path = "/api/v1/tasks/counts", tag = "tasks",
     responses((status = 200, body = Counts), (status = 401, body = ErrorSchema)))]
 pub async fn counts(State(state): State<Shared>, User(id): User) -> Json<Counts> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
-    let applications = query::counts(&view, &principals);
+    let applications = as_seen_by(&state, &id, query::counts);
     Json(Counts {
         total: applications.values().sum(),
         applications,
@@ -143,14 +146,8 @@ pub struct AttributeNames {
 #[utoipa::path(get, path = "/api/v1/tasks/attributes", tag = "tasks",
     responses((status = 200, body = AttributeNames), (status = 401, body = ErrorSchema)))]
 pub async fn attribute_names(State(state): State<Shared>, User(id): User) -> Json<AttributeNames> {
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
     Json(AttributeNames {
-        names: query::attribute_names(&view, &principals),
+        names: as_seen_by(&state, &id, query::attribute_names),
     })
 }
 
@@ -177,21 +174,16 @@ pub async fn attribute_values(
     Path(name): Path<String>,
     params: Result<Query<ValuesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<AttributeValues>, AppError> {
-    let Query(params) =
-        params.map_err(|e| AppError::bad_request("bad_parameter", e.body_text()))?;
+    let Query(params) = params.map_err(|e| AppError::bad_input("bad_parameter", e.body_text()))?;
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(AppError::bad_request(
+        return Err(AppError::bad_input(
             "bad_parameter",
             "limit must be 1 to 1000",
         ));
     }
-    let view = state
-        .projection
-        .view
-        .read()
-        .unwrap_or_else(|p| p.into_inner());
-    let principals = id.principals(&view);
-    let values = query::attribute_values(&view, &principals, &name, limit)?;
+    let values = as_seen_by(&state, &id, |view, principals| {
+        query::attribute_values(view, principals, &name, limit)
+    })?;
     Ok(Json(AttributeValues { name, values }))
 }

@@ -33,7 +33,7 @@ use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::Value;
 
-use crate::view::{DefinitionView, IdentityView, TaskView, Tombstone, View};
+use crate::view::{key, DefinitionView, IdentityView, TaskView, Tombstone, View};
 
 mod task_document;
 
@@ -249,35 +249,19 @@ impl Store {
             Some((position, _)) => position,
             None => 0,
         };
-        let mut cursor = self
-            .tasks()
-            .find(doc! {})
-            .batch_size(2_000)
-            .await
-            .map_err(|e| store_error("load tasks", e))?;
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load tasks", e))?
-        {
+        self.each_document(TASKS, None, |d| {
             match decode_task(&d)? {
                 TaskRecord::Open(task) => view.load_task(Arc::unwrap_or_clone(task)),
                 TaskRecord::Closed { key, tombstone } => view.load_tombstone(&key, tombstone),
             }
-        }
-        let mut cursor = self
-            .db
-            .collection::<Document>(DEFINITIONS)
-            .find(doc! {})
-            .await
-            .map_err(|e| store_error("load definitions", e))?;
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load definitions", e))?
-        {
+            Ok(())
+        })
+        .await?;
+        self.each_document(DEFINITIONS, None, |d| {
             view.load_definition(decode(DEFINITIONS, d)?);
-        }
+            Ok(())
+        })
+        .await?;
         for identity in self.load_identities().await? {
             view.load_identity(identity);
         }
@@ -286,19 +270,8 @@ impl Store {
     }
 
     async fn load_identities(&self) -> Result<Vec<IdentityView>, StoreError> {
-        let mut cursor = self
-            .db
-            .collection::<Document>(USERS)
-            .find(doc! {})
-            .sort(doc! {"_id": 1})
-            .await
-            .map_err(|e| store_error("load users", e))?;
         let mut by_app: std::collections::BTreeMap<String, IdentityView> = Default::default();
-        while let Some(d) = cursor
-            .try_next()
-            .await
-            .map_err(|e| store_error("load users", e))?
-        {
+        self.each_document(USERS, Some(doc! {"_id": 1}), |d| {
             let user: StoredUser = decode(USERS, d)?;
             let entry = by_app
                 .entry(user.application.clone())
@@ -311,11 +284,43 @@ impl Store {
                 });
             entry.position = entry.position.max(user.position);
             entry.identity.users.push(user.user);
-        }
+            Ok(())
+        })
+        .await?;
         Ok(by_app.into_values().collect())
     }
 
+    /// Runs `f` on every document of `collection` (in `sort` order, if given) as the cursor
+    /// yields them.
+    async fn each_document(
+        &self,
+        collection: &str,
+        sort: Option<Document>,
+        mut f: impl FnMut(Document) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let operation = format!("load {collection}");
+        let mut options = mongodb::options::FindOptions::default();
+        options.sort = sort;
+        options.batch_size = Some(2_000);
+        let mut cursor = self
+            .db
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .with_options(options)
+            .await
+            .map_err(|e| store_error(&operation, e))?;
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(|e| store_error(&operation, e))?
+        {
+            f(d)?;
+        }
+        Ok(())
+    }
+
     /// Writes a batch's changes, then moves the stored position forward. Safe to repeat.
+    #[tracing::instrument(skip_all, fields(tasks = changes.tasks.len(), definitions = changes.definitions.len(), identities = changes.identities.len(), position = changes.position))]
     pub async fn write(&self, changes: &Changes) -> Result<(), StoreError> {
         let (new, known): (Vec<&TaskRecord>, Vec<&TaskRecord>) = changes
             .tasks
@@ -349,15 +354,8 @@ impl Store {
                 .definitions
                 .iter()
                 .map(|d| {
-                    let position = d.position as i64;
-                    let id = crate::view::key(&d.definition.application, &d.definition.id);
-                    let mut replacement = to_document(d)?;
-                    replacement.insert("_id", id.clone());
-                    Ok(doc! {
-                        "q": {"_id": id, "position": {"$lt": position}},
-                        "u": replacement,
-                        "upsert": true,
-                    })
+                    let id = key(&d.definition.application, &d.definition.id);
+                    guarded_upsert(id, d.position, d)
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             self.update(DEFINITIONS, updates).await?;
@@ -386,18 +384,12 @@ impl Store {
             .users
             .iter()
             .map(|user| {
-                let id = format!("{application}/{}", user.id);
-                let mut replacement = to_document(&StoredUser {
+                let stored = StoredUser {
                     application: application.clone(),
                     position: identity.position,
                     user: user.clone(),
-                })?;
-                replacement.insert("_id", id.clone());
-                Ok(doc! {
-                    "q": {"_id": id, "position": {"$lt": position}},
-                    "u": replacement,
-                    "upsert": true,
-                })
+                };
+                guarded_upsert(key(application, &user.id), identity.position, &stored)
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         for chunk in updates.chunks(WRITE_CHUNK) {
@@ -526,6 +518,23 @@ struct StoredUser {
     position: u64,
     #[serde(flatten)]
     user: taskpool_api::tasks::IdentityUser,
+}
+
+/// The update statement that writes `value` as document `id` unless the stored one is at
+/// `position` or newer: then the upsert meets the existing `_id` and fails with a duplicate
+/// key, which [`Store::update`] takes as done.
+fn guarded_upsert(
+    id: String,
+    position: u64,
+    value: &impl serde::Serialize,
+) -> Result<Document, StoreError> {
+    let mut replacement = to_document(value)?;
+    replacement.insert("_id", id.clone());
+    Ok(doc! {
+        "q": {"_id": id, "position": {"$lt": position as i64}},
+        "u": replacement,
+        "upsert": true,
+    })
 }
 
 /// MongoDB's default index name: `field_1_other_-1`.

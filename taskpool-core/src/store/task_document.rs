@@ -1,10 +1,12 @@
-//! One task as a MongoDB document: open (the whole task, `authorizedPrincipals`, the payload
-//! as JSON text plus its scalar values in `data`) or a tombstone; `_id` is
-//! `application/taskId`.
+//! One task as a MongoDB document: open (the task's fields, `authorizedPrincipals`, `position`,
+//! `version`, `changed`, the payload as JSON text plus its scalar values in `data`) or a
+//! tombstone; `_id` is `application/taskId`. The store's own shape: neither the index entry
+//! nor the API's body.
 
 use std::sync::Arc;
 
 use mongodb::bson::{doc, Bson, Document};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{as_u64, json_to_document, StoreError, TaskRecord, TASKS};
@@ -23,12 +25,16 @@ pub(super) fn encode_task(record: &TaskRecord) -> Result<(String, i64, Document)
         }
         TaskRecord::Open(view) => {
             let position = view.position as i64;
-            let Ok(Value::Object(mut fields)) = serde_json::to_value(&**view) else {
-                return Err(StoreError::BadDocument {
-                    collection: TASKS,
-                    id: view.id().to_owned(),
-                    reason: "a task does not encode as an object".into(),
-                });
+            let not_an_object = || StoreError::BadDocument {
+                collection: TASKS,
+                id: view.id().to_owned(),
+                reason: "a task does not encode as an object".into(),
+            };
+            let Ok(Value::Object(mut fields)) = serde_json::to_value(&view.task) else {
+                return Err(not_an_object());
+            };
+            let Ok(Value::Object(indexed)) = serde_json::to_value(Indexed::of(view)) else {
+                return Err(not_an_object());
             };
             let payload = fields.remove("payload").unwrap_or(Value::Null);
             let data: Vec<Value> = view
@@ -43,6 +49,7 @@ pub(super) fn encode_task(record: &TaskRecord) -> Result<(String, i64, Document)
             if let Some(Value::Object(source)) = fields.get_mut("source") {
                 source.retain(|_, v| !v.is_null());
             }
+            fields.extend(indexed);
             fields.insert("payloadJson".into(), Value::String(payload.to_string()));
             fields.insert("data".into(), Value::Array(data));
             fields.insert("state".into(), Value::String("open".into()));
@@ -86,11 +93,46 @@ pub(super) fn decode_task(d: &Document) -> Result<TaskRecord, StoreError> {
     fields.remove("data");
     fields.remove("state");
     fields.remove("_id");
+    let indexed: Map<String, Value> = Indexed::FIELDS
+        .iter()
+        .filter_map(|name| fields.remove_entry(*name))
+        .collect();
+    let indexed: Indexed =
+        serde_json::from_value(Value::Object(indexed)).map_err(|e| bad(e.to_string()))?;
     fields.insert("taskId".into(), Value::String(task_id));
     fields.insert("payload".into(), Value::Object(payload));
-    let view: TaskView =
-        serde_json::from_value(Value::Object(fields)).map_err(|e| bad(e.to_string()))?;
-    Ok(TaskRecord::Open(Arc::new(view)))
+    let task = serde_json::from_value(Value::Object(fields)).map_err(|e| bad(e.to_string()))?;
+    Ok(TaskRecord::Open(Arc::new(TaskView {
+        task,
+        authorized_principals: indexed.authorized_principals,
+        position: indexed.position,
+        version: indexed.version,
+        changed: indexed.changed,
+    })))
+}
+
+/// What an open task's document holds beside the task's own fields.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Indexed {
+    authorized_principals: Vec<String>,
+    position: u64,
+    version: u64,
+    changed: String,
+}
+
+impl Indexed {
+    const FIELDS: &'static [&'static str] =
+        &["authorizedPrincipals", "position", "version", "changed"];
+
+    fn of(view: &TaskView) -> Indexed {
+        Indexed {
+            authorized_principals: view.authorized_principals.clone(),
+            position: view.position,
+            version: view.version,
+            changed: view.changed.clone(),
+        }
+    }
 }
 
 /// A task's document round-trips: what `load` reads is what `write` wrote.

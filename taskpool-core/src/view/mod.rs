@@ -13,12 +13,14 @@
 //! finished task leaves a tombstone with its final position, so an event at or below that
 //! position is skipped however often it is replayed.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use taskpool_api::bus::RecordedEvent;
 use taskpool_api::streams::{stream_application, TaskStream};
+use taskpool_api::task_body::TaskBody;
 use taskpool_api::tasks::{
     IdentitySynced, ProcessDefinitionRegistered, Task, TaskEvent, IDENTITY_SYNCED,
     PROCESS_DEFINITION_REGISTERED,
@@ -31,11 +33,10 @@ pub fn key(application: &str, id: &str) -> String {
     format!("{application}/{id}")
 }
 
-/// One open task as the view holds it and the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+/// One open task in the view's index. The API answers it as a [`TaskBody`]; the store keeps
+/// it as a document of its own (`store::task_document`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskView {
-    #[serde(flatten)]
     pub task: Task,
     /// Who may see the task: `user:{assignee}`, `user:{candidate}`, `group:{candidate group}`.
     pub authorized_principals: Vec<String>,
@@ -59,6 +60,17 @@ impl TaskView {
     /// `application/taskId`
     pub fn key(&self) -> String {
         key(self.application(), self.id())
+    }
+
+    /// The task as the API answers it.
+    pub fn body(&self) -> TaskBody<'_> {
+        TaskBody {
+            task: Cow::Borrowed(&self.task),
+            authorized_principals: Cow::Borrowed(&self.authorized_principals),
+            position: self.position,
+            version: self.version,
+            changed: Cow::Borrowed(&self.changed),
+        }
     }
 
     /// Deferred: its follow-up date is still ahead (`now` is RFC 3339 UTC, as the dates are).
