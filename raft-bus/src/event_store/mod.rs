@@ -79,12 +79,17 @@ struct Inner {
     /// The index additions of the commits since the last durable one.
     recent: RwLock<Recent>,
     /// Held by each write (apply, flush, replace) from its transaction until `recent`
-    /// agrees with it, so no write's additions are flushed or dropped by another's.
-    writing: Mutex<()>,
+    /// agrees with it, so no write's additions are flushed or dropped by another's. It also
+    /// holds what only writes use.
+    writing: Mutex<WriteState>,
+}
+
+/// What only writes read and change, under the write lock.
+struct WriteState {
     /// Every batch id in the tables and in `recent` (and perhaps some of a failed apply).
-    batch_ids: Mutex<IdFilter>,
+    batch_ids: IdFilter,
     /// The runs of the id table, as of the last commit.
-    id_runs: Mutex<IdRuns>,
+    id_runs: IdRuns,
 }
 
 /// One past a log id's index; 0 for none.
@@ -131,7 +136,8 @@ impl EventStore {
 
     /// Applies committed entries in one transaction and returns one outcome per entry.
     pub fn apply(&self, entries: &[Entry]) -> anyhow::Result<Vec<ApplyOutcome>> {
-        let _writing = self.inner.writing.lock().expect("write lock");
+        let mut writing = self.inner.writing.lock().expect("write lock");
+        let writing = &mut *writing;
         let mut txn = self.inner.db.begin_write()?;
         let durable = {
             let mut last = self.inner.last_flush.lock().expect("flush lock");
@@ -155,9 +161,9 @@ impl EventStore {
         {
             let known = std::mem::take(&mut *self.inner.versions.lock().expect("versions lock"));
             let recent = self.inner.recent.read().expect("recent lock");
-            let mut batch_ids = self.inner.batch_ids.lock().expect("batch id lock");
-            let id_runs = self.inner.id_runs.lock().expect("id runs lock").clone();
-            let mut w = Writer::open(&txn, &recent, known, durable, &mut batch_ids, id_runs)?;
+            let id_runs = writing.id_runs.clone();
+            let batch_ids = &mut writing.batch_ids;
+            let mut w = Writer::open(&txn, &recent, known, durable, batch_ids, id_runs)?;
             for entry in entries {
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => ApplyOutcome::Nothing,
@@ -186,7 +192,7 @@ impl EventStore {
             runs_after = w.id_runs;
         }
         txn.commit()?;
-        *self.inner.id_runs.lock().expect("id runs lock") = runs_after;
+        writing.id_runs = runs_after;
         {
             let mut recent = self.inner.recent.write().expect("recent lock");
             if durable {
@@ -211,21 +217,22 @@ impl EventStore {
 
     /// Makes every applied entry durable.
     pub fn flush(&self) -> anyhow::Result<()> {
-        let _writing = self.inner.writing.lock().expect("write lock");
+        let mut writing = self.inner.writing.lock().expect("write lock");
+        let writing = &mut *writing;
         let applied = self.applied_state()?.last_applied;
         let runs_after;
         let mut txn = self.inner.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let recent = self.inner.recent.read().expect("recent lock");
-            let mut batch_ids = self.inner.batch_ids.lock().expect("batch id lock");
-            let id_runs = self.inner.id_runs.lock().expect("id runs lock").clone();
-            let mut w = Writer::open(&txn, &recent, HashMap::new(), true, &mut batch_ids, id_runs)?;
+            let id_runs = writing.id_runs.clone();
+            let batch_ids = &mut writing.batch_ids;
+            let mut w = Writer::open(&txn, &recent, HashMap::new(), true, batch_ids, id_runs)?;
             w.finish()?;
             runs_after = w.id_runs;
         }
         txn.commit()?;
-        *self.inner.id_runs.lock().expect("id runs lock") = runs_after;
+        writing.id_runs = runs_after;
         *self.inner.recent.write().expect("recent lock") = Recent::default();
         self.inner
             .durable_applied
@@ -239,7 +246,7 @@ impl EventStore {
         state: &AppliedState,
         events: impl Iterator<Item = anyhow::Result<StoredEvent>>,
     ) -> anyhow::Result<()> {
-        let _writing = self.inner.writing.lock().expect("write lock");
+        let mut writing = self.inner.writing.lock().expect("write lock");
         // Dropped first: readers meanwhile see the old tables alone, an earlier state.
         *self.inner.recent.write().expect("recent lock") = Recent::default();
         let mut txn = self.inner.db.begin_write()?;
@@ -279,8 +286,7 @@ impl EventStore {
             id_runs = w.id_runs;
         }
         txn.commit()?;
-        *self.inner.batch_ids.lock().expect("batch id lock") = batch_ids;
-        *self.inner.id_runs.lock().expect("id runs lock") = id_runs;
+        *writing = WriteState { batch_ids, id_runs };
         // A snapshot may also take the state back (an older one over a newer state).
         self.inner
             .durable_applied

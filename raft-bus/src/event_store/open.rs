@@ -12,8 +12,8 @@ use tokio::sync::watch;
 
 use super::writer::write_runs;
 use super::{
-    next_index, AppliedState, EventStore, Inner, Recent, Writer, CHUNKS, KEY_APPLIED, KEY_HEAD,
-    KEY_MEMBERSHIP, META, STREAM_SEGMENTS,
+    next_index, AppliedState, EventStore, Inner, Recent, WriteState, Writer, CHUNKS, KEY_APPLIED,
+    KEY_HEAD, KEY_MEMBERSHIP, META, STREAM_SEGMENTS,
 };
 use crate::id_filter::IdFilter;
 use crate::id_runs::{IdRuns, ID_RUNS, MAX_MERGED};
@@ -68,9 +68,7 @@ impl EventStore {
                 versions: Mutex::default(),
                 durable_applied: Arc::default(),
                 recent: RwLock::default(),
-                writing: Mutex::default(),
-                batch_ids: Mutex::new(batch_ids),
-                id_runs: Mutex::new(id_runs),
+                writing: Mutex::new(WriteState { batch_ids, id_runs }),
             }),
         };
         let state = store.applied_state()?;
