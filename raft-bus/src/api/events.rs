@@ -35,6 +35,11 @@ const SUBSCRIBE_PAGE: usize = 256;
         (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema),
         (status = 409, body = super::openapi::ErrorSchema),
         (status = 413, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
+// At debug: an append is the hot path, and its span costs only when asked for.
+#[tracing::instrument(level = "debug", skip_all, fields(
+    events = request.events.len(),
+    streams = tracing::field::Empty,
+))]
 pub async fn append(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,6 +47,11 @@ pub async fn append(
 ) -> Result<Response, BusError> {
     let started = Instant::now();
     let batch = validate(&request, state.config.max_batch)?;
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        let streams: HashSet<&str> = request.events.iter().map(|e| e.stream.as_str()).collect();
+        span.record("streams", streams.len());
+    }
     // At the edge, before anything is queued: the leader takes forwarded groups as peer
     // traffic and does not look again.
     caller.may_append(&request)?;
