@@ -17,7 +17,7 @@ use taskpool_api::commands::{
     CommandRequest, CommandResponse, CommandResult, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
 use taskpool_api::error::ErrorBody;
-use taskpool_api::trace::Traceparent;
+use taskpool_api::trace::{self, Traceparent};
 use uuid::Uuid;
 
 use super::{cluster, events::check_name, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
@@ -38,6 +38,16 @@ fn leader_addr(state: &AppState, headers: &HeaderMap) -> Result<String, BusError
             "no leader routes commands right now; retry".into(),
         )),
     }
+}
+
+/// The command's trace context: the body's `traceparent`, else the HTTP header's. An invalid
+/// one is ignored, as W3C says: it counts as none.
+fn trace_context(req: &CommandRequest, headers: &HeaderMap) -> Option<Traceparent> {
+    (req.traceparent.as_deref().and_then(Traceparent::parse)).or_else(|| {
+        (headers.get(trace::HEADER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(Traceparent::parse)
+    })
 }
 
 fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
@@ -67,11 +77,14 @@ fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
 pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<CommandRequest>,
+    ApiJson(mut req): ApiJson<CommandRequest>,
 ) -> Result<Response, BusError> {
-    if let Some(context) = req.traceparent.as_deref().and_then(Traceparent::parse) {
+    // In the request before it is routed or forwarded: the handler's message carries it.
+    let context = trace_context(&req, &headers);
+    if let Some(context) = &context {
         tracing::Span::current().record("trace_id", context.trace_id());
     }
+    req.traceparent = context.map(|c| c.to_string());
     check_name("type", &req.command_type)?;
     check_name("routingKey", &req.routing_key)?;
     let timeout_ms = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);

@@ -118,7 +118,7 @@ async fn start_a_and_b(
     handlers
 }
 
-async fn wait_handlers(cluster: &Cluster, key: &str, n: usize) {
+pub(crate) async fn wait_handlers(cluster: &Cluster, key: &str, n: usize) {
     let http = cluster.http().clone();
     let urls: Vec<String> = cluster
         .running()

@@ -11,6 +11,7 @@ mod harness;
 mod limits;
 mod membership;
 mod tokens;
+mod trace_context;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
