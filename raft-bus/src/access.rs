@@ -223,7 +223,6 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
 
     use super::*;
     use crate::credentials::hash_secret;
@@ -246,16 +245,7 @@ mod tests {
     }
 
     fn config(extra: &[&str]) -> Config {
-        let args = [
-            "raft-bus",
-            "--node-id",
-            "1",
-            "--data-dir",
-            "d",
-            "--peers",
-            "1=h:1",
-        ];
-        Config::try_parse_from(args.iter().chain(extra)).expect("flags")
+        crate::config::parse_for_tests(extra).expect("flags")
     }
 
     fn bearer(s: &str) -> HeaderValue {

@@ -49,7 +49,7 @@ impl Outcome {
         }
     }
 
-    fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             Outcome::Ok(_) => "ok",
             Outcome::Failed { code, .. } => code,

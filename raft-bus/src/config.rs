@@ -133,6 +133,21 @@ fn parse_peers(s: &str) -> Result<Peers, String> {
     Ok(peers)
 }
 
+/// A config of one node with the required flags and `extra`, as the unit tests build it.
+#[cfg(test)]
+pub(crate) fn parse_for_tests(extra: &[&str]) -> Result<Config, clap::Error> {
+    let required = [
+        "raft-bus",
+        "--node-id",
+        "1",
+        "--data-dir",
+        "d",
+        "--peers",
+        "1=h:1",
+    ];
+    Config::try_parse_from(required.iter().chain(extra))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,16 +165,7 @@ mod tests {
 
     #[test]
     fn worker_threads_are_optional_and_at_least_one() {
-        let args = [
-            "raft-bus",
-            "--node-id",
-            "1",
-            "--data-dir",
-            "d",
-            "--peers",
-            "1=h:1",
-        ];
-        let parse = |extra: &[&str]| Config::try_parse_from(args.iter().chain(extra));
+        let parse = parse_for_tests;
         assert_eq!(parse(&[]).expect("valid").worker_threads, None);
         let two = parse(&["--worker-threads", "2"]).expect("valid");
         assert_eq!(two.worker_threads, Some(2));

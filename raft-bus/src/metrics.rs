@@ -28,6 +28,14 @@ fn counter(name: &str, help: &str) -> IntCounter {
     register(IntCounter::new(name, help).expect("valid counter"))
 }
 
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"))
+}
+
 fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     register(Histogram::with_opts(opts).expect("valid histogram"))
@@ -109,39 +117,24 @@ pub static APPLY_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
 });
 
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "raftbus_http_requests_total",
-                "HTTP requests by matched route and status",
-            ),
-            &["route", "status"],
-        )
-        .expect("valid counter"),
+    counter_vec(
+        "raftbus_http_requests_total",
+        "HTTP requests by matched route and status",
+        &["route", "status"],
     )
 });
 pub static RPC_STREAM_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "raftbus_rpc_stream_calls_total",
-                "Calls served on RPC streams from other nodes, by kind (append, propose)",
-            ),
-            &["kind"],
-        )
-        .expect("valid counter"),
+    counter_vec(
+        "raftbus_rpc_stream_calls_total",
+        "Calls served on RPC streams from other nodes, by kind (append, propose)",
+        &["kind"],
     )
 });
 pub static FORBIDDEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "raftbus_forbidden_total",
-                "Requests this node refused with 403, by the caller's role",
-            ),
-            &["role"],
-        )
-        .expect("valid counter"),
+    counter_vec(
+        "raftbus_forbidden_total",
+        "Requests this node refused with 403, by the caller's role",
+        &["role"],
     )
 });
 pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
@@ -166,15 +159,10 @@ pub static COMMANDS_ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 pub static COMMANDS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    register(
-        IntCounterVec::new(
-            Opts::new(
-                "raftbus_commands_total",
-                "Commands answered to senders, by outcome: ok or the error code (timeout, no_handler, ...)",
-            ),
-            &["outcome"],
-        )
-        .expect("valid counter"),
+    counter_vec(
+        "raftbus_commands_total",
+        "Commands answered to senders, by outcome: ok or the error code (timeout, no_handler, ...)",
+        &["outcome"],
     )
 });
 pub static COMMAND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
@@ -185,15 +173,10 @@ pub static COMMAND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
 });
 pub static COMMAND_HANDLERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register(
-        IntGaugeVec::new(
-            Opts::new(
-                "raftbus_command_handlers",
-                "Handler connections on the leader, by routing key",
-            ),
-            &["routing_key"],
-        )
-        .expect("valid gauge"),
+    gauge_vec(
+        "raftbus_command_handlers",
+        "Handler connections on the leader, by routing key",
+        &["routing_key"],
     )
 });
 

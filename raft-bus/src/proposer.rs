@@ -296,6 +296,7 @@ async fn commit(raft: &Raft, forwarding: &Forwarding, jobs: Vec<Job>, commit_tim
 
 /// Sends a group to the leader's `/raft/propose`; jobs that came from another node are not
 /// sent on, so an append crosses at most one hop.
+#[tracing::instrument(level = "debug", skip_all, fields(leader = addr, appends = jobs.len()))]
 async fn forward(forwarding: &Forwarding, addr: &str, jobs: Vec<Job>, commit_timeout: Duration) {
     let (jobs, local): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.forwardable);
     answer_all(local, ProposeError::NoLeader);

@@ -141,6 +141,7 @@ pub fn to_leader(
 }
 
 /// Sends a write to the leader and relays its answer as it is.
+#[tracing::instrument(skip_all, fields(leader = leader_addr, path))]
 pub async fn forward(
     state: &AppState,
     client: &HeaderMap,

@@ -17,6 +17,7 @@ use taskpool_api::commands::{
     CommandRequest, CommandResponse, CommandResult, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
 };
 use taskpool_api::error::ErrorBody;
+use taskpool_api::trace::{self, Traceparent};
 use uuid::Uuid;
 
 use super::{cluster, events::check_name, ApiJson, ApiQuery, AppState, FORWARDED_HEADER};
@@ -39,6 +40,16 @@ fn leader_addr(state: &AppState, headers: &HeaderMap) -> Result<String, BusError
     }
 }
 
+/// The command's trace context: the body's `traceparent`, else the HTTP header's. An invalid
+/// one is ignored, as W3C says: it counts as none.
+fn trace_context(req: &CommandRequest, headers: &HeaderMap) -> Option<Traceparent> {
+    (req.traceparent.as_deref().and_then(Traceparent::parse)).or_else(|| {
+        (headers.get(trace::HEADER))
+            .and_then(|v| v.to_str().ok())
+            .and_then(Traceparent::parse)
+    })
+}
+
 fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
     match outcome {
         Outcome::Ok(result) => Json(CommandResponse { id, result }).into_response(),
@@ -57,11 +68,23 @@ fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
     responses((status = 200, body = taskpool_api::commands::CommandResponse), (status = 400, body = super::openapi::ErrorSchema),
         (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema), (status = 503, description = "no handler for the type and routing key, or no leader", body = super::openapi::ErrorSchema),
         (status = 504, description = "no answer within the command's timeout", body = super::openapi::ErrorSchema)))]
+#[tracing::instrument(skip_all, fields(
+    command_id = %req.id,
+    command_type = %req.command_type,
+    routing_key = %req.routing_key,
+    trace_id = tracing::field::Empty,
+))]
 pub async fn send(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<CommandRequest>,
+    ApiJson(mut req): ApiJson<CommandRequest>,
 ) -> Result<Response, BusError> {
+    // In the request before it is routed or forwarded: the handler's message carries it.
+    let context = trace_context(&req, &headers);
+    if let Some(context) = &context {
+        tracing::Span::current().record("trace_id", context.trace_id());
+    }
+    req.traceparent = context.map(|c| c.to_string());
     check_name("type", &req.command_type)?;
     check_name("routingKey", &req.routing_key)?;
     let timeout_ms = req.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
@@ -73,7 +96,9 @@ pub async fn send(
     let timeout = Duration::from_millis(timeout_ms);
     if state.router.is_leading() {
         let id = req.id;
-        return Ok(outcome_response(id, state.router.send(req, timeout).await));
+        let outcome = state.router.send(req, timeout).await;
+        tracing::debug!(outcome = outcome.label(), "command answered");
+        return Ok(outcome_response(id, outcome));
     }
     let leader = leader_addr(&state, &headers)?;
     cluster::forward(
@@ -119,6 +144,12 @@ fn split_list(what: &str, list: &str) -> Result<HashSet<String>, BusError> {
     responses((status = 200, description = "text/event-stream of the commands given to this handler"),
         (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema),
         (status = 403, body = super::openapi::ErrorSchema)))]
+#[tracing::instrument(skip_all, fields(
+    handler_id = %q.handler_id,
+    types = %q.types,
+    routing_keys = %q.routing_keys,
+    client = caller.name(),
+))]
 pub async fn subscribe_handler(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,7 +166,7 @@ pub async fn subscribe_handler(
             .router
             .register(q.handler_id.clone(), caller.owner().to_owned(), types, keys);
     if let Some((registration, mut rx)) = registration {
-        tracing::info!(handler = %q.handler_id, client = caller.name(), "command handler connected");
+        tracing::info!("command handler connected");
         let shutdown = state.shutdown.clone();
         let access = state.access.clone();
         let stream = async_stream::stream! {
@@ -170,6 +201,7 @@ pub async fn subscribe_handler(
     // Not the leader: relay the leader's stream. When the leader goes, the stream ends and the
     // handler reconnects, to be relayed to the new leader.
     let leader = leader_addr(&state, &headers)?;
+    tracing::debug!(leader = %leader, "relaying the handler stream from the leader");
     let url = format!(
         "http://{leader}/v1/handlers/subscribe?handlerId={}&types={}&routingKeys={}",
         percent_encode(&q.handler_id),
@@ -208,6 +240,7 @@ pub async fn subscribe_handler(
     responses((status = 204, description = "taken"), (status = 400, body = super::openapi::ErrorSchema),
         (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema), (status = 404, body = super::openapi::ErrorSchema),
         (status = 409, body = super::openapi::ErrorSchema)))]
+#[tracing::instrument(skip_all, fields(command_id = %id, handler_id = %body.handler_id, ok = body.ok))]
 pub async fn result(
     State(state): State<AppState>,
     caller: Caller,

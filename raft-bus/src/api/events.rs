@@ -35,6 +35,11 @@ const SUBSCRIBE_PAGE: usize = 256;
         (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema),
         (status = 409, body = super::openapi::ErrorSchema),
         (status = 413, body = super::openapi::ErrorSchema), (status = 503, body = super::openapi::ErrorSchema)))]
+// At debug: an append is the hot path, and its span costs only when asked for.
+#[tracing::instrument(level = "debug", skip_all, fields(
+    events = request.events.len(),
+    streams = tracing::field::Empty,
+))]
 pub async fn append(
     State(state): State<AppState>,
     caller: Caller,
@@ -42,6 +47,11 @@ pub async fn append(
 ) -> Result<Response, BusError> {
     let started = Instant::now();
     let batch = validate(&request, state.config.max_batch)?;
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        let streams: HashSet<&str> = request.events.iter().map(|e| e.stream.as_str()).collect();
+        span.record("streams", streams.len());
+    }
     // At the edge, before anything is queued: the leader takes forwarded groups as peer
     // traffic and does not look again.
     caller.may_append(&request)?;
@@ -218,20 +228,18 @@ pub async fn read_events(
     let limit = check_limit(q.limit)?;
     // The head is read before the events, so `head` never promises less than is returned.
     let store = state.store.clone();
-    let (head, events) = tokio::task::spawn_blocking(move || {
+    let (head, events) = read_store(move || {
         let events = store.read(from, limit)?;
         let head = events
             .last()
             .map(|e| e.position)
             .unwrap_or(0)
             .max(store.head());
-        anyhow::Ok((head, events))
+        Ok((head, events))
     })
-    .await
-    .map_err(BusError::internal)?
-    .map_err(BusError::internal)?;
+    .await?;
     Ok(Json(EventsPage {
-        events: events.into_iter().map(recorded).collect::<Result<_, _>>()?,
+        events: recorded_all(events)?,
         head,
     }))
 }
@@ -259,14 +267,25 @@ pub async fn read_stream(
     let store = state.store.clone();
     let from_version = q.from_version.unwrap_or(0);
     let (events, version) =
-        tokio::task::spawn_blocking(move || store.read_stream(&stream, from_version, limit))
-            .await
-            .map_err(BusError::internal)?
-            .map_err(BusError::internal)?;
+        read_store(move || store.read_stream(&stream, from_version, limit)).await?;
     Ok(Json(StreamPage {
-        events: events.into_iter().map(recorded).collect::<Result<_, _>>()?,
+        events: recorded_all(events)?,
         version,
     }))
+}
+
+/// Runs a read of the store on the blocking pool; a failed read (or a panic in it) is a 500.
+async fn read_store<T: Send + 'static>(
+    read: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, BusError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(BusError::internal)?
+        .map_err(BusError::internal)
+}
+
+fn recorded_all(events: Vec<StoredEvent>) -> Result<Vec<RecordedEvent>, BusError> {
+    events.into_iter().map(recorded).collect()
 }
 
 #[derive(Deserialize)]
@@ -323,9 +342,8 @@ pub async fn subscribe(
             let current = *head.borrow_and_update();
             if next <= current {
                 let s = store.clone();
-                let page = match tokio::task::spawn_blocking(move || s.read(next, SUBSCRIBE_PAGE)).await {
-                    Ok(Ok(page)) => page,
-                    Ok(Err(e)) => { tracing::error!(error = %e, "subscription read failed"); break; }
+                let page = match read_store(move || s.read(next, SUBSCRIBE_PAGE)).await {
+                    Ok(page) => page,
                     Err(e) => { tracing::error!(error = %e, "subscription read failed"); break; }
                 };
                 if page.is_empty() {

@@ -14,10 +14,10 @@ use std::time::Instant;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Extensions, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
@@ -39,8 +39,9 @@ use crate::types::Raft;
 /// peer secret, and the original client's `Authorization` is checked again on the leader.
 pub(crate) const FORWARDED_HEADER: &str = "x-raft-bus-forwarded";
 
-/// Raft RPC bodies carry batches of entries and snapshot chunks: larger than client bodies.
-const RAFT_BODY_LIMIT: usize = 256 << 20;
+/// Raft RPC bodies carry batches of entries and snapshot chunks: larger than client bodies,
+/// the same limit as a frame of an RPC stream (which carries the same calls).
+const RAFT_BODY_LIMIT: usize = crate::rpc_stream::MAX_FRAME;
 
 /// Shared by every request: cloning it per request is one reference count.
 pub type AppState = Arc<AppContext>;
@@ -68,50 +69,47 @@ pub struct AppContext {
 pub fn router(state: AppState) -> Router {
     // Every route names what it does; `authorize` checks the caller's role for it.
     let may = |action| middleware::from_fn_with_state(action, authorize);
-    let requests = Router::new()
-        .route(
-            "/v1/append",
-            post(events::append).route_layer(may(Action::Append)),
-        )
-        .route(
-            "/v1/events",
-            get(events::read_events).route_layer(may(Action::Read)),
-        )
-        .route(
+    let guarded = |routes: Vec<(&'static str, MethodRouter<AppState>, Action)>| {
+        (routes.into_iter()).fold(Router::new(), |router, (path, handler, action)| {
+            router.route(path, handler.route_layer(may(action)))
+        })
+    };
+    let requests = guarded(vec![
+        ("/v1/append", post(events::append), Action::Append),
+        ("/v1/events", get(events::read_events), Action::Read),
+        (
             "/v1/streams/{stream}",
-            get(events::read_stream).route_layer(may(Action::Read)),
-        )
-        .route(
-            "/v1/commands",
-            post(commands::send).route_layer(may(Action::SendCommand)),
-        )
-        .route(
+            get(events::read_stream),
+            Action::Read,
+        ),
+        ("/v1/commands", post(commands::send), Action::SendCommand),
+        (
             "/v1/commands/{id}/result",
-            post(commands::result).route_layer(may(Action::AnswerCommand)),
-        )
-        .route(
-            "/v1/cluster",
-            get(cluster::info).route_layer(may(Action::Cluster)),
-        )
-        .route(
+            post(commands::result),
+            Action::AnswerCommand,
+        ),
+        ("/v1/cluster", get(cluster::info), Action::Cluster),
+        (
             "/v1/cluster/learners",
-            post(cluster::add_learner).route_layer(may(Action::Membership)),
-        )
-        .route(
+            post(cluster::add_learner),
+            Action::Membership,
+        ),
+        (
             "/v1/cluster/membership",
-            post(cluster::change_membership).route_layer(may(Action::Membership)),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+            post(cluster::change_membership),
+            Action::Membership,
+        ),
+    ])
+    .route_layer(middleware::from_fn_with_state(state.clone(), admit));
     // Long-lived: limited by --max-subscribers and the handler registry, not by admission.
-    let streams = Router::new()
-        .route(
-            "/v1/subscribe",
-            get(events::subscribe).route_layer(may(Action::Read)),
-        )
-        .route(
+    let streams = guarded(vec![
+        ("/v1/subscribe", get(events::subscribe), Action::Read),
+        (
             "/v1/handlers/subscribe",
-            get(commands::subscribe_handler).route_layer(may(Action::HandleCommands)),
-        );
+            get(commands::subscribe_handler),
+            Action::HandleCommands,
+        ),
+    ]);
     let client_api = requests
         .merge(streams)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes));
@@ -159,8 +157,9 @@ async fn authenticate(State(state): State<AppState>, mut req: Request, next: Nex
 /// the handler (a stream, a routing key), is counted by role and logged at debug: a flood of
 /// refused requests must not flood the log.
 async fn authorize(State(action): State<Action>, req: Request, next: Next) -> Response {
-    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
-        return BusError::Internal("a route without authentication".into()).into_response();
+    let caller = match caller_of(req.extensions()) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
     };
     let route = req.extensions().get::<MatchedPath>().cloned();
     let resp = match caller.may(action) {
@@ -209,15 +208,16 @@ async fn track(req: Request, next: Next) -> Response {
 }
 
 /// The caller `authenticate` found; every protected route has one.
+fn caller_of(extensions: &Extensions) -> Result<Caller, BusError> {
+    (extensions.get::<Caller>().cloned())
+        .ok_or_else(|| BusError::Internal("a route without authentication".into()))
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = BusError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, BusError> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| BusError::Internal("a route without authentication".into()))
+        caller_of(&parts.extensions)
     }
 }
 

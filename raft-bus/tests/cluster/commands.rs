@@ -96,7 +96,29 @@ impl TestHandler {
     }
 }
 
-async fn wait_handlers(cluster: &Cluster, key: &str, n: usize) {
+/// Handlers `a` and `b` of `app-1`, connected to `nodes[0]` and `nodes[1]`, sharing the ledger
+/// and the dedupe store; returns once the leader knows both.
+async fn start_a_and_b(
+    cluster: &Cluster,
+    nodes: [&[u64]; 2],
+    ledger: &Ledger,
+    dedupe: &Arc<MemoryDedupe>,
+) -> [TestHandler; 2] {
+    let start = |nodes: &[u64], id: &str| {
+        TestHandler::start(
+            cluster.client(nodes),
+            id,
+            "app-1",
+            ledger.clone(),
+            dedupe.clone(),
+        )
+    };
+    let handlers = [start(nodes[0], "a"), start(nodes[1], "b")];
+    wait_handlers(cluster, "app-1", 2).await;
+    handlers
+}
+
+pub(crate) async fn wait_handlers(cluster: &Cluster, key: &str, n: usize) {
     let http = cluster.http().clone();
     let urls: Vec<String> = cluster
         .running()
@@ -181,21 +203,7 @@ async fn handlers_of_one_key_share_the_load() {
     let cluster = Cluster::start(&[]).await;
     let ledger = Ledger::default();
     let dedupe = Arc::new(MemoryDedupe::new(1000));
-    let a = TestHandler::start(
-        cluster.client(&[1]),
-        "a",
-        "app-1",
-        ledger.clone(),
-        dedupe.clone(),
-    );
-    let b = TestHandler::start(
-        cluster.client(&[2]),
-        "b",
-        "app-1",
-        ledger.clone(),
-        dedupe.clone(),
-    );
-    wait_handlers(&cluster, "app-1", 2).await;
+    let handlers = start_a_and_b(&cluster, [&[1], &[2]], &ledger, &dedupe).await;
     let sender = cluster.client(&[3]);
     let sends = (0..40).map(|n| {
         let sender = sender.clone();
@@ -215,8 +223,9 @@ async fn handlers_of_one_key_share_the_load() {
         by_a > 0 && by_a < 40,
         "both handlers worked: a did {by_a} of 40"
     );
-    a.stop().await;
-    b.stop().await;
+    for h in handlers {
+        h.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -281,21 +290,7 @@ async fn killing_the_senders_node_and_the_leader_loses_and_doubles_no_command() 
     let mut cluster = Cluster::start(&[]).await;
     let ledger = Ledger::default();
     let dedupe = Arc::new(MemoryDedupe::new(10_000));
-    let a = TestHandler::start(
-        cluster.client(&[1, 2, 3]),
-        "a",
-        "app-1",
-        ledger.clone(),
-        dedupe.clone(),
-    );
-    let b = TestHandler::start(
-        cluster.client(&[2, 3, 1]),
-        "b",
-        "app-1",
-        ledger.clone(),
-        dedupe.clone(),
-    );
-    wait_handlers(&cluster, "app-1", 2).await;
+    let handlers = start_a_and_b(&cluster, [&[1, 2, 3], &[2, 3, 1]], &ledger, &dedupe).await;
 
     let leader = cluster.leader().await;
     let entry = cluster
@@ -372,8 +367,9 @@ async fn killing_the_senders_node_and_the_leader_loses_and_doubles_no_command() 
             "the answer is the one execution's"
         );
     }
-    a.stop().await;
-    b.stop().await;
+    for h in handlers {
+        h.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,6 +18,35 @@ fn log_lines(cluster: &Cluster, id: u64, parts: &[&str]) -> usize {
         .count()
 }
 
+/// Per node, the lines of its log that contain every one of `parts`.
+fn log_counts(cluster: &Cluster, parts: &[&str]) -> Vec<usize> {
+    (1..=3).map(|id| log_lines(cluster, id, parts)).collect()
+}
+
+/// Waits until every node's log has more lines with every one of `parts` than `before` (one
+/// count per node) says.
+async fn wait_logged(cluster: &Cluster, what: &str, parts: &[&str], before: &[usize]) {
+    for id in 1..=3 {
+        wait_for(&format!("node {id} to log {what}"), WAIT, || async {
+            (log_lines(cluster, id, parts) > before[id as usize - 1]).then_some(())
+        })
+        .await;
+    }
+}
+
+/// The clients with a new secret for core.
+fn new_core_secret(clients: Vec<BusCredential>) -> Vec<BusCredential> {
+    (clients.into_iter())
+        .map(|c| {
+            if c.name == CORE {
+                c.with_new_secret()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Waits until every node takes `fresh` and refuses every one of `stale` with 401.
 async fn wait_in_force(cluster: &Cluster, fresh: &str, stale: &[String]) {
     for id in 1..=3 {
@@ -63,36 +92,15 @@ async fn credentials_rotate_without_a_restart() {
     // 1. A new secret for core, collector-local removed; SIGHUP to every node.
     let mut next = clients();
     next.retain(|c| c.name != LOCAL);
-    next = next
-        .into_iter()
-        .map(|c| {
-            if c.name == CORE {
-                c.with_new_secret()
-            } else {
-                c
-            }
-        })
-        .collect();
-    let sighups: Vec<usize> = (1..=3)
-        .map(|id| log_lines(&cluster, id, &["credentials reloaded", "SIGHUP"]))
-        .collect();
+    let next = new_core_secret(next);
+    let sighup = ["credentials reloaded", "SIGHUP"];
+    let sighups = log_counts(&cluster, &sighup);
     cluster.set_credentials(&next);
     cluster.reload_credentials();
     let new_core = cluster.secret(CORE);
     assert_ne!(new_core, old_core);
     wait_in_force(&cluster, &new_core, &[old_core.clone(), local.clone()]).await;
-    for id in 1..=3 {
-        wait_for(
-            &format!("node {id} to log the SIGHUP reload"),
-            WAIT,
-            || async {
-                (log_lines(&cluster, id, &["credentials reloaded", "SIGHUP"])
-                    > sighups[id as usize - 1])
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    wait_logged(&cluster, "the SIGHUP reload", &sighup, &sighups).await;
     // The removed client's subscription ended with its credential.
     let mut body = subscription.bytes_stream();
     tokio::time::timeout(WAIT, async { while let Some(Ok(_)) = body.next().await {} })
@@ -100,19 +108,9 @@ async fn credentials_rotate_without_a_restart() {
         .expect("the removed client's subscription ends");
 
     // 2. Another new secret, without a signal: the nodes see the file change.
-    let changed: Vec<usize> = (1..=3)
-        .map(|id| log_lines(&cluster, id, &["credentials reloaded", "file changed"]))
-        .collect();
-    let again: Vec<BusCredential> = next
-        .into_iter()
-        .map(|c| {
-            if c.name == CORE {
-                c.with_new_secret()
-            } else {
-                c
-            }
-        })
-        .collect();
+    let file_changed = ["credentials reloaded", "file changed"];
+    let changed = log_counts(&cluster, &file_changed);
+    let again = new_core_secret(next);
     cluster.set_credentials(&again);
     let newest = cluster.secret(CORE);
     wait_in_force(
@@ -121,18 +119,13 @@ async fn credentials_rotate_without_a_restart() {
         &[old_core.clone(), new_core.clone(), local.clone()],
     )
     .await;
-    for id in 1..=3 {
-        wait_for(
-            &format!("node {id} to log the reload of the changed file"),
-            WAIT,
-            || async {
-                (log_lines(&cluster, id, &["credentials reloaded", "file changed"])
-                    > changed[id as usize - 1])
-                    .then_some(())
-            },
-        )
-        .await;
-    }
+    wait_logged(
+        &cluster,
+        "the reload of the changed file",
+        &file_changed,
+        &changed,
+    )
+    .await;
 
     // 3. A broken file keeps the credentials in force, and every node says why.
     let file = cluster.credentials_file().expect("file").to_owned();
@@ -142,20 +135,15 @@ async fn credentials_rotate_without_a_restart() {
     );
     write_file(&file, broken.as_bytes());
     cluster.reload_credentials();
+    let refused = ["WARN", "credentials file not reloaded", "unknown role"];
+    wait_logged(
+        &cluster,
+        "that it refused the broken file",
+        &refused,
+        &[0; 3],
+    )
+    .await;
     for id in 1..=3 {
-        wait_for(
-            &format!("node {id} to refuse the broken file"),
-            WAIT,
-            || async {
-                (log_lines(
-                    &cluster,
-                    id,
-                    &["WARN", "credentials file not reloaded", "unknown role"],
-                ) > 0)
-                    .then_some(())
-            },
-        )
-        .await;
         let answer = call(
             &cluster,
             id,
