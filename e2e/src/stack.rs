@@ -39,6 +39,13 @@ impl Stack {
 
     /// Like `start`, with the view on the MongoDB-compatible server at `mongo`.
     pub async fn start_on(name: &str, mode: Mode, mongo: &str) -> Stack {
+        Stack::start_with(name, mode, mongo, &[]).await
+    }
+
+    /// Like `start_on`, with `flags` given to both the collector and taskpool-core (flags
+    /// they share, such as `--log-json`).
+    pub async fn start_with(name: &str, mode: Mode, mongo: &str, flags: &[&str]) -> Stack {
+        let shared = flags;
         let guard = match mode {
             Mode::Hook => Some(HOOK_ADDRESS.lock().await),
             Mode::Poll(_) => None,
@@ -66,10 +73,11 @@ impl Stack {
             }
             Mode::Poll(every) => vec!["--poll-interval".into(), format!("{}ms", every.as_millis())],
         };
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        flags.extend_from_slice(shared);
         let collector = Collector::start(&app, &bus, &flags);
         collector.wait_active(Duration::from_secs(60)).await;
-        let core = Core::start_on(&bus, mongo, &database, &[]).await;
+        let core = Core::start_on(&bus, mongo, &database, shared).await;
         Stack {
             engine,
             bus,

@@ -12,3 +12,4 @@ mod follow;
 mod fuzz;
 mod observe;
 mod outages;
+mod trace;
