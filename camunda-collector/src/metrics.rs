@@ -1,17 +1,16 @@
 //! The collector's metrics, rendered on `/metrics` in Prometheus' text format.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+use service_kit::metrics::Shared;
 use service_kit::Registrar;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Clone)]
-pub struct Metrics(Arc<Inner>);
+pub type Metrics = Shared<Inner>;
 
 pub struct Inner {
     registrar: Registrar,
@@ -29,24 +28,11 @@ pub struct Inner {
     pub open_tasks: IntGauge,
 }
 
-impl std::ops::Deref for Metrics {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Inner {
+    fn default() -> Inner {
         let r = Registrar::new(LATENCY_BUCKETS);
         r.build_info("collector", env!("CARGO_PKG_VERSION"));
-        Metrics(Arc::new(Inner {
+        Inner {
             poll_cycles: r.counter_vec("collector_poll_cycles_total", "Poll cycles by kind (incremental, reconcile) and outcome", &["kind", "outcome"]),
             poll_cycle_seconds: r.histogram_vec("collector_poll_cycle_seconds", "Duration of one poll cycle", &["kind"]),
             engine_requests: r.counter_vec("collector_engine_requests_total", "Calls to the engine's REST API by endpoint and HTTP status", &["endpoint", "status"]),
@@ -60,9 +46,11 @@ impl Metrics {
             watermark_lag_seconds: r.gauge("collector_watermark_lag_seconds", "How far the task watermark trails this collector's clock"),
             open_tasks: r.gauge("collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
             registrar: r,
-        }))
+        }
     }
+}
 
+impl Inner {
     pub fn engine_bytes(&self, endpoint: &str, bytes: usize) {
         self.engine_response_bytes
             .with_label_values(&[endpoint])

@@ -1,6 +1,9 @@
 //! Registering metrics and rendering them in Prometheus' text format. Each service keeps its
 //! own names, labels and latency buckets in its `metrics.rs`; this is how they are made.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -87,6 +90,35 @@ impl Registrar {
     }
 }
 
+/// A service's metrics (`T`, made by its `Default`), shared by everything that records them:
+/// cloning is one reference count. `pub type Metrics = Shared<Inner>` gives `Metrics::new()`.
+pub struct Shared<T>(Arc<T>);
+
+impl<T: Default> Shared<T> {
+    pub fn new() -> Shared<T> {
+        Shared(Arc::new(T::default()))
+    }
+}
+
+impl<T: Default> Default for Shared<T> {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -138,6 +170,18 @@ mod tests {
         let r = Registrar::new(BUCKETS);
         r.build_info("svc", "1.2.3");
         assert!(r.render().contains("svc_build_info{version=\"1.2.3\"} 1"));
+    }
+
+    #[test]
+    fn shared_metrics_are_one_set() {
+        #[derive(Default)]
+        struct Inner {
+            hits: std::sync::atomic::AtomicU64,
+        }
+        let a = Shared::<Inner>::new();
+        let b = a.clone();
+        b.hits.fetch_add(2, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(a.hits.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

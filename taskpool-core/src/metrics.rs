@@ -1,16 +1,14 @@
 //! taskpool-core's metrics, rendered on `/metrics` in Prometheus' text format.
 
-use std::sync::Arc;
-
 use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use service_kit::metrics::Shared;
 use service_kit::{Registrar, RequestMetrics};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-#[derive(Clone)]
-pub struct Metrics(Arc<Inner>);
+pub type Metrics = Shared<Inner>;
 
 pub struct Inner {
     registrar: Registrar,
@@ -28,24 +26,11 @@ pub struct Inner {
     pub stream_subscribers: IntGauge,
 }
 
-impl std::ops::Deref for Metrics {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Metrics {
+impl Default for Inner {
+    fn default() -> Inner {
         let r = Registrar::new(LATENCY_BUCKETS);
         r.build_info("taskpool", env!("CARGO_PKG_VERSION"));
-        Metrics(Arc::new(Inner {
+        Inner {
             http_requests: r.counter_vec(
                 "taskpool_http_requests_total",
                 "HTTP requests by matched route, method and status",
@@ -95,9 +80,11 @@ impl Metrics {
             ),
             stream_subscribers: r.gauge("taskpool_stream_subscribers", "Open SSE task streams"),
             registrar: r,
-        }))
+        }
     }
+}
 
+impl Inner {
     /// The HTTP request metrics, for `service_kit::http::track`.
     pub fn requests(&self) -> RequestMetrics {
         RequestMetrics::by_route_and_method(
