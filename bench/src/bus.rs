@@ -30,6 +30,7 @@ pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
             .filter(|(_, skip)| !skip)
             .map(|(kind, _)| (kind, Ok(Results::default())))
             .collect();
+    let bench = Bench { common, args, dir };
     for round in 0..args.rounds {
         let mut order: Vec<usize> = (0..systems.len()).collect();
         if round % 2 == 1 {
@@ -39,14 +40,14 @@ pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
             let (kind, state) = &mut systems[i];
             let Ok(results) = state else { continue };
             eprintln!("[{}] round {} of {}", kind.name(), round + 1, args.rounds);
-            if let Err(e) = timed_round(*kind, common, args, dir, results).await {
+            if let Err(e) = bench.timed_round(*kind, results).await {
                 *state = Err(e);
             }
         }
     }
     for (kind, state) in &mut systems {
         let Ok(results) = state else { continue };
-        if let Err(e) = failover_and_rss(*kind, common, args, dir, results).await {
+        if let Err(e) = bench.failover_and_rss(*kind, results).await {
             *state = Err(e);
         }
     }
@@ -79,83 +80,80 @@ fn target(cluster: &Cluster, args: &BusArgs, batch: usize) -> Target {
     }
 }
 
-async fn start(kind: Kind, common: &CommonArgs, args: &BusArgs, dir: &Path) -> Result<Cluster> {
-    let bin = match kind {
-        Kind::Etcd => &args.etcd_bin,
-        Kind::Bus => &common.raft_bus_bin,
-    };
-    cluster::start(kind, bin, dir, common.bus_threads).await
+/// What every phase of one run needs.
+struct Bench<'a> {
+    common: &'a CommonArgs,
+    args: &'a BusArgs,
+    dir: &'a Path,
 }
 
-/// Runs `work` on a fresh cluster of `kind`, then deletes the cluster (kept, with its logs,
-/// if `work` fails).
-async fn on_fresh_cluster(
-    kind: Kind,
-    common: &CommonArgs,
-    args: &BusArgs,
-    dir: &Path,
-    work: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
-) -> Result<()> {
-    let mut cluster = start(kind, common, args, dir).await?;
-    match work(&mut cluster).await {
-        Ok(()) => cluster.discard().await,
-        Err(e) => {
-            cluster.stop().await;
-            Err(e)
+impl Bench<'_> {
+    async fn start(&self, kind: Kind) -> Result<Cluster> {
+        let bin = match kind {
+            Kind::Etcd => &self.args.etcd_bin,
+            Kind::Bus => &self.common.raft_bus_bin,
+        };
+        cluster::start(kind, bin, self.dir, self.common.bus_threads).await
+    }
+
+    /// Runs `work` on a fresh cluster of `kind`, then deletes the cluster (kept, with its
+    /// logs, if `work` fails).
+    async fn on_fresh_cluster(
+        &self,
+        kind: Kind,
+        work: impl AsyncFnOnce(&mut Cluster) -> Result<()>,
+    ) -> Result<()> {
+        let mut cluster = self.start(kind).await?;
+        match work(&mut cluster).await {
+            Ok(()) => cluster.discard().await,
+            Err(e) => {
+                cluster.stop().await;
+                Err(e)
+            }
         }
     }
-}
 
-/// Single appends, then batches, on a fresh cluster.
-async fn timed_round(
-    kind: Kind,
-    common: &CommonArgs,
-    args: &BusArgs,
-    dir: &Path,
-    results: &mut Results,
-) -> Result<()> {
-    let warmup = Duration::from_secs(common.warmup_secs);
-    let duration = Duration::from_secs(common.duration_secs);
-    on_fresh_cluster(kind, common, args, dir, async |cluster: &mut Cluster| {
-        let single = timed(&target(cluster, args, 1), warmup, duration).await?;
-        report(kind.name(), "single", &single);
-        results.single.push(single);
-        let batched = timed(&target(cluster, args, args.batch), warmup, duration).await?;
-        report(kind.name(), "batched", &batched);
-        results.batched.push(batched);
-        Ok(())
-    })
-    .await
-}
+    /// Single appends, then batches, on a fresh cluster.
+    async fn timed_round(&self, kind: Kind, results: &mut Results) -> Result<()> {
+        let (common, args) = (self.common, self.args);
+        let warmup = Duration::from_secs(common.warmup_secs);
+        let duration = Duration::from_secs(common.duration_secs);
+        self.on_fresh_cluster(kind, async |cluster: &mut Cluster| {
+            let single = timed(&target(cluster, args, 1), warmup, duration).await?;
+            report(kind.name(), "single", &single);
+            results.single.push(single);
+            let batched = timed(&target(cluster, args, args.batch), warmup, duration).await?;
+            report(kind.name(), "batched", &batched);
+            results.batched.push(batched);
+            Ok(())
+        })
+        .await
+    }
 
-/// The failover gap, then the RSS after `--rss-events`, on a fresh cluster.
-async fn failover_and_rss(
-    kind: Kind,
-    common: &CommonArgs,
-    args: &BusArgs,
-    dir: &Path,
-    results: &mut Results,
-) -> Result<()> {
-    let name = kind.name();
-    on_fresh_cluster(kind, common, args, dir, async |cluster: &mut Cluster| {
-        eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
-        let single = target(cluster, args, 1);
-        let gap = failover(cluster, &single, Duration::from_secs(common.warmup_secs)).await?;
-        match gap {
-            Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
-            None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
-        }
-        results.failover_gap = gap;
-        if args.rss_events > 0 {
-            eprintln!("[{name}] appending {} events for RSS", args.rss_events);
-            fill(&target(cluster, args, args.batch), args.rss_events).await?;
-            let rss = cluster.max_rss_mib()?;
-            eprintln!("[{name}] max node RSS {rss:.0} MiB");
-            results.rss_mib = Some(rss);
-        }
-        Ok(())
-    })
-    .await
+    /// The failover gap, then the RSS after `--rss-events`, on a fresh cluster.
+    async fn failover_and_rss(&self, kind: Kind, results: &mut Results) -> Result<()> {
+        let (common, args) = (self.common, self.args);
+        let name = kind.name();
+        self.on_fresh_cluster(kind, async |cluster: &mut Cluster| {
+            eprintln!("[{name}] failover: SIGKILL the leader under single-append load");
+            let single = target(cluster, args, 1);
+            let gap = failover(cluster, &single, Duration::from_secs(common.warmup_secs)).await?;
+            match gap {
+                Some(gap) => eprintln!("[{name}] failover gap {:.1} ms", ms(gap)),
+                None => eprintln!("[{name}] no acknowledged append within {FAILOVER_TIMEOUT:?}"),
+            }
+            results.failover_gap = gap;
+            if args.rss_events > 0 {
+                eprintln!("[{name}] appending {} events for RSS", args.rss_events);
+                fill(&target(cluster, args, args.batch), args.rss_events).await?;
+                let rss = cluster.max_rss_mib()?;
+                eprintln!("[{name}] max node RSS {rss:.0} MiB");
+                results.rss_mib = Some(rss);
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[derive(Default)]

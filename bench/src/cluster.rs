@@ -1,17 +1,15 @@
 //! Three-node etcd and raft-bus clusters on 127.0.0.1, run as child processes.
 
-use std::fs::OpenOptions;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use taskpool_api::{BusClient, ClientConfig};
+use testkit::Service;
+
+use crate::CommonArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -28,96 +26,42 @@ impl Kind {
     }
 }
 
-/// One server process. Its child handle kills the process when dropped, so an error,
-/// a panic or Ctrl-C in the benchmark never leaves a server running.
+/// One server process, a testkit [`Service`] logging into the cluster's dir; dropping it kills
+/// the process, so an error, a panic or Ctrl-C in the benchmark never leaves a server running.
 pub struct Node {
-    name: String,
-    bin: PathBuf,
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
+    service: Service,
 }
 
 impl Node {
-    fn spawn(&mut self) -> Result<()> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .with_context(|| format!("open {}", self.log.display()))?;
-        let child = Command::new(&self.bin)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {} ({})", self.name, self.bin.display()))?;
-        self.child = Some(child);
-        Ok(())
+    fn start(name: String, bin: &Path, args: Vec<String>, log: PathBuf) -> Node {
+        Node {
+            service: Service::start_logging_to(&name, bin, args, Vec::new(), log),
+        }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(Child::id)
+    fn is_running(&self) -> bool {
+        self.service.pid().is_some()
     }
 
     /// SIGKILL, then reap, so the caller knows the process is gone when this returns.
-    async fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.start_kill()?;
-            child.wait().await?;
-        }
-        Ok(())
+    fn kill(&mut self) {
+        self.service.kill();
     }
 
     /// SIGTERM for a clean shutdown; SIGKILL if it does not exit in time.
     async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        self.service.terminate(Duration::from_secs(10)).await;
     }
 
     /// Fails with the end of the log if the process has exited.
     fn check_running(&mut self) -> Result<()> {
-        if let Some(child) = self.child.as_mut() {
-            if let Some(status) = child.try_wait()? {
-                bail!(
-                    "{} exited ({status}); last lines of {}:\n{}",
-                    self.name,
-                    self.log.display(),
-                    log_tail(&self.log)
-                );
-            }
-        }
-        Ok(())
+        self.service.check_running().map_err(|e| anyhow!(e))
     }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// Distinct free ports: all listeners are held until every port is chosen.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()?)
+    Ok(testkit::free_ports(n))
 }
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,6 +104,11 @@ pub async fn start(kind: Kind, bin: &Path, dir: &Path, bus_threads: u16) -> Resu
     Ok(cluster)
 }
 
+/// A three-node raft-bus cluster for the benchmarks of what runs on the bus.
+pub async fn start_bus(common: &CommonArgs, dir: &Path) -> Result<Cluster> {
+    start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await
+}
+
 pub struct Cluster {
     pub kind: Kind,
     pub nodes: Vec<Node>,
@@ -172,27 +121,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    fn spawn(
-        kind: Kind,
-        nodes: Vec<Node>,
-        urls: Vec<String>,
-        token: Option<String>,
-    ) -> Result<Self> {
+    fn new(kind: Kind, nodes: Vec<Node>, urls: Vec<String>, token: Option<String>) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
-        let mut cluster = Cluster {
+        Ok(Cluster {
             kind,
             nodes,
             urls,
             token,
             http,
             dir: None,
-        };
-        for node in &mut cluster.nodes {
-            node.spawn()?;
-        }
-        Ok(cluster)
+        })
     }
 
     /// Three etcd members forming one cluster; fsync stays on (etcd's default).
@@ -209,34 +149,30 @@ impl Cluster {
                 let client_url = format!("http://127.0.0.1:{}", client[i]);
                 let peer_url = format!("http://127.0.0.1:{}", peer[i]);
                 let data = dir.join(format!("etcd-{}", i + 1));
-                Node {
-                    args: vec![
-                        format!("--name={name}"),
-                        format!("--data-dir={}", data.display()),
-                        format!("--listen-client-urls={client_url}"),
-                        format!("--advertise-client-urls={client_url}"),
-                        format!("--listen-peer-urls={peer_url}"),
-                        format!("--initial-advertise-peer-urls={peer_url}"),
-                        format!("--initial-cluster={initial}"),
-                        "--initial-cluster-token=taskpool-bench".into(),
-                        "--initial-cluster-state=new".into(),
-                        // Room for every phase's keys; 8 GiB is etcd's suggested maximum.
-                        "--quota-backend-bytes=8589934592".into(),
-                        "--logger=zap".into(),
-                        "--log-outputs=stderr".into(),
-                    ],
-                    name: format!("etcd {name}"),
-                    bin: bin.to_path_buf(),
-                    log: dir.join(format!("etcd-{}.log", i + 1)),
-                    child: None,
-                }
+                let args = vec![
+                    format!("--name={name}"),
+                    format!("--data-dir={}", data.display()),
+                    format!("--listen-client-urls={client_url}"),
+                    format!("--advertise-client-urls={client_url}"),
+                    format!("--listen-peer-urls={peer_url}"),
+                    format!("--initial-advertise-peer-urls={peer_url}"),
+                    format!("--initial-cluster={initial}"),
+                    "--initial-cluster-token=taskpool-bench".into(),
+                    "--initial-cluster-state=new".into(),
+                    // Room for every phase's keys; 8 GiB is etcd's suggested maximum.
+                    "--quota-backend-bytes=8589934592".into(),
+                    "--logger=zap".into(),
+                    "--log-outputs=stderr".into(),
+                ];
+                let log = dir.join(format!("etcd-{}.log", i + 1));
+                Node::start(format!("etcd {name}"), bin, args, log)
             })
             .collect();
         let urls = client
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect();
-        Self::spawn(Kind::Etcd, nodes, urls, None)
+        Self::new(Kind::Etcd, nodes, urls, None)
     }
 
     /// Three raft-bus nodes with the same `--peers`; the cluster forms by itself.
@@ -247,8 +183,8 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let nodes = (0..3)
-            .map(|i| Node {
-                args: vec![
+            .map(|i| {
+                let args = vec![
                     "--node-id".into(),
                     (i + 1).to_string(),
                     "--listen".into(),
@@ -261,18 +197,28 @@ impl Cluster {
                     token.into(),
                     "--worker-threads".into(),
                     threads.to_string(),
-                ],
-                name: format!("raft-bus node {}", i + 1),
-                bin: bin.to_path_buf(),
-                log: dir.join(format!("bus-{}.log", i + 1)),
-                child: None,
+                ];
+                let log = dir.join(format!("bus-{}.log", i + 1));
+                Node::start(format!("raft-bus node {}", i + 1), bin, args, log)
             })
             .collect();
         let urls = ports
             .iter()
             .map(|p| format!("http://127.0.0.1:{p}"))
             .collect();
-        Self::spawn(Kind::Bus, nodes, urls, Some(token.into()))
+        Self::new(Kind::Bus, nodes, urls, Some(token.into()))
+    }
+
+    /// A client of every node, node `first` tried first.
+    pub fn client_from(&self, first: usize) -> Result<BusClient> {
+        let urls = &self.urls;
+        let nodes = (0..urls.len())
+            .map(|k| urls[(first + k) % urls.len()].clone())
+            .collect();
+        Ok(BusClient::new(ClientConfig::new(
+            nodes,
+            self.token.clone(),
+        ))?)
     }
 
     /// Polls until every node reports healthy and a leader is known, or the deadline passes.
@@ -289,7 +235,7 @@ impl Cluster {
                 let logs: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| n.log.display().to_string())
+                    .map(|n| n.service.log_path().display().to_string())
                     .collect();
                 bail!(
                     "{} cluster not ready after {timeout:?}; logs: {}",
@@ -361,7 +307,7 @@ impl Cluster {
         match self.kind {
             Kind::Bus => {
                 for (url, node) in self.urls.iter().zip(&self.nodes) {
-                    if node.child.is_none() {
+                    if !node.is_running() {
                         continue;
                     }
                     if let Ok(v) = self.get_json(&format!("{url}/v1/cluster")).await {
@@ -403,27 +349,24 @@ impl Cluster {
     }
 
     pub async fn kill(&mut self, i: usize) -> Result<()> {
-        self.nodes[i].kill().await
+        self.nodes[i].kill();
+        Ok(())
     }
 
     /// Starts a stopped node again with the same arguments and data dir.
     pub fn restart(&mut self, i: usize) -> Result<()> {
-        self.nodes[i].spawn()
+        self.nodes[i].service.spawn();
+        Ok(())
     }
 
     /// Largest resident set size (VmRSS) over the running nodes, in MiB.
     pub fn max_rss_mib(&self) -> Result<f64> {
         let mut max_kib = 0u64;
         for node in &self.nodes {
-            let pid = node
-                .pid()
-                .ok_or_else(|| anyhow!("{} is not running", node.name))?;
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-            let kib = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))?;
+            let kib = node
+                .service
+                .rss_kib()
+                .ok_or_else(|| anyhow!("no VmRSS of {}: is it running?", node.service.name))?;
             max_kib = max_kib.max(kib);
         }
         Ok(max_kib as f64 / 1024.0)

@@ -3,16 +3,15 @@
 //! the number of open tasks grows, against Camunda's own REST answer to "all open tasks".
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::{json, Value};
-use taskpool_api::{BusClient, ClientConfig};
-use tokio::process::{Child, Command};
+use taskpool_api::BusClient;
+use testkit::Service;
 
-use crate::cluster::{self, Kind};
+use crate::cluster;
 use crate::{render_table, CollectorArgs, CommonArgs};
 
 pub async fn run(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> bool {
@@ -73,13 +72,7 @@ impl Engine {
 
     /// Deploys one BPMN file (only when it changed).
     pub(crate) async fn deploy_bytes(&self, file: &str, bytes: Vec<u8>) -> Result<()> {
-        let form = reqwest::multipart::Form::new()
-            .text("deployment-name", file.to_owned())
-            .text("deploy-changed-only", "true")
-            .part(
-                "data",
-                reqwest::multipart::Part::bytes(bytes).file_name(file.to_owned()),
-            );
+        let form = testkit::engine::deployment_form(file, bytes);
         let r = self
             .http
             .post(format!("{}/deployment/create", self.url))
@@ -107,20 +100,15 @@ impl Engine {
     pub(crate) async fn delete(&self, ids: &[String]) {
         futures::stream::iter(ids)
             .for_each_concurrent(4, |id| async move {
-                let _ = self
-                    .call(
-                        reqwest::Method::DELETE,
-                        &format!("/process-instance/{id}?skipCustomListeners=true"),
-                        None,
-                    )
-                    .await;
+                let path = format!("/process-instance/{id}?skipCustomListeners=true");
+                let _ = self.call(reqwest::Method::DELETE, &path, None).await;
             })
             .await;
     }
 }
 
 struct Collector {
-    child: Child,
+    service: Service,
     url: String,
 }
 
@@ -139,34 +127,36 @@ impl Collector {
                 args.collector_bin.display()
             );
         }
-        let log = std::fs::File::create(&log)?;
-        let child = Command::new(&args.collector_bin)
-            .args([
-                "--application",
-                app,
-                "--engine-url",
-                &args.engine_url,
-                "--engine-user",
-                "demo",
-            ])
-            .args([
-                "--bus",
-                &bus.urls.join(","),
-                "--database-url",
-                &args.database_url,
-                "--listen",
-                listen,
-            ])
-            .args(extra)
-            .env("COLLECTOR_ENGINE_PASSWORD", "demo")
-            .env("COLLECTOR_BUS_TOKEN", bus.token.clone().unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
+        let _ = std::fs::remove_file(&log);
+        let flags = [
+            ("--application", app),
+            ("--engine-url", &args.engine_url),
+            ("--engine-user", "demo"),
+            ("--bus", &bus.urls.join(",")),
+            ("--database-url", &args.database_url),
+            ("--listen", listen),
+        ];
+        let argv = flags
+            .iter()
+            .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
+        let env = vec![
+            ("COLLECTOR_ENGINE_PASSWORD".into(), "demo".into()),
+            (
+                "COLLECTOR_BUS_TOKEN".into(),
+                bus.token.clone().unwrap_or_default(),
+            ),
+        ];
+        let service = Service::start_logging_to(
+            &format!("collector {app}"),
+            &args.collector_bin,
+            argv,
+            env,
+            log,
+        );
         let c = Collector {
-            child,
+            service,
             url: format!("http://{listen}"),
         };
         // Active, and done with its first import of what the engine holds.
@@ -192,7 +182,7 @@ impl Collector {
     }
 
     async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        self.service.kill();
     }
 }
 
@@ -202,6 +192,12 @@ fn metric(text: &str, prefix: &str) -> f64 {
         .filter(|l| l.starts_with(prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `p50 / p99` of sorted samples with `decimals` places.
+fn p50_p99_text(sorted: &[f64], decimals: usize) -> String {
+    let (p50, p99) = (percentile(sorted, 0.5), percentile(sorted, 0.99));
+    format!("{p50:.decimals$} / {p99:.decimals$}")
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -336,18 +332,10 @@ async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<
     for f in ["simple-user-task.bpmn", "multi-instance.bpmn"] {
         engine.deploy(&repo, f).await?;
     }
-    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
-    let bus = BusClient::new(ClientConfig::new(
-        cluster.urls.clone(),
-        cluster.token.clone(),
-    ))?;
-    let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let mut rows = vec![[
-        "collector".to_string(),
-        "ours".to_string(),
-        "anchor".to_string(),
-        "note".to_string(),
-    ]];
+    let cluster = cluster::start_bus(common, dir).await?;
+    let bus = cluster.client_from(0)?;
+    let run = &crate::run_id();
+    let mut rows = vec![["collector", "ours", "anchor", "note"].map(String::from)];
     let mut cleanup = Vec::new();
 
     // Hook mode: the engine plugin posts to TASKPOOL_HOOK_URL, signed with the stack's secret.
@@ -406,31 +394,19 @@ async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<
     cleanup.extend(ids);
     rows.push([
         "change → event, hook, p50 / p99 (ms)".into(),
-        format!(
-            "{:.1} / {:.1}",
-            percentile(&hook, 0.5),
-            percentile(&hook, 0.99)
-        ),
+        p50_p99_text(&hook, 1),
         "-".into(),
         format!("goal p99 < 50 ms; {} tasks, one at a time", hook.len()),
     ]);
     rows.push([
         "change → event, hook, 4 at once, p50 / p99 (ms)".into(),
-        format!(
-            "{:.1} / {:.1}",
-            percentile(&hook4, 0.5),
-            percentile(&hook4, 0.99)
-        ),
+        p50_p99_text(&hook4, 1),
         "-".into(),
         format!("{} tasks", hook4.len()),
     ]);
     rows.push([
         "change → event, poll 1 s, p50 / p99 (ms)".into(),
-        format!(
-            "{:.0} / {:.0}",
-            percentile(&poll, 0.5),
-            percentile(&poll, 0.99)
-        ),
+        p50_p99_text(&poll, 0),
         "-".into(),
         format!(
             "poll/hook p50 = {:.0}x",

@@ -15,12 +15,12 @@ use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 use taskpool_api::commands::{CommandMessage, CommandRequest, CommandResult};
 use taskpool_api::handler::{self, HandlerConfig, MemoryDedupe};
-use taskpool_api::{BusClient, ClientConfig, ClientError};
+use taskpool_api::{BusClient, ClientError};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::cluster::{self, Cluster, Kind};
+use crate::cluster::{self, Cluster};
 use crate::load::{self, Op, Stats};
 use crate::{render_table, report, CommandArgs, CommonArgs};
 
@@ -60,8 +60,7 @@ struct Results {
 }
 
 async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Results> {
-    let mut cluster =
-        cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
+    let mut cluster = cluster::start_bus(common, dir).await?;
     let leader = cluster.leader().await?;
     let followers: Vec<usize> = (0..cluster.urls.len()).filter(|&i| i != leader).collect();
 
@@ -83,7 +82,7 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
             let answer = CommandResult::success(handler_id.clone(), json!({"ok": true}));
             async move { answer }
         };
-        let client = client_from(&cluster, node)?;
+        let client = cluster.client_from(node)?;
         handlers.spawn(handler::run(
             client,
             config,
@@ -101,7 +100,7 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
 
     let senders = Arc::new(Senders {
         clients: (0..cluster.urls.len())
-            .map(|node| client_from(&cluster, node))
+            .map(|node| cluster.client_from(node))
             .collect::<Result<_>>()?,
         payload: json!({
             "p": Alphanumeric.sample_string(&mut rand::thread_rng(), args.command_payload_bytes)
@@ -135,17 +134,6 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
 
 /// A client for the cluster whose node list starts at `node`: it talks to that node while
 /// the node answers, and to the others only when it does not.
-fn client_from(cluster: &Cluster, node: usize) -> Result<BusClient> {
-    let urls = &cluster.urls;
-    let nodes = (0..urls.len())
-        .map(|k| urls[(node + k) % urls.len()].clone())
-        .collect();
-    Ok(BusClient::new(ClientConfig::new(
-        nodes,
-        cluster.token.clone(),
-    ))?)
-}
-
 /// Waits until the leader's router has `n` handlers for the key, so no phase starts with
 /// one handler taking all the commands.
 async fn wait_for_handlers(cluster: &Cluster, leader: usize, n: usize) -> Result<()> {

@@ -14,7 +14,6 @@
 mod engine;
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -23,10 +22,9 @@ use serde_json::Value;
 use taskpool_api::bus::{AppendRequest, NewEvent};
 use taskpool_api::streams::task_stream;
 use taskpool_api::tasks::{Task, TaskEvent};
-use taskpool_api::{BusClient, ClientConfig};
-use tokio::process::{Child, Command};
+use testkit::Service;
 
-use crate::cluster::{self, Kind};
+use crate::cluster;
 use crate::collector::Engine;
 use crate::{ms, p50_p99, render_table, CommonArgs, CoreArgs};
 pub(crate) use engine::{groups_of, user};
@@ -53,7 +51,7 @@ pub async fn run(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> bool {
 struct View {
     name: String,
     cluster: cluster::Cluster,
-    child: Child,
+    service: Service,
     url: String,
     database: String,
     /// How long the live projection of every event took.
@@ -77,12 +75,8 @@ impl View {
             );
         }
         eprintln!("[core] {name}: starting three bus nodes");
-        let cluster =
-            cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
-        let bus = BusClient::new(ClientConfig::new(
-            cluster.urls.clone(),
-            cluster.token.clone(),
-        ))?;
+        let cluster = cluster::start_bus(common, dir).await?;
+        let bus = cluster.client_from(0)?;
         let mut head = 0;
         for chunk in tasks.chunks(100) {
             let events = chunk
@@ -103,32 +97,37 @@ impl View {
                 .await?;
             head = r.events.last().map_or(head, |e| e.position);
         }
-        let database = format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let database = format!("bench_{}", &crate::run_id());
         let port = cluster::free_ports(1)?[0];
-        let log = std::fs::File::create(dir.join(format!("taskpool-core-{database}.log")))?;
-        let child = Command::new(&args.view.core_bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--bus",
-                &cluster.urls.join(","),
-            ])
-            .args([
-                "--mongo-url",
-                &args.view.mongo_url,
-                "--database",
-                &database,
-                "--trust-identity-headers",
-            ])
-            .env(
-                "TASKPOOL_BUS_TOKEN",
-                cluster.token.clone().unwrap_or_default(),
-            )
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
+        let listen = format!("127.0.0.1:{port}");
+        let bus_nodes = cluster.urls.join(",");
+        let argv = [
+            "serve",
+            "--listen",
+            &listen,
+            "--bus",
+            &bus_nodes,
+            "--mongo-url",
+            &args.view.mongo_url,
+            "--database",
+            &database,
+            "--trust-identity-headers",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let env = vec![(
+            "TASKPOOL_BUS_TOKEN".to_owned(),
+            cluster.token.clone().unwrap_or_default(),
+        )];
+        let log = dir.join(format!("taskpool-core-{database}.log"));
+        let _ = std::fs::remove_file(&log);
+        let service = Service::start_logging_to(
+            &format!("taskpool-core {name}"),
+            &args.view.core_bin,
+            argv,
+            env,
+            log,
+        );
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         let started = Instant::now();
@@ -159,7 +158,7 @@ impl View {
         Ok(View {
             name: name.to_owned(),
             cluster,
-            child,
+            service,
             url,
             database,
             projected,
@@ -395,9 +394,9 @@ async fn bench(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> Result<Strin
     .await?;
 
     // Rebuild the one-application bus into a fresh database.
-    let _ = one.child.kill().await;
-    let _ = two.child.kill().await;
-    let _ = again.child.kill().await;
+    one.service.kill();
+    two.service.kill();
+    again.service.kill();
     let rebuilt = format!("{}_rebuilt", one.database);
     let line = crate::rebuild::rebuild(&args.view, &one.cluster, &rebuilt).await?;
 

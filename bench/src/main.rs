@@ -297,49 +297,56 @@ async fn main() -> ExitCode {
     // Dropping `run` on a signal drops every Cluster, whose children are killed on drop.
     tokio::select! {
         code = run(cmd) => code,
-        _ = shutdown_signal() => {
+        _ = service_kit::shutdown_signal() => {
             eprintln!("interrupted: servers killed");
             ExitCode::from(130)
         }
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// One benchmark of a plan; a command runs its plan in order.
+enum Bench {
+    Bus(BusArgs),
+    Commands(CommandArgs),
+    Collector(CollectorArgs),
+    Core(CoreArgs),
+    Rebuild(RebuildArgs),
+}
+
+impl Bench {
+    /// Settings it cannot run with, and what to change.
+    fn invalid(&self, common: &CommonArgs) -> Option<&'static str> {
+        const COUNTS: &str =
+            "--duration-secs, --connections, --batch and --senders must be at least 1";
+        match self {
+            Bench::Rebuild(r) if r.open_tasks == 0 || r.users == 0 || r.groups < 5 => {
+                Some("--open-tasks ≥ 1, --users ≥ 1 and --groups ≥ 5")
+            }
+            Bench::Core(c)
+                if c.users < 1 || c.groups < 5 || c.queries == 0 || c.engine_queries < 5 =>
+            {
+                Some("--users ≥ 1, --groups ≥ 5, --queries ≥ 1 and --engine-queries ≥ 5")
+            }
+            Bench::Bus(b) if b.connections == 0 || b.batch == 0 => Some(COUNTS),
+            Bench::Commands(c) if c.senders == 0 => Some(COUNTS),
+            _ if common.duration_secs == 0 => Some(COUNTS),
+            _ => None,
+        }
     }
-}
 
-/// The benchmarks one command runs, in this order.
-struct Plan {
-    common: CommonArgs,
-    bus: Option<BusArgs>,
-    commands: Option<CommandArgs>,
-    collector: Option<CollectorArgs>,
-    core: Option<CoreArgs>,
-    rebuild: Option<RebuildArgs>,
-}
-
-impl Plan {
-    fn new(common: CommonArgs) -> Plan {
-        Plan {
-            common,
-            bus: None,
-            commands: None,
-            collector: None,
-            core: None,
-            rebuild: None,
+    async fn run(&self, common: &CommonArgs, dir: &std::path::Path) -> bool {
+        match self {
+            Bench::Bus(args) => bus::run(common, args, dir).await,
+            Bench::Commands(args) => commands::run(common, args, dir).await,
+            Bench::Collector(args) => collector::run(common, args, dir).await,
+            Bench::Core(args) => core::run(common, args, dir).await,
+            Bench::Rebuild(args) => rebuild::run(common, args, dir).await,
         }
     }
 }
 
 async fn run(cmd: Cmd) -> ExitCode {
-    let plan = match cmd {
+    let (common, plan) = match cmd {
         Cmd::E2e { e2e } => {
             if e2e.instances < 2 || e2e.poll_instances == 0 || e2e.burst == 0 || e2e.claims == 0 {
                 eprintln!("--instances ≥ 2, --poll-instances ≥ 1, --burst ≥ 1 and --claims ≥ 1");
@@ -351,66 +358,35 @@ async fn run(cmd: Cmd) -> ExitCode {
                 ExitCode::FAILURE
             };
         }
-        Cmd::Bus { common, bus } => Plan {
-            bus: Some(bus),
-            ..Plan::new(common)
-        },
-        Cmd::Commands { common, commands } => Plan {
-            commands: Some(commands),
-            ..Plan::new(common)
-        },
-        Cmd::Collector { common, collector } => Plan {
-            collector: Some(collector),
-            ..Plan::new(common)
-        },
-        Cmd::Core { common, core } => Plan {
-            core: Some(core),
-            ..Plan::new(common)
-        },
-        Cmd::Rebuild { common, rebuild } => Plan {
-            rebuild: Some(rebuild),
-            ..Plan::new(common)
-        },
+        Cmd::Bus { common, bus } => (common, vec![Bench::Bus(bus)]),
+        Cmd::Commands { common, commands } => (common, vec![Bench::Commands(commands)]),
+        Cmd::Collector { common, collector } => (common, vec![Bench::Collector(collector)]),
+        Cmd::Core { common, core } => (common, vec![Bench::Core(core)]),
+        Cmd::Rebuild { common, rebuild } => (common, vec![Bench::Rebuild(rebuild)]),
         Cmd::All {
             common,
             bus,
             commands,
             collector,
-        } => Plan {
-            bus: Some(bus),
-            commands: Some(commands),
-            collector: Some(collector),
-            ..Plan::new(common)
-        },
+        } => {
+            let plan = vec![
+                Bench::Bus(bus),
+                Bench::Commands(commands),
+                Bench::Collector(collector),
+            ];
+            (common, plan)
+        }
     };
-    let Plan {
-        common,
-        bus,
-        commands,
-        collector,
-        core,
-        rebuild,
-    } = plan;
-    let bad_rebuild = rebuild
-        .as_ref()
-        .is_some_and(|r| r.open_tasks == 0 || r.users == 0 || r.groups < 5);
-    if bad_rebuild {
-        eprintln!("--open-tasks ≥ 1, --users ≥ 1 and --groups ≥ 5");
-        return ExitCode::from(2);
-    }
-    let bad_core = core
-        .as_ref()
-        .is_some_and(|c| c.users < 1 || c.groups < 5 || c.queries == 0 || c.engine_queries < 5);
-    if bad_core {
-        eprintln!("--users ≥ 1, --groups ≥ 5, --queries ≥ 1 and --engine-queries ≥ 5");
-        return ExitCode::from(2);
-    }
-    let bad_bus = bus
-        .as_ref()
-        .is_some_and(|b| b.connections == 0 || b.batch == 0);
-    let bad_commands = commands.as_ref().is_some_and(|c| c.senders == 0);
-    if common.duration_secs == 0 || bad_bus || bad_commands {
-        eprintln!("--duration-secs, --connections, --batch and --senders must be at least 1");
+    // The first complaint, in the order the checks were always made.
+    let order = |b: &&Bench| match b {
+        Bench::Rebuild(_) => 0,
+        Bench::Core(_) => 1,
+        _ => 2,
+    };
+    let mut checked: Vec<&Bench> = plan.iter().collect();
+    checked.sort_by_key(order);
+    if let Some(why) = checked.iter().find_map(|b| b.invalid(&common)) {
+        eprintln!("{why}");
         return ExitCode::from(2);
     }
     let (dir, temp) = match work_dir(&common) {
@@ -423,26 +399,12 @@ async fn run(cmd: Cmd) -> ExitCode {
     eprintln!("work dir: {}", dir.display());
 
     let mut ok = true;
-    if let Some(bus) = &bus {
-        ok &= bus::run(&common, bus, &dir).await;
-    }
-    if let Some(commands) = &commands {
-        if bus.is_some() {
+    for (i, bench) in plan.iter().enumerate() {
+        // A blank line between the tables of one plan.
+        if i > 0 {
             println!();
         }
-        ok &= commands::run(&common, commands, &dir).await;
-    }
-    if let Some(collector) = &collector {
-        if bus.is_some() || commands.is_some() {
-            println!();
-        }
-        ok &= collector::run(&common, collector, &dir).await;
-    }
-    if let Some(core) = &core {
-        ok &= core::run(&common, core, &dir).await;
-    }
-    if let Some(rebuild) = &rebuild {
-        ok &= rebuild::run(&common, rebuild, &dir).await;
+        ok &= bench.run(&common, &dir).await;
     }
 
     if !ok {
@@ -452,6 +414,11 @@ async fn run(cmd: Cmd) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// A short id that keeps one run's names (databases, applications) apart from another's.
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 fn work_dir(args: &CommonArgs) -> Result<(PathBuf, Option<tempfile::TempDir>)> {

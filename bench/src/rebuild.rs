@@ -17,10 +17,10 @@ use taskpool_api::streams::task_stream;
 use taskpool_api::tasks::{
     SourceReference, Task, TaskAssigned, TaskCompleted, TaskEvent, TaskUpdated,
 };
-use taskpool_api::{BusClient, ClientConfig};
+use taskpool_api::BusClient;
 use tokio::process::Command;
 
-use crate::cluster::{self, Kind};
+use crate::cluster;
 use crate::core::{groups_of, user};
 use crate::{render_table, CommonArgs, RebuildArgs, ViewArgs};
 
@@ -185,18 +185,10 @@ async fn bench(common: &CommonArgs, args: &RebuildArgs, dir: &Path) -> Result<St
     }
     let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
     eprintln!("[rebuild] starting three bus nodes");
-    let cluster = cluster::start(Kind::Bus, &common.raft_bus_bin, dir, common.bus_threads).await?;
-    let bus = BusClient::new(ClientConfig::new(
-        cluster.urls.clone(),
-        cluster.token.clone(),
-    ))?;
-    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let mut rows = vec![[
-        "history on the bus".to_string(),
-        "events".to_string(),
-        "events/s".to_string(),
-        "note".to_string(),
-    ]];
+    let cluster = cluster::start_bus(common, dir).await?;
+    let bus = cluster.client_from(0)?;
+    let run_id = &crate::run_id();
+    let mut rows = vec![["history on the bus", "events", "events/s", "note"].map(String::from)];
     let mut measure = |what: String, line: String, events: usize| -> Result<()> {
         let (total, replay, write) =
             timings(&line).with_context(|| format!("a rebuild summary: {line}"))?;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use service_kit::config::{check_bus_nodes, DEFAULT_BUS_NODES};
 use taskpool_api::streams::valid_application;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -58,12 +59,7 @@ pub struct Config {
     pub engine_timeout: Duration,
 
     /// The bus nodes, comma separated.
-    #[arg(
-        long,
-        env = "COLLECTOR_BUS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7101,http://127.0.0.1:7102,http://127.0.0.1:7103"
-    )]
+    #[arg(long, env = "COLLECTOR_BUS", value_delimiter = ',', default_value = DEFAULT_BUS_NODES)]
     pub bus: Vec<String>,
 
     /// Bearer token of the bus.
@@ -145,9 +141,7 @@ impl Config {
         }
         valid_application(&self.application)
             .map_err(|e| format!("--application {:?}: {e}", self.application))?;
-        if self.bus.is_empty() {
-            return Err("--bus needs at least one node URL".into());
-        }
+        check_bus_nodes(&self.bus)?;
         if self.page_size == 0 || self.concurrency == 0 {
             return Err("--page-size and --concurrency must be at least 1".into());
         }

@@ -1,21 +1,19 @@
 //! The collector's metrics, rendered on `/metrics` in Prometheus' text format.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+use service_kit::metrics::Shared;
+use service_kit::Registrar;
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-#[derive(Clone)]
-pub struct Metrics(Arc<Inner>);
+pub type Metrics = Shared<Inner>;
 
 pub struct Inner {
-    registry: Registry,
+    registrar: Registrar,
     pub poll_cycles: IntCounterVec,
     pub poll_cycle_seconds: HistogramVec,
     engine_requests: IntCounterVec,
@@ -30,61 +28,29 @@ pub struct Inner {
     pub open_tasks: IntGauge,
 }
 
-impl std::ops::Deref for Metrics {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
+impl Default for Inner {
+    fn default() -> Inner {
+        let r = Registrar::new(LATENCY_BUCKETS);
+        r.build_info("collector", env!("CARGO_PKG_VERSION"));
+        Inner {
+            poll_cycles: r.counter_vec("collector_poll_cycles_total", "Poll cycles by kind (incremental, reconcile) and outcome", &["kind", "outcome"]),
+            poll_cycle_seconds: r.histogram_vec("collector_poll_cycle_seconds", "Duration of one poll cycle", &["kind"]),
+            engine_requests: r.counter_vec("collector_engine_requests_total", "Calls to the engine's REST API by endpoint and HTTP status", &["endpoint", "status"]),
+            engine_request_seconds: r.histogram_vec("collector_engine_request_seconds", "Latency of REST calls to the engine", &["endpoint"]),
+            engine_response_bytes: r.counter_vec("collector_engine_response_bytes_total", "Bytes of the engine's REST answers by endpoint", &["endpoint"]),
+            events_emitted: r.counter_vec("collector_events_emitted_total", "Events appended to the bus by type and how the change was seen (poll, hook, command, reconcile)", &["type", "via"]),
+            change_to_event_seconds: r.histogram_vec("collector_change_to_event_seconds", "From the engine's timestamp of a change to its event being acknowledged by the bus", &["via"]),
+            hooks: r.counter_vec("collector_hooks_total", "Hook requests by outcome (accepted, bad_signature, bad_body, standby, failed)", &["outcome"]),
+            commands: r.counter_vec("collector_commands_total", "Commands executed by type and outcome (ok or error code)", &["type", "outcome"]),
+            active: r.gauge("collector_active", "1 while this collector holds its application's lock and works"),
+            watermark_lag_seconds: r.gauge("collector_watermark_lag_seconds", "How far the task watermark trails this collector's clock"),
+            open_tasks: r.gauge("collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
+            registrar: r,
+        }
     }
 }
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
-}
-
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(
-        r,
-        IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"),
-    )
-}
-
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    reg(r, HistogramVec::new(opts, labels).expect("valid histogram"))
-}
-
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    reg(r, IntGauge::new(name, help).expect("valid gauge"))
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Metrics {
-    pub fn new() -> Metrics {
-        let r = Registry::new();
-        Metrics(Arc::new(Inner {
-            poll_cycles: counter(&r, "collector_poll_cycles_total", "Poll cycles by kind (incremental, reconcile) and outcome", &["kind", "outcome"]),
-            poll_cycle_seconds: histogram(&r, "collector_poll_cycle_seconds", "Duration of one poll cycle", &["kind"]),
-            engine_requests: counter(&r, "collector_engine_requests_total", "Calls to the engine's REST API by endpoint and HTTP status", &["endpoint", "status"]),
-            engine_request_seconds: histogram(&r, "collector_engine_request_seconds", "Latency of REST calls to the engine", &["endpoint"]),
-            engine_response_bytes: counter(&r, "collector_engine_response_bytes_total", "Bytes of the engine's REST answers by endpoint", &["endpoint"]),
-            events_emitted: counter(&r, "collector_events_emitted_total", "Events appended to the bus by type and how the change was seen (poll, hook, command, reconcile)", &["type", "via"]),
-            change_to_event_seconds: histogram(&r, "collector_change_to_event_seconds", "From the engine's timestamp of a change to its event being acknowledged by the bus", &["via"]),
-            hooks: counter(&r, "collector_hooks_total", "Hook requests by outcome (accepted, bad_signature, bad_body, standby, failed)", &["outcome"]),
-            commands: counter(&r, "collector_commands_total", "Commands executed by type and outcome (ok or error code)", &["type", "outcome"]),
-            active: gauge(&r, "collector_active", "1 while this collector holds its application's lock and works"),
-            watermark_lag_seconds: gauge(&r, "collector_watermark_lag_seconds", "How far the task watermark trails this collector's clock"),
-            open_tasks: gauge(&r, "collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
-            registry: r,
-        }))
-    }
-
+impl Inner {
     pub fn engine_bytes(&self, endpoint: &str, bytes: usize) {
         self.engine_response_bytes
             .with_label_values(&[endpoint])
@@ -101,8 +67,6 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        self.registrar.render()
     }
 }

@@ -2,45 +2,29 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
-};
-
-pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
-
-fn register<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
-    REGISTRY
-        .register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
-}
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use service_kit::{Registrar, RequestMetrics};
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+static METRICS: LazyLock<Registrar> = LazyLock::new(|| Registrar::new(LATENCY_BUCKETS));
+
 fn gauge(name: &str, help: &str) -> IntGauge {
-    register(IntGauge::new(name, help).expect("valid gauge"))
+    METRICS.gauge(name, help)
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
-    register(IntCounter::new(name, help).expect("valid counter"))
+    METRICS.counter(name, help)
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
+fn histogram(name: &str, help: &str) -> Histogram {
+    METRICS.histogram(name, help)
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"))
-}
-
-fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
-    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
-    register(Histogram::with_opts(opts).expect("valid histogram"))
-}
-
+pub static BUILD_INFO: LazyLock<IntGaugeVec> =
+    LazyLock::new(|| METRICS.build_info("raftbus", env!("CARGO_PKG_VERSION")));
 pub static TERM: LazyLock<IntGauge> = LazyLock::new(|| gauge("raftbus_term", "Current Raft term"));
 pub static LEADER_ID: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
@@ -91,25 +75,22 @@ pub static APPEND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "raftbus_append_seconds",
         "Time from receiving an append to acknowledging it",
-        LATENCY_BUCKETS,
     )
 });
 pub static LOG_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "raftbus_log_flush_seconds",
         "Time of one group commit of the Raft log (write and fsync)",
-        LATENCY_BUCKETS,
     )
 });
 pub static APPLY_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "raftbus_apply_seconds",
         "Time to apply one batch of committed entries to the event store",
-        LATENCY_BUCKETS,
     )
 });
 pub static APPLY_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(
+    METRICS.histogram_with(
         "raftbus_apply_batch_entries",
         "Committed log entries applied together",
         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
@@ -117,33 +98,32 @@ pub static APPLY_BATCH_ENTRIES: LazyLock<Histogram> = LazyLock::new(|| {
 });
 
 pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
+    METRICS.counter_vec(
         "raftbus_http_requests_total",
         "HTTP requests by matched route and status",
         &["route", "status"],
     )
 });
 pub static RPC_STREAM_CALLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
+    METRICS.counter_vec(
         "raftbus_rpc_stream_calls_total",
         "Calls served on RPC streams from other nodes, by kind (append, propose)",
         &["kind"],
     )
 });
 pub static FORBIDDEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
+    METRICS.counter_vec(
         "raftbus_forbidden_total",
         "Requests this node refused with 403, by the caller's role",
         &["role"],
     )
 });
 pub static HTTP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let opts = HistogramOpts::new(
+    METRICS.histogram_vec(
         "raftbus_http_request_seconds",
         "HTTP request latency by matched route",
+        &["route"],
     )
-    .buckets(LATENCY_BUCKETS.to_vec());
-    register(HistogramVec::new(opts, &["route"]).expect("valid histogram"))
 });
 
 pub static COMMANDS_SENT: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -159,7 +139,7 @@ pub static COMMANDS_ROUTED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
 });
 pub static COMMANDS_DONE: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
+    METRICS.counter_vec(
         "raftbus_commands_total",
         "Commands answered to senders, by outcome: ok or the error code (timeout, no_handler, ...)",
         &["outcome"],
@@ -169,11 +149,10 @@ pub static COMMAND_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
         "raftbus_command_seconds",
         "Command round trip on the leader, sender to result",
-        LATENCY_BUCKETS,
     )
 });
 pub static COMMAND_HANDLERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec(
+    METRICS.gauge_vec(
         "raftbus_command_handlers",
         "Handler connections on the leader, by routing key",
         &["routing_key"],
@@ -182,13 +161,17 @@ pub static COMMAND_HANDLERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 
 /// The text exposition of every metric.
 pub fn render() -> String {
-    let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf);
-    String::from_utf8(buf).unwrap_or_default()
+    METRICS.render()
+}
+
+/// The HTTP request metrics, for `service_kit::http::track`.
+pub fn requests() -> RequestMetrics {
+    RequestMetrics::by_route(HTTP_REQUESTS.clone(), HTTP_SECONDS.clone())
 }
 
 /// Registers every metric, so `/metrics` lists them before they first change.
 pub fn init() {
+    LazyLock::force(&BUILD_INFO);
     for g in [
         &TERM,
         &LEADER_ID,

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use service_kit::config::{check_bus_nodes, DEFAULT_BUS_NODES};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -33,12 +34,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct ViewArgs {
     /// The bus nodes, comma separated.
-    #[arg(
-        long,
-        env = "TASKPOOL_BUS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:7101,http://127.0.0.1:7102,http://127.0.0.1:7103"
-    )]
+    #[arg(long, env = "TASKPOOL_BUS", value_delimiter = ',', default_value = DEFAULT_BUS_NODES)]
     pub bus: Vec<String>,
 
     /// Bearer token of the bus.
@@ -173,9 +169,7 @@ impl ServeConfig {
 
 impl ViewArgs {
     pub fn validate(&self) -> Result<(), String> {
-        if self.bus.is_empty() {
-            return Err("--bus needs at least one node URL".into());
-        }
+        check_bus_nodes(&self.bus)?;
         if self.database.is_empty() || self.database.contains(['/', '.', ' ', '$']) {
             return Err("--database must be a plain MongoDB database name".into());
         }

@@ -31,6 +31,17 @@ pub fn billing_engine_url() -> String {
 pub const BILLING_START_HINT: &str =
     "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start billing";
 
+/// The body of `POST /deployment/create` for one BPMN file, deployed only when it changed.
+pub fn deployment_form(file: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("deployment-name", file.to_owned())
+        .text("deploy-changed-only", "true")
+        .part(
+            "data",
+            reqwest::multipart::Part::bytes(bytes).file_name(file.to_owned()),
+        )
+}
+
 /// The engine's REST API, as a test drives it.
 #[derive(Clone)]
 pub struct Engine {
@@ -85,13 +96,7 @@ impl Engine {
     async fn deploy(&self, file: &str) {
         let path = PathBuf::from(REPO).join("deploy/processes").join(file);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let form = reqwest::multipart::Form::new()
-            .text("deployment-name", file.to_owned())
-            .text("deploy-changed-only", "true")
-            .part(
-                "data",
-                reqwest::multipart::Part::bytes(bytes).file_name(file.to_owned()),
-            );
+        let form = deployment_form(file, bytes);
         let r = self
             .http
             .post(format!("{}/deployment/create", self.url))

@@ -1,14 +1,12 @@
 //! One of our services as a child process of a test: started with flags and env, killed,
 //! stopped, restarted; its log is printed when the test fails.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-use crate::wait_for;
 
 pub struct Service {
     pub name: String,
@@ -17,7 +15,8 @@ pub struct Service {
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
-    _dir: tempfile::TempDir,
+    /// The log's own temp dir, unless the caller chose where the log goes.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Service {
@@ -29,14 +28,29 @@ impl Service {
         env: Vec<(String, String)>,
     ) -> Service {
         let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join(format!("{name}.log"));
+        let mut s = Service::start_logging_to(name, bin, args, env, log);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Like `start`, appending stderr to `log` (kept after the service is gone: a benchmark's
+    /// work dir).
+    pub fn start_logging_to(
+        name: &str,
+        bin: impl Into<PathBuf>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        log: PathBuf,
+    ) -> Service {
         let mut s = Service {
             name: name.to_owned(),
             bin: bin.into(),
             args,
             env,
-            log: dir.path().join(format!("{name}.log")),
+            log,
             child: None,
-            _dir: dir,
+            _dir: None,
         };
         s.spawn();
         s
@@ -53,6 +67,7 @@ impl Service {
         let child = Command::new(&self.bin)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -80,32 +95,80 @@ impl Service {
 
     /// SIGTERM, and waits for a clean exit.
     pub async fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).expect("signal");
-            let what = format!("{} to exit", self.name);
-            let status = wait_for(&what, Duration::from_secs(20), || {
-                let s = child.try_wait().ok().flatten();
-                async move { s }
-            })
-            .await;
-            assert!(status.success(), "{} exited with {status}", self.name);
+        if self.child.is_none() {
+            return;
         }
+        match self.terminate(Duration::from_secs(20)).await {
+            Some(status) => assert!(status.success(), "{} exited with {status}", self.name),
+            None => panic!("timed out after 20s waiting for {} to exit", self.name),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited `within`; the exit status of a clean exit.
+    /// A benchmark's way to stop: it does not judge how the process ended.
+    pub async fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill();
+        None
+    }
+
+    /// `Err` with the end of the log when the process has exited on its own.
+    pub fn check_running(&mut self) -> Result<(), String> {
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        match exited {
+            None => Ok(()),
+            Some(status) => Err(format!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                self.log_tail(20)
+            )),
+        }
+    }
+
+    /// Resident set size (VmRSS) of the running process, in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("--- last lines of {} ---", self.name);
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
+            eprintln!("{}", self.log_tail(40));
         }
         self.kill();
     }
