@@ -99,6 +99,11 @@ impl Collector {
         format!("http://{}", self.listen)
     }
 
+    /// What the collector has logged so far (stderr).
+    pub fn log(&self) -> String {
+        self.service.log()
+    }
+
     pub fn pid(&self) -> Option<nix::unistd::Pid> {
         self.service.pid()
     }

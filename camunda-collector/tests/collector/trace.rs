@@ -8,14 +8,8 @@ use taskpool_api::commands::CommandRequest;
 use taskpool_api::trace::Traceparent;
 use uuid::Uuid;
 
-use crate::harness::{wait_for, Collector};
+use crate::harness::wait_for;
 use crate::setup;
-
-/// The collector's log as it has written it so far (its stderr, which testkit keeps in a file).
-fn log_of(collector: &Collector) -> String {
-    let pid = collector.pid().expect("the collector runs");
-    std::fs::read_to_string(format!("/proc/{pid}/fd/2")).unwrap_or_default()
-}
 
 #[tokio::test]
 async fn a_command_is_logged_under_the_trace_id_it_was_sent_with() {
@@ -40,7 +34,8 @@ async fn a_command_is_logged_under_the_trace_id_it_was_sent_with() {
         "the command's log line",
         Duration::from_secs(10),
         || async {
-            log_of(&collector)
+            collector
+                .log()
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .find(|l| l["fields"]["message"] == "command failed")

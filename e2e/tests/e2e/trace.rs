@@ -40,7 +40,10 @@ async fn one_claim_is_one_trace_in_the_logs_of_core_and_collector() {
         .await
         .expect("claim");
     assert_eq!(claim.status(), StatusCode::OK);
-    let answered = claim.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let answered = claim
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
     assert_eq!(
         answered.and_then(Traceparent::parse).map(|t| t.trace_id()),
         Some(trace.trace_id()),
@@ -50,29 +53,46 @@ async fn one_claim_is_one_trace_in_the_logs_of_core_and_collector() {
     // Core logged the command it sent under the trace; the collector executed that command
     // under the same trace.
     let id = trace.trace_id();
-    let sent = wait_for("core's line of the command", Duration::from_secs(20), || async {
-        json_lines(&stack.core.service.log())
-            .into_iter()
-            .find(|l| message(l) == "command sent" && mentions(l, &id))
-    })
+    let sent = wait_for(
+        "core's line of the command",
+        Duration::from_secs(20),
+        || async {
+            json_lines(&stack.core.service.log())
+                .into_iter()
+                .find(|l| message(l) == "command sent" && mentions(l, &id))
+        },
+    )
     .await;
-    let command_id = sent["fields"]["command_id"].as_str().expect("command id").to_owned();
-    let executed = wait_for("the collector's line of the command", Duration::from_secs(20), || async {
-        json_lines(&stack.collector.log())
-            .into_iter()
-            .find(|l| message(l) == "command executed" && mentions(l, &id))
-    })
+    let command_id = sent["fields"]["command_id"]
+        .as_str()
+        .expect("command id")
+        .to_owned();
+    let executed = wait_for(
+        "the collector's line of the command",
+        Duration::from_secs(20),
+        || async {
+            json_lines(&stack.collector.log())
+                .into_iter()
+                .find(|l| message(l) == "command executed" && mentions(l, &id))
+        },
+    )
     .await;
     assert!(
         mentions(&executed, &command_id),
         "the collector executed the command core sent: {executed}"
     );
-    assert_eq!(stack.engine.claim_holder(&task).await, json!("rita"));
+    let in_engine = stack
+        .engine
+        .ok(reqwest::Method::GET, &format!("/task/{task}"), None)
+        .await;
+    assert_eq!(in_engine["assignee"], "rita", "the engine did it");
     stack.delete_instances(&key).await;
 }
 
 fn json_lines(log: &str) -> Vec<Value> {
-    log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    log.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 fn message(line: &Value) -> &str {
