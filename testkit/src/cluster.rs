@@ -526,3 +526,47 @@ impl Drop for Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A benchmark's cluster: its token and flags, a dir that stays until `discard`, and a
+    /// node killed and started again.
+    #[tokio::test]
+    async fn launch_with_options_kills_restarts_and_discards() {
+        let under = tempfile::tempdir().unwrap();
+        let options = Options {
+            args: vec!["--worker-threads".into(), "1".into()],
+            dir: Some(under.path().to_path_buf()),
+            token: Some("bench-token".into()),
+            ..Options::default()
+        };
+        let mut cluster = Cluster::launch(options).await.unwrap();
+        assert!(cluster.dir().starts_with(under.path()));
+        assert_eq!(cluster.token(), Some("bench-token"));
+        assert_eq!(cluster.urls().len(), 3);
+        let leader = cluster.try_leader(Duration::from_secs(30)).await.unwrap();
+        assert!(cluster.node(leader).rss_kib().is_some_and(|kib| kib > 0));
+        cluster.kill(leader);
+        assert!(cluster.node(leader).rss_kib().is_none());
+        cluster.spawn(leader);
+        cluster
+            .wait_all_ready(Duration::from_secs(30))
+            .await
+            .unwrap();
+        let dir = cluster.dir().to_path_buf();
+        cluster.discard().await.unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn launch_without_the_binary_is_an_error() {
+        let options = Options {
+            bin: Some("/nonexistent/raft-bus".into()),
+            ..Options::default()
+        };
+        let err = Cluster::launch(options).await.err().unwrap();
+        assert!(err.contains("not found"), "{err}");
+    }
+}
