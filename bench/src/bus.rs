@@ -71,9 +71,9 @@ pub async fn run(common: &CommonArgs, args: &BusArgs, dir: &Path) -> bool {
 
 fn target(cluster: &Cluster, args: &BusArgs, batch: usize) -> Target {
     Target {
-        kind: cluster.kind,
-        urls: cluster.urls.clone(),
-        token: cluster.token.clone(),
+        kind: cluster.kind(),
+        urls: cluster.urls(),
+        token: cluster.token(),
         batch,
         payload_bytes: args.payload_bytes,
         connections: args.connections,
@@ -90,10 +90,10 @@ struct Bench<'a> {
 impl Bench<'_> {
     async fn start(&self, kind: Kind) -> Result<Cluster> {
         let bin = match kind {
-            Kind::Etcd => &self.args.etcd_bin,
-            Kind::Bus => &self.common.raft_bus_bin,
+            Kind::Etcd => self.args.etcd_bin.clone(),
+            Kind::Bus => self.common.bus_bin(),
         };
-        cluster::start(kind, bin, self.dir, self.common.bus_threads).await
+        cluster::start(kind, &bin, self.dir, self.common.bus_threads).await
     }
 
     /// Runs `work` on a fresh cluster of `kind`, then deletes the cluster (kept, with its
@@ -190,7 +190,7 @@ async fn failover(
     tokio::time::sleep(warmup).await;
     let leader = cluster.leader().await?;
     let killed_at = Instant::now();
-    cluster.kill(leader).await?; // returns once the process is reaped
+    cluster.kill(leader); // returns once the process is reaped
     run.mark_dead(leader);
     let deadline = killed_at + FAILOVER_TIMEOUT;
     while run.first_ack_after_kill().is_none() && Instant::now() < deadline {
@@ -198,7 +198,7 @@ async fn failover(
     }
     let gap = run.first_ack_after_kill().map(|t| t - killed_at);
     run.finish().await;
-    cluster.restart(leader)?;
+    cluster.restart(leader);
     cluster.wait_ready(READY_TIMEOUT).await?;
     Ok(gap)
 }

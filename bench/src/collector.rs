@@ -115,7 +115,7 @@ struct Collector {
 impl Collector {
     async fn start(
         args: &CollectorArgs,
-        bus: &cluster::Cluster,
+        bus: &testkit::Cluster,
         app: &str,
         extra: &[&str],
         listen: &str,
@@ -132,7 +132,7 @@ impl Collector {
             ("--application", app),
             ("--engine-url", &args.engine_url),
             ("--engine-user", "demo"),
-            ("--bus", &bus.urls.join(",")),
+            ("--bus", &bus.urls().join(",")),
             ("--database-url", &args.database_url),
             ("--listen", listen),
         ];
@@ -145,7 +145,7 @@ impl Collector {
             ("COLLECTOR_ENGINE_PASSWORD".into(), "demo".into()),
             (
                 "COLLECTOR_BUS_TOKEN".into(),
-                bus.token.clone().unwrap_or_default(),
+                bus.token().unwrap_or_default().to_owned(),
             ),
         ];
         let service = Service::start_logging_to(
@@ -333,7 +333,7 @@ async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<
         engine.deploy(&repo, f).await?;
     }
     let cluster = cluster::start_bus(common, dir).await?;
-    let bus = cluster.client_from(0)?;
+    let bus = cluster::client_from(&cluster, 0)?;
     let run = &crate::run_id();
     let mut rows = vec![["collector", "ours", "anchor", "note"].map(String::from)];
     let mut cleanup = Vec::new();
@@ -373,7 +373,7 @@ async fn bench(common: &CommonArgs, args: &CollectorArgs, dir: &Path) -> Result<
     // Poll mode at the default interval.
     let app = format!("bench-poll-{run}");
     eprintln!("[collector] poll mode: {} changes", args.changes);
-    let listen = format!("127.0.0.1:{}", crate::cluster::free_ports(1)?[0]);
+    let listen = format!("127.0.0.1:{}", testkit::free_port());
     let c = Collector::start(
         args,
         &cluster,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use rand::distributions::{Alphanumeric, DistString};
 use serde_json::{json, Value};
 use taskpool_api::commands::{CommandMessage, CommandRequest, CommandResult};
@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::cluster::{self, Cluster};
+use crate::cluster;
 use crate::load::{self, Op, Stats};
 use crate::{render_table, report, CommandArgs, CommonArgs};
 
@@ -61,8 +61,12 @@ struct Results {
 
 async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Results> {
     let mut cluster = cluster::start_bus(common, dir).await?;
-    let leader = cluster.leader().await?;
-    let followers: Vec<usize> = (0..cluster.urls.len()).filter(|&i| i != leader).collect();
+    let leader = cluster
+        .try_leader(cluster::READY_TIMEOUT)
+        .await
+        .map_err(|e| anyhow!(e))? as usize
+        - 1;
+    let followers: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| i != leader).collect();
 
     // Two handlers of one routing key share the load; they share one dedupe store, as
     // handlers that can take over each other's commands must.
@@ -82,7 +86,7 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
             let answer = CommandResult::success(handler_id.clone(), json!({"ok": true}));
             async move { answer }
         };
-        let client = cluster.client_from(node)?;
+        let client = cluster::client_from(&cluster, node)?;
         handlers.spawn(handler::run(
             client,
             config,
@@ -99,8 +103,8 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
     );
 
     let senders = Arc::new(Senders {
-        clients: (0..cluster.urls.len())
-            .map(|node| cluster.client_from(node))
+        clients: (0..cluster.nodes.len())
+            .map(|node| cluster::client_from(&cluster, node))
             .collect::<Result<_>>()?,
         payload: json!({
             "p": Alphanumeric.sample_string(&mut rand::thread_rng(), args.command_payload_bytes)
@@ -132,15 +136,14 @@ async fn bench(common: &CommonArgs, args: &CommandArgs, dir: &Path) -> Result<Re
     })
 }
 
-/// A client for the cluster whose node list starts at `node`: it talks to that node while
-/// the node answers, and to the others only when it does not.
 /// Waits until the leader's router has `n` handlers for the key, so no phase starts with
 /// one handler taking all the commands.
-async fn wait_for_handlers(cluster: &Cluster, leader: usize, n: usize) -> Result<()> {
+async fn wait_for_handlers(cluster: &testkit::Cluster, leader: usize, n: usize) -> Result<()> {
     let series = format!("raftbus_command_handlers{{routing_key=\"{ROUTING_KEY}\"}}");
     let deadline = Instant::now() + HANDLERS_TIMEOUT;
     loop {
-        let seen = cluster.metric(leader, &series).await.ok().flatten();
+        let url = cluster.node(leader as u64 + 1).url();
+        let seen = metric(&url, &series).await.ok().flatten();
         if seen.is_some_and(|v| v >= n as f64) {
             return Ok(());
         }
@@ -152,6 +155,20 @@ async fn wait_for_handlers(cluster: &Cluster, leader: usize, n: usize) -> Result
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The value of one series (name and labels, as `/metrics` prints it) at the node `url`.
+async fn metric(url: &str, series: &str) -> Result<Option<f64>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let resp = http.get(format!("{url}/metrics")).send().await?;
+    let text = resp.error_for_status()?.text().await?;
+    Ok(text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }))
 }
 
 /// The senders. `clients[i]` starts at node i and is shared by all senders (its pool opens a

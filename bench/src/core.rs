@@ -50,7 +50,7 @@ pub async fn run(common: &CommonArgs, args: &CoreArgs, dir: &Path) -> bool {
 /// One bus holding the tasks' `TaskCreated` events and one taskpool-core projecting them.
 struct View {
     name: String,
-    cluster: cluster::Cluster,
+    cluster: testkit::Cluster,
     service: Service,
     url: String,
     database: String,
@@ -76,7 +76,7 @@ impl View {
         }
         eprintln!("[core] {name}: starting three bus nodes");
         let cluster = cluster::start_bus(common, dir).await?;
-        let bus = cluster.client_from(0)?;
+        let bus = cluster::client_from(&cluster, 0)?;
         let mut head = 0;
         for chunk in tasks.chunks(100) {
             let events = chunk
@@ -98,9 +98,9 @@ impl View {
             head = r.events.last().map_or(head, |e| e.position);
         }
         let database = format!("bench_{}", &crate::run_id());
-        let port = cluster::free_ports(1)?[0];
+        let port = testkit::free_port();
         let listen = format!("127.0.0.1:{port}");
-        let bus_nodes = cluster.urls.join(",");
+        let bus_nodes = cluster.urls().join(",");
         let argv = [
             "serve",
             "--listen",
@@ -117,7 +117,7 @@ impl View {
         .to_vec();
         let env = vec![(
             "TASKPOOL_BUS_TOKEN".to_owned(),
-            cluster.token.clone().unwrap_or_default(),
+            cluster.token().unwrap_or_default().to_owned(),
         )];
         let log = dir.join(format!("taskpool-core-{database}.log"));
         let _ = std::fs::remove_file(&log);

@@ -113,9 +113,10 @@ struct CommonArgs {
     /// Unmeasured seconds of load before each phase
     #[arg(long, default_value_t = 2)]
     warmup_secs: u64,
-    /// The raft-bus binary
-    #[arg(long, default_value = "target/release/raft-bus")]
-    raft_bus_bin: PathBuf,
+    /// The raft-bus binary [default: raft-bus beside this executable, from the same
+    /// `cargo build --release`]
+    #[arg(long)]
+    raft_bus_bin: Option<PathBuf>,
     /// HTTP threads of each raft-bus node (its --worker-threads): three nodes and the load
     /// generator share this machine's cores
     #[arg(long, default_value_t = 1)]
@@ -123,6 +124,15 @@ struct CommonArgs {
     /// Where data dirs and server logs go (default: a temp dir, removed on success)
     #[arg(long)]
     work_dir: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// `--raft-bus-bin`, or raft-bus beside this executable.
+    fn bus_bin(&self) -> PathBuf {
+        self.raft_bus_bin
+            .clone()
+            .unwrap_or_else(|| testkit::sibling_binary("raft-bus"))
+    }
 }
 
 #[derive(Args)]

@@ -148,14 +148,14 @@ async fn fill(bus: &BusClient, tasks: Vec<Vec<TaskEvent>>) -> Result<usize> {
 /// Runs `taskpool-core rebuild` into `database`; returns its summary line.
 pub(crate) async fn rebuild(
     view: &ViewArgs,
-    bus: &cluster::Cluster,
+    bus: &testkit::Cluster,
     database: &str,
 ) -> Result<String> {
     let out = Command::new(&view.core_bin)
-        .args(["rebuild", "--bus", &bus.urls.join(",")])
+        .args(["rebuild", "--bus", &bus.urls().join(",")])
         .args(["--mongo-url", &view.mongo_url, "--database", database])
         .arg("--no-progress")
-        .env("TASKPOOL_BUS_TOKEN", bus.token.clone().unwrap_or_default())
+        .env("TASKPOOL_BUS_TOKEN", bus.token().unwrap_or_default())
         .output()
         .await?;
     if !out.status.success() {
@@ -186,7 +186,7 @@ async fn bench(common: &CommonArgs, args: &RebuildArgs, dir: &Path) -> Result<St
     let mongo = mongodb::Client::with_uri_str(&args.view.mongo_url).await?;
     eprintln!("[rebuild] starting three bus nodes");
     let cluster = cluster::start_bus(common, dir).await?;
-    let bus = cluster.client_from(0)?;
+    let bus = cluster::client_from(&cluster, 0)?;
     let run_id = &crate::run_id();
     let mut rows = vec![["history on the bus", "events", "events/s", "note"].map(String::from)];
     let mut measure = |what: String, line: String, events: usize| -> Result<()> {
