@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use service_kit::connect::CONNECT_DEADLINE;
+use service_kit::connect_with_retry;
 use taskpool_api::handler::{self, HandlerConfig};
 use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
@@ -135,19 +137,10 @@ impl App {
 
 /// Waits for PostgreSQL (it may start after the collector) and migrates the schema.
 async fn connect_store(config: &Config) -> anyhow::Result<Store> {
-    let mut pause = Duration::from_millis(200);
-    for attempt in 1.. {
-        match Store::connect(&config.database_url, &config.application).await {
-            Ok(s) => return Ok(s),
-            Err(e) if attempt < 30 => {
-                tracing::warn!(error = %e, "state store not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.context("cannot reach the state store (--database-url)")),
-        }
-    }
-    unreachable!("the loop returns")
+    connect_with_retry("the state store (--database-url)", CONNECT_DEADLINE, || {
+        Store::connect(&config.database_url, &config.application)
+    })
+    .await
 }
 
 /// Becomes the active collector whenever the lock is free, works while holding it, and
