@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use service_kit::connect::CONNECT_DEADLINE;
-use service_kit::connect_with_retry;
+use service_kit::{connect_with_retry, serve_until_stopped};
 use taskpool_api::handler::{self, HandlerConfig};
 use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
@@ -119,19 +119,10 @@ impl App {
             "collector listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let leading = tokio::spawn(lead(ctx.clone(), stop_rx.clone()));
-        let mut server_stop = stop_rx;
-        let server =
-            axum::serve(listener, http::router(ctx.clone())).with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            });
-        let server = tokio::spawn(async move { server.await });
-        stop.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let leading = tokio::spawn(lead(ctx.clone(), stop_rx));
+        let served = serve_until_stopped(listener, http::router(ctx), stop, &stop_tx).await;
         let _ = leading.await;
-        let _ = server.await;
-        Ok(())
+        served
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use service_kit::connect::CONNECT_DEADLINE;
-use service_kit::connect_with_retry;
+use service_kit::{connect_with_retry, serve_until_stopped};
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -100,18 +100,10 @@ impl App {
             Duration::from_secs(2),
             stop.subscribe(),
         ));
-        let mut server_stop = stop.subscribe();
-        let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-        let server = tokio::spawn(async move { server.await });
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
+        let served = serve_until_stopped(listener, api::router(state), shutdown, &stop).await;
         let _ = projecting.await;
         let _ = lag.await;
-        server.await??;
-        Ok(())
+        served
     }
 }
 
