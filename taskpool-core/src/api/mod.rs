@@ -10,7 +10,7 @@ mod tasks;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use service_kit::http::{admit, track};
+use service_kit::http::{admit, route_of, track};
 use service_kit::{health_routes, Admission};
 use taskpool_api::trace::{self, Traceparent};
 use taskpool_api::BusClient;
@@ -102,11 +102,7 @@ fn busy() -> Response {
 /// comes without one) and its route; the response names the trace in its own `traceparent`,
 /// so a user can find the request's log lines.
 async fn in_trace(mut request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    let route = route_of(&request);
     let method = request.method().as_str().to_owned();
     let trace = Traceparent::from_header_or_new(
         request
