@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use service_kit::connect::CONNECT_DEADLINE;
+use service_kit::{connect_with_retry, serve_until_stopped};
 use taskpool_api::handler::{self, HandlerConfig};
 use taskpool_api::task_commands::TaskCommand;
 use taskpool_api::{BusClient, ClientConfig};
@@ -117,37 +119,19 @@ impl App {
             "collector listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let leading = tokio::spawn(lead(ctx.clone(), stop_rx.clone()));
-        let mut server_stop = stop_rx;
-        let server =
-            axum::serve(listener, http::router(ctx.clone())).with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            });
-        let server = tokio::spawn(async move { server.await });
-        stop.await;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        let leading = tokio::spawn(lead(ctx.clone(), stop_rx));
+        let served = serve_until_stopped(listener, http::router(ctx), stop, &stop_tx).await;
         let _ = leading.await;
-        let _ = server.await;
-        Ok(())
+        served
     }
 }
 
 /// Waits for PostgreSQL (it may start after the collector) and migrates the schema.
 async fn connect_store(config: &Config) -> anyhow::Result<Store> {
-    let mut pause = Duration::from_millis(200);
-    for attempt in 1.. {
-        match Store::connect(&config.database_url, &config.application).await {
-            Ok(s) => return Ok(s),
-            Err(e) if attempt < 30 => {
-                tracing::warn!(error = %e, "state store not reachable yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.context("cannot reach the state store (--database-url)")),
-        }
-    }
-    unreachable!("the loop returns")
+    connect_with_retry("the state store (--database-url)", CONNECT_DEADLINE, || {
+        Store::connect(&config.database_url, &config.application)
+    })
+    .await
 }
 
 /// Becomes the active collector whenever the lock is free, works while holding it, and

@@ -20,8 +20,7 @@ pub(crate) fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/hooks", post(receive_hooks))
         .route("/v1/status", get(status))
         .route("/metrics", get(render_metrics))
-        .route("/health/live", get(|| async { StatusCode::OK }))
-        .route("/health/ready", get(ready))
+        .merge(service_kit::health_routes(ready))
         .fallback(|| async { CollectorError::NoSuchEndpoint })
         .with_state(ctx)
 }

@@ -82,7 +82,6 @@ impl App {
             Proposer::start(raft.clone(), forwarding, crate::api::events::COMMIT_TIMEOUT);
         let state = Arc::new(AppContext {
             subscribers: Arc::new(Semaphore::new(config.max_subscribers)),
-            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
             config: Arc::new(config),
             access: access.clone(),
             raft,

@@ -34,8 +34,3 @@ pub mod types;
 
 pub use app::App;
 pub use config::Config;
-
-/// Logs to stderr as text, or as JSON lines when asked; `RUST_LOG` filters.
-pub fn init_tracing(json: bool) {
-    taskpool_api::service::init_tracing(json, "info,openraft=warn");
-}

@@ -9,7 +9,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     return_freed_memory_at_once();
     let config = Config::parse();
-    raft_bus::init_tracing(config.log_json);
+    service_kit::init_tracing(config.log_json, "info,openraft=warn");
     // One thread needs no work stealing: a current-thread runtime wakes its tasks cheaper.
     let mut runtime = match config.worker_threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
@@ -23,8 +23,7 @@ fn main() -> anyhow::Result<()> {
     };
     runtime.enable_all().build()?.block_on(async {
         let app = App::build(config).await?;
-        app.run_until_stopped(taskpool_api::service::shutdown_signal())
-            .await
+        app.run_until_stopped(service_kit::shutdown_signal()).await
     })
 }
 

@@ -64,16 +64,20 @@ impl RequestMetrics {
 /// Middleware counting and timing every request:
 /// `.layer(axum::middleware::from_fn_with_state(request_metrics, service_kit::http::track))`.
 pub async fn track(State(metrics): State<RequestMetrics>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    let route = route_of(&req);
     let method = req.method().as_str().to_owned();
     let started = Instant::now();
     let resp = next.run(req).await;
     metrics.record(&route, &method, resp.status(), started);
     resp
+}
+
+/// The route a request matched, as its metrics and log lines name it (`unmatched` when none).
+pub fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned()
 }
 
 /// Load shedding: past `limit` requests in flight a request is answered at once with the

@@ -18,7 +18,6 @@ pub mod commands;
 pub mod dedupe_suite;
 pub mod error;
 pub mod handler;
-pub mod service;
 pub mod sse;
 pub mod streams;
 pub mod task_body;

@@ -4,6 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use service_kit::connect::CONNECT_DEADLINE;
+use service_kit::{connect_with_retry, serve_until_stopped};
 use taskpool_api::{BusClient, ClientConfig};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -62,7 +64,6 @@ impl App {
             store,
             metrics,
             streams: Arc::new(Semaphore::new(config.max_streams)),
-            in_flight: Arc::new(Semaphore::new(config.max_concurrent_requests as usize)),
             stop: stop_rx,
             config,
         });
@@ -99,39 +100,19 @@ impl App {
             Duration::from_secs(2),
             stop.subscribe(),
         ));
-        let mut server_stop = stop.subscribe();
-        let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        });
-        let server = tokio::spawn(async move { server.await });
-        shutdown.await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
+        let served = serve_until_stopped(listener, api::router(state), shutdown, &stop).await;
         let _ = projecting.await;
         let _ = lag.await;
-        server.await??;
-        Ok(())
+        served
     }
 }
 
 /// Waits for MongoDB (it may start after this service) and creates the indexes.
 async fn connect_store(url: &str, database: &str) -> anyhow::Result<Store> {
     let store = Store::connect(url, database).await?;
-    let mut pause = Duration::from_millis(200);
-    for attempt in 1.. {
-        match store.ensure_indexes().await {
-            Ok(()) => return Ok(store),
-            Err(e) if attempt < 30 => {
-                tracing::warn!(error = %e, "view store not ready yet; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(anyhow::anyhow!(
-                    "cannot reach the view store (--mongo-url): {e}"
-                ))
-            }
-        }
-    }
-    unreachable!("the loop returns")
+    connect_with_retry("the view store (--mongo-url)", CONNECT_DEADLINE, || {
+        store.ensure_indexes()
+    })
+    .await?;
+    Ok(store)
 }

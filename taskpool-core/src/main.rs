@@ -1,5 +1,4 @@
 use clap::Parser;
-use taskpool_api::service;
 use taskpool_core::config::{Cli, Command};
 use taskpool_core::{rebuild, App};
 
@@ -7,12 +6,12 @@ use taskpool_core::{rebuild, App};
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(config) => {
-            service::init_tracing(config.view.log_json, "info,mongodb=warn");
+            service_kit::init_tracing(config.view.log_json, "info,mongodb=warn");
             let app = App::build(config).await?;
-            app.run_until_stopped(service::shutdown_signal()).await
+            app.run_until_stopped(service_kit::shutdown_signal()).await
         }
         Command::Rebuild(config) => {
-            service::init_tracing(config.view.log_json, "info,mongodb=warn");
+            service_kit::init_tracing(config.view.log_json, "info,mongodb=warn");
             rebuild::run(config).await
         }
     }

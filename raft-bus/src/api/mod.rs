@@ -9,17 +9,17 @@ mod ops;
 mod raft_rpc;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, Extensions, StatusCode};
+use axum::http::{header, Extensions, HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use serde::de::DeserializeOwned;
+use service_kit::Admission;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +60,6 @@ pub struct AppContext {
     pub router: CommandRouter,
     pub proposer: Proposer,
     pub subscribers: Arc<Semaphore>,
-    /// Client requests in flight (`--max-concurrent-requests`); streams are not counted.
-    pub in_flight: Arc<Semaphore>,
     /// Cancelled on shutdown, so live subscriptions end and the server can stop.
     pub shutdown: CancellationToken,
 }
@@ -100,7 +98,10 @@ pub fn router(state: AppState) -> Router {
             Action::Membership,
         ),
     ])
-    .route_layer(middleware::from_fn_with_state(state.clone(), admit));
+    .route_layer(middleware::from_fn_with_state(
+        admission(&state.config),
+        service_kit::http::admit,
+    ));
     // Long-lived: limited by --max-subscribers and the handler registry, not by admission.
     let streams = guarded(vec![
         ("/v1/subscribe", get(events::subscribe), Action::Read),
@@ -126,14 +127,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .merge(protected)
-        .route("/health/live", get(ops::live))
-        .route("/health/ready", get(ops::ready))
+        .merge(service_kit::health_routes(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(openapi::document))
         .fallback(|| async {
             BusError::NotFound("no such route; see the API in the README".into())
         })
-        .layer(middleware::from_fn(track))
+        .layer(middleware::from_fn_with_state(
+            metrics::requests(),
+            service_kit::http::track,
+        ))
         .with_state(state)
 }
 
@@ -179,32 +182,11 @@ async fn authorize(State(action): State<Action>, req: Request, next: Next) -> Re
 /// Load shedding: a request past `--max-concurrent-requests` is answered `busy` at once rather
 /// than queued, so memory and latency stay bounded under a flood and clients try another node.
 /// A request is counted once, where the client sent it: forwarded ones were admitted there.
-async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.headers().contains_key(FORWARDED_HEADER) {
-        return next.run(req).await;
-    }
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(req).await,
-        Err(_) => BusError::Busy.into_response(),
-    }
-}
-
-/// Request count and latency by matched route (never by raw path, which is unbounded).
-async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    metrics::HTTP_SECONDS
-        .with_label_values(&[&route])
-        .observe(started.elapsed().as_secs_f64());
-    metrics::HTTP_REQUESTS
-        .with_label_values(&[&route, resp.status().as_str()])
-        .inc();
-    resp
+fn admission(config: &Config) -> Admission {
+    Admission::new(config.max_concurrent_requests as usize, || {
+        BusError::Busy.into_response()
+    })
+    .exempt_with(HeaderName::from_static(FORWARDED_HEADER))
 }
 
 /// The caller `authenticate` found; every protected route has one.

@@ -10,10 +10,6 @@ use super::AppState;
 use crate::error::BusError;
 use crate::metrics;
 
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
 /// Ready = a member of a cluster that has a leader.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let m = state.raft.metrics().borrow().clone();

@@ -9,16 +9,17 @@ mod stream;
 mod tasks;
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use service_kit::http::{admit, route_of, track};
+use service_kit::{health_routes, Admission};
 use taskpool_api::trace::{self, Traceparent};
 use taskpool_api::BusClient;
 use tokio::sync::Semaphore;
@@ -40,8 +41,6 @@ pub struct ApiState {
     pub metrics: Metrics,
     pub config: ServeConfig,
     pub streams: Arc<Semaphore>,
-    /// API requests in flight (`--max-concurrent-requests`); task streams are not counted.
-    pub in_flight: Arc<Semaphore>,
     /// Turns true on shutdown: open streams end so the server can stop.
     pub stop: tokio::sync::watch::Receiver<bool>,
 }
@@ -67,41 +66,43 @@ pub fn router(state: Shared) -> Router {
         )
         .route("/me", get(me))
         .route("/openapi.json", get(openapi::document))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admit))
+        .route_layer(middleware::from_fn_with_state(
+            admission(&state.config),
+            admit,
+        ))
         // Long-lived: limited by --max-streams, not by admission.
         .route("/tasks/stream", get(stream::tasks));
     Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(render_metrics))
-        .route("/health/live", get(|| async { StatusCode::OK }))
-        .route("/health/ready", get(ready))
+        .merge(health_routes(ready))
         .fallback(|| async { AppError::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .layer(middleware::from_fn(in_trace))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.requests(),
+            track,
+        ))
         .with_state(state)
 }
 
 /// Load shedding: a request past `--max-concurrent-requests` is answered `busy` at once rather
-/// than queued, so memory and latency stay bounded under a flood. Not logged: a flood would
-/// flood the log; the request counter shows it by status.
-async fn admit(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => AppError::Busy.into_response(),
-    }
+/// than queued, so memory and latency stay bounded under a flood. Task streams are not
+/// counted: `--max-streams` limits them.
+fn admission(config: &ServeConfig) -> Admission {
+    Admission::new(config.max_concurrent_requests as usize, busy)
+}
+
+fn busy() -> Response {
+    AppError::Busy.into_response()
 }
 
 /// Each request in its span, with the `trace_id` of its `traceparent` (a new trace when it
 /// comes without one) and its route; the response names the trace in its own `traceparent`,
-/// so a user can find the request's log lines. Request count and latency by matched route
-/// (never by raw path: ids would explode it).
-async fn track(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+/// so a user can find the request's log lines.
+async fn in_trace(mut request: Request, next: Next) -> Response {
+    let route = route_of(&request);
     let method = request.method().as_str().to_owned();
     let trace = Traceparent::from_header_or_new(
         request
@@ -111,18 +112,10 @@ async fn track(State(state): State<Shared>, mut request: Request, next: Next) ->
     );
     let span = tracing::info_span!("request", trace_id = %trace.trace_id(), %method, %route);
     request.extensions_mut().insert(trace.clone());
-    let started = Instant::now();
     let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         response.headers_mut().insert(trace::HEADER, value);
     }
-    let m = &state.metrics;
-    m.http_requests
-        .with_label_values(&[&route, &method, response.status().as_str()])
-        .inc();
-    m.http_request_seconds
-        .with_label_values(&[&route, &method])
-        .observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -137,7 +130,7 @@ impl FromRequestParts<Shared> for User {
     }
 }
 
-/// The trace context of a request (see `track`): commands carry a child of it.
+/// The trace context of a request (see `in_trace`): commands carry a child of it.
 pub struct Trace(pub Traceparent);
 
 impl FromRequestParts<Shared> for Trace {
