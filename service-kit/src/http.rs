@@ -143,7 +143,7 @@ where
         .route("/health/ready", get(ready))
 }
 
-/// `{"status":"ok"}`, as the bus has always answered.
+/// `{"status":"ok"}` (the bus's answer before the kit; core and the collector answered an empty 200).
 async fn live() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -130,7 +130,13 @@ impl BusClient {
         &self,
         command: &crate::commands::CommandRequest,
     ) -> Result<crate::commands::CommandResponse, ClientError> {
-        self.call(Method::POST, "/v1/commands", Some(command)).await
+        // The trace context as a header, not in the body: a bus of an older version knows no
+        // `traceparent` field and would refuse the command.
+        let mut body = command.clone();
+        let context = body.traceparent.take();
+        let header = context.as_deref().map(|c| (crate::trace::HEADER, c));
+        self.call_with(Method::POST, "/v1/commands", Some(&body), header)
+            .await
     }
 
     pub async fn cluster(&self) -> Result<ClusterInfo, ClientError> {
@@ -144,6 +150,17 @@ impl BusClient {
         path: &str,
         body: Option<&impl Serialize>,
     ) -> Result<T, ClientError> {
+        self.call_with(method, path, body, None).await
+    }
+
+    /// `call` with one more request header.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+        header: Option<(&str, &str)>,
+    ) -> Result<T, ClientError> {
         let deadline = Instant::now() + self.config.retry_for;
         let mut backoff = Duration::from_millis(20);
         let n = self.config.nodes.len();
@@ -151,7 +168,7 @@ impl BusClient {
         loop {
             let index = (self.preferred.load(Ordering::Relaxed) + attempt) % n;
             let url = format!("{}{}", self.config.nodes[index], path);
-            match self.try_once(method.clone(), &url, body).await {
+            match self.try_once(method.clone(), &url, body, header).await {
                 Attempt::Done(result) => {
                     if result.is_ok() {
                         self.preferred.store(index, Ordering::Relaxed);
@@ -179,11 +196,15 @@ impl BusClient {
         method: Method,
         url: &str,
         body: Option<&impl Serialize>,
+        header: Option<(&str, &str)>,
     ) -> Attempt<T> {
         let mut req = self
             .http
             .request(method, url)
             .timeout(self.config.request_timeout);
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
         if let Some(token) = &self.config.token {
             req = req.bearer_auth(token);
         }

@@ -13,7 +13,8 @@ pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
 /// `POST /v1/commands`
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+// Unknown fields are welcome (DESIGN.md): a newer sender's fields must not break an older bus.
+#[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRequest {
     /// Sending the same id again never executes the command twice; it returns its one result.

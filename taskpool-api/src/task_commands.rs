@@ -258,6 +258,14 @@ mod tests {
     }
 
     #[test]
+    fn a_command_request_of_a_newer_sender_is_read() {
+        let newer = serde_json::json!({"id": Uuid::new_v4(), "type": "ClaimTask",
+            "routingKey": "local", "payload": {}, "priority": 3});
+        let read: CommandRequest = serde_json::from_value(newer).expect("extra fields are welcome");
+        assert_eq!(read.routing_key, "local");
+    }
+
+    #[test]
     fn an_unknown_type_or_a_bad_payload_is_told_apart() {
         assert_eq!(
             TaskCommand::parse("FlyTask", &serde_json::json!({})),

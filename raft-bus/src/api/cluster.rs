@@ -133,15 +133,17 @@ pub fn to_leader(
     client: &HeaderMap,
     req: reqwest::RequestBuilder,
 ) -> reqwest::RequestBuilder {
-    let req = req.header(FORWARDED_HEADER, state.access.forwarded_marker());
-    match client.get(header::AUTHORIZATION) {
-        Some(auth) => req.header(header::AUTHORIZATION, auth),
-        None => req,
+    let mut req = req.header(FORWARDED_HEADER, state.access.forwarded_marker());
+    for name in [header::AUTHORIZATION.as_str(), taskpool_api::trace::HEADER] {
+        if let Some(value) = client.get(name) {
+            req = req.header(name, value);
+        }
     }
+    req
 }
 
 /// Sends a write to the leader and relays its answer as it is.
-#[tracing::instrument(skip_all, fields(leader = leader_addr, path))]
+#[tracing::instrument(skip_all, fields(leader = leader_addr, path = path))]
 pub async fn forward(
     state: &AppState,
     client: &HeaderMap,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -70,8 +70,8 @@ fn outcome_response(id: Uuid, outcome: Outcome) -> Response {
         (status = 504, description = "no answer within the command's timeout", body = super::openapi::ErrorSchema)))]
 #[tracing::instrument(skip_all, fields(
     command_id = %req.id,
-    command_type = %req.command_type,
-    routing_key = %req.routing_key,
+    command_type = ?req.command_type,
+    routing_key = ?req.routing_key,
     trace_id = tracing::field::Empty,
 ))]
 pub async fn send(
@@ -101,6 +101,13 @@ pub async fn send(
         return Ok(outcome_response(id, outcome));
     }
     let leader = leader_addr(&state, &headers)?;
+    // The context goes on as a header, not in the body: a leader of an older version, during a
+    // rolling upgrade, knows no `traceparent` field.
+    let mut headers = headers;
+    match req.traceparent.take().map(HeaderValue::try_from) {
+        Some(Ok(value)) => headers.insert(trace::HEADER, value),
+        _ => headers.remove(trace::HEADER),
+    };
     cluster::forward(
         &state,
         &headers,
@@ -145,9 +152,9 @@ fn split_list(what: &str, list: &str) -> Result<HashSet<String>, BusError> {
         (status = 400, body = super::openapi::ErrorSchema), (status = 401, body = super::openapi::ErrorSchema),
         (status = 403, body = super::openapi::ErrorSchema)))]
 #[tracing::instrument(skip_all, fields(
-    handler_id = %q.handler_id,
-    types = %q.types,
-    routing_keys = %q.routing_keys,
+    handler_id = ?q.handler_id,
+    types = ?q.types,
+    routing_keys = ?q.routing_keys,
     client = caller.name(),
 ))]
 pub async fn subscribe_handler(
@@ -240,7 +247,7 @@ pub async fn subscribe_handler(
     responses((status = 204, description = "taken"), (status = 400, body = super::openapi::ErrorSchema),
         (status = 401, body = super::openapi::ErrorSchema), (status = 403, body = super::openapi::ErrorSchema), (status = 404, body = super::openapi::ErrorSchema),
         (status = 409, body = super::openapi::ErrorSchema)))]
-#[tracing::instrument(skip_all, fields(command_id = %id, handler_id = %body.handler_id, ok = body.ok))]
+#[tracing::instrument(skip_all, fields(command_id = %id, handler_id = ?body.handler_id, ok = body.ok))]
 pub async fn result(
     State(state): State<AppState>,
     caller: Caller,

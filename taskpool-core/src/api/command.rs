@@ -47,7 +47,7 @@ pub(super) async fn send(
 
 /// Sends a command to `application` and waits until the view has its effect; the bool says
 /// the wait ended first (the view had not caught up).
-#[tracing::instrument(skip_all, fields(command = command.command_type(), application))]
+#[tracing::instrument(skip_all, fields(command = command.command_type(), application = %application))]
 pub(super) async fn execute(
     state: &Shared,
     command: TaskCommand,

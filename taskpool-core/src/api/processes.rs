@@ -200,7 +200,7 @@ pub async fn start_in(
     start_process(&state, &id, &trace, Some(&application), key, body).await
 }
 
-#[tracing::instrument(skip_all, fields(key = %key, application, user = %id.user))]
+#[tracing::instrument(skip_all, fields(key = %key, application = ?application, user = %id.user))]
 async fn start_process(
     state: &Shared,
     id: &Identity,
