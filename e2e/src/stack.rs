@@ -8,7 +8,7 @@ use serde_json::Value;
 use testkit::collector::{hook_listen, hook_secret};
 use testkit::core::mongo_url;
 use testkit::{wait_for, Cluster, Collector, Core, Engine};
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// How the collector learns of changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,22 @@ pub struct Stack {
     pub app: String,
     pub database: String,
     _hook_address: Option<MutexGuard<'static, ()>>,
+    _shared_parts: SharedParts,
+}
+
+/// The engine and PostgreSQL serve every test at once. A test that takes them down holds them
+/// alone; every other test that uses them holds them shared, and waits meanwhile.
+static SHARED_PARTS: RwLock<()> = RwLock::const_new(());
+
+/// How a test holds the shared parts.
+pub enum SharedParts {
+    InUse(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+/// For a test that uses the shared engine or database without a `Stack`: hold it while running.
+pub async fn use_shared_parts() -> SharedParts {
+    SharedParts::InUse(SHARED_PARTS.read().await)
 }
 
 /// The engine posts hooks to one address, so collectors in hook mode take turns.
@@ -45,7 +61,27 @@ impl Stack {
     /// Like `start_on`, with `flags` given to both the collector and taskpool-core (flags
     /// they share, such as `--log-json`).
     pub async fn start_with(name: &str, mode: Mode, mongo: &str, flags: &[&str]) -> Stack {
+        let parts = use_shared_parts().await;
+        Stack::start_holding(parts, name, mode, mongo, flags).await
+    }
+
+    /// Like `start_on`, for a test that stops and starts the shared engine and database: it
+    /// waits until no other test uses them, and keeps them for itself.
+    pub async fn start_to_take_down_shared_parts(name: &str, mode: Mode, mongo: &str) -> Stack {
+        let parts = SharedParts::Alone(SHARED_PARTS.write().await);
+        Stack::start_holding(parts, name, mode, mongo, &[]).await
+    }
+
+    async fn start_holding(
+        shared_parts: SharedParts,
+        name: &str,
+        mode: Mode,
+        mongo: &str,
+        flags: &[&str],
+    ) -> Stack {
         let shared = flags;
+        // Taken after the shared parts, never before: a test waiting to take them down holds
+        // no hook address meanwhile.
         let guard = match mode {
             Mode::Hook => Some(HOOK_ADDRESS.lock().await),
             Mode::Poll(_) => None,
@@ -86,6 +122,7 @@ impl Stack {
             app,
             database,
             _hook_address: guard,
+            _shared_parts: shared_parts,
         }
     }
 

@@ -44,6 +44,7 @@ async fn listed(core: &Core, user: &str) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn two_applications_keep_their_tasks_identities_and_actions_apart() {
+    let _shared = e2e::stack::use_shared_parts().await;
     let local = Engine::connect().await;
     let billing = Engine::connect_to(&billing_engine_url()).await;
     let sfx = &uuid::Uuid::new_v4().simple().to_string()[..8];

@@ -7,6 +7,7 @@ use testkit::{Cluster, Core};
 
 #[tokio::test]
 async fn fuzzing_the_task_api_finds_no_server_error() {
+    let _shared = e2e::stack::use_shared_parts().await;
     let bus = Cluster::start(&[]).await;
     let database = format!(
         "e2e_fuzz_{}",

@@ -57,7 +57,7 @@ async fn the_view_recovers_from_engine_database_store_and_bus_outages() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let mut store = ferretdb(dir.path(), port);
-    let mut stack = Stack::start_on(
+    let mut stack = Stack::start_to_take_down_shared_parts(
         "outages",
         Mode::Hook,
         &format!("mongodb://127.0.0.1:{port}"),
