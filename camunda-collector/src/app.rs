@@ -23,7 +23,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::poller::{PollConfig, Poller};
 use crate::registry::Registry;
-use crate::snapshot::{Snapshots, VariableFilter};
+use crate::snapshot::Snapshots;
 use crate::store::{CommandRuns, Leadership, Store};
 
 pub(crate) struct Ctx {
@@ -62,10 +62,7 @@ impl App {
             config.bus_token.clone(),
         ))?;
         let store = connect_store(&config).await?;
-        let filter = VariableFilter {
-            include: config.variables_include.clone(),
-            exclude: config.variables_exclude.clone(),
-        };
+        let filter = config.variable_filter().map_err(anyhow::Error::msg)?;
         let snapshots = Arc::new(Snapshots::new(
             engine.clone(),
             &config.application,
@@ -189,6 +186,7 @@ async fn work_while_held(
             page_size: ctx.config.page_size,
             concurrency: ctx.config.concurrency,
         },
+        seen_updates: Default::default(),
     });
     let polling = tokio::spawn(poller.run(work_stop.clone()));
     let executor = Arc::new(Executor {

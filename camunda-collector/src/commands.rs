@@ -19,7 +19,8 @@ use crate::engine::{in_trace, EngineError};
 use crate::error::CollectorError;
 use crate::follow_up;
 use crate::metrics::Metrics;
-use crate::snapshot::{typed_variables, Snapshots};
+use crate::payload::typed_variables;
+use crate::snapshot::Snapshots;
 
 pub struct Executor {
     pub snapshots: Arc<Snapshots>,

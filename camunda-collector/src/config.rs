@@ -117,6 +117,16 @@ pub struct Config {
     #[arg(long, env = "COLLECTOR_VARIABLES_EXCLUDE", value_delimiter = ',')]
     pub variables_exclude: Vec<String>,
 
+    /// Variable filters per process definition: `KEY:include=NAMES` (replaces the global
+    /// include list for that definition) or `KEY:exclude=NAMES` (adds to the global excludes),
+    /// NAMES comma separated; repeat the flag, or separate rules with `;` in the environment.
+    #[arg(
+        long = "variable-filter",
+        env = "COLLECTOR_VARIABLE_FILTERS",
+        value_delimiter = ';'
+    )]
+    pub variable_filters: Vec<String>,
+
     /// Largest accepted hook body, in bytes.
     #[arg(long, env = "COLLECTOR_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
@@ -134,6 +144,15 @@ impl Config {
         })
     }
 
+    /// The payload's variable filter, from the global lists and the per-definition rules.
+    pub fn variable_filter(&self) -> Result<crate::payload::VariableFilter, String> {
+        crate::payload::VariableFilter::new(
+            self.variables_include.clone(),
+            self.variables_exclude.clone(),
+            &self.variable_filters,
+        )
+    }
+
     /// Refuses settings that cannot work, with a message saying what to change.
     pub fn validate(&self) -> Result<(), String> {
         if self.mode == Mode::Hook && self.hook_secret.as_deref().is_none_or(str::is_empty) {
@@ -142,6 +161,7 @@ impl Config {
         valid_application(&self.application)
             .map_err(|e| format!("--application {:?}: {e}", self.application))?;
         check_bus_nodes(&self.bus)?;
+        self.variable_filter()?;
         if self.page_size == 0 || self.concurrency == 0 {
             return Err("--page-size and --concurrency must be at least 1".into());
         }

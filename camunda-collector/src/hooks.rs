@@ -110,7 +110,7 @@ impl HookTask {
         let source = snapshots.source(t, Some(known)).await?;
         let sorted = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>().into_iter().collect();
         let candidates = (sorted(self.candidate_users), sorted(self.candidate_groups));
-        let payload = snapshots.payload(&self.variables);
+        let payload = snapshots.payload(self.process_definition_key.as_deref(), &self.variables);
         let open = Snapshots::task_from(t, candidates, payload, source);
         Ok(match self.event.as_str() {
             "complete" | "delete" => Observation::Finished {

@@ -1,7 +1,8 @@
 //! camunda-collector: the sidecar of one Camunda 7 engine. It reports every user-task change
 //! to the raft-bus as task events and executes task commands on the engine.
 //!
-//! - [`engine`]: the engine's REST API; [`snapshot`]: REST answers or hooks → observations.
+//! - [`engine`]: the engine's REST API; [`snapshot`]: REST answers or hooks → observations;
+//!   [`payload`]: which variables a task's payload holds, and as what.
 //! - [`emitter`]: observations → events on the bus, with optimistic concurrency per task.
 //! - [`poller`]: incremental polls and reconciliation; [`hooks`]: the signed hook endpoint.
 //! - [`registry`]: process definitions and users; [`commands`]: task commands.
@@ -19,6 +20,7 @@ pub mod follow_up;
 pub mod hooks;
 mod http;
 pub mod metrics;
+pub mod payload;
 pub mod poller;
 pub mod registry;
 pub mod snapshot;

@@ -48,6 +48,7 @@ pub struct Poller {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub config: PollConfig,
+    pub seen_updates: SeenUpdates,
 }
 
 /// The two kinds of poll cycle.
@@ -76,6 +77,25 @@ pub struct Cycle {
 const TASKS: &str = "tasks_updated";
 const LINKS: &str = "identity_links";
 const FINISHED: &str = "tasks_finished";
+const VARIABLES: &str = "variable_updates";
+const WATERMARKS: [&str; 4] = [TASKS, LINKS, FINISHED, VARIABLES];
+
+/// Variable updates already looked at, by detail id, so the overlap window does not make
+/// every change cost a look per cycle. Kept a while longer than the window reaches back.
+#[derive(Default)]
+pub struct SeenUpdates(std::sync::Mutex<HashMap<String, Instant>>);
+
+impl SeenUpdates {
+    /// Keeps the ids not yet seen, and remembers them.
+    fn fresh(&self, ids: Vec<String>, keep: Duration) -> HashSet<String> {
+        let mut seen = self.0.lock().expect("seen updates lock");
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < keep);
+        ids.into_iter()
+            .filter(|id| seen.insert(id.clone(), now).is_none())
+            .collect()
+    }
+}
 
 /// The pages of a list query, `size` at a time, until one comes back short; `len` counts
 /// the entries of a page.
@@ -281,22 +301,66 @@ impl Poller {
         Ok(n)
     }
 
-    /// One incremental cycle: three list queries when nothing happened. The engine's clock at
+    /// One incremental cycle: four list queries when nothing happened. The engine's clock at
     /// the first answer becomes every watermark once the whole cycle went through.
     pub async fn incremental(&self) -> Result<Cycle, PollError> {
         let updated = self.updated_tasks().await?;
         let linked = self.linked_tasks(&updated.seen).await?;
         let finished = self.finished_tasks().await?;
+        let variables = self.variable_changes().await?;
         // Without the engine's clock (no Date header), this collector's clock less a second.
         let to = updated
             .cycle_start
             .unwrap_or_else(|| Utc::now() - chrono::Duration::seconds(1));
-        for name in [TASKS, LINKS, FINISHED] {
+        for name in WATERMARKS {
             self.advance(name, to).await?;
         }
         Ok(Cycle {
-            looked_at: updated.looked_at + linked + finished,
+            looked_at: updated.looked_at + linked + finished + variables,
         })
+    }
+
+    /// The fourth: variable changes (set, changed or removed by REST, delegates, listeners,
+    /// Cockpit, message correlation), which leave the task's timestamp alone. Every open task
+    /// of a process instance whose variable changed is looked at again, and every task whose
+    /// own variable changed.
+    async fn variable_changes(&self) -> Result<usize, PollError> {
+        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
+        let since = self.since(VARIABLES).await?;
+        let mut updates = Vec::new();
+        let mut logged = std::pin::pin!(pages(page, Vec::len, |first| {
+            engine.variable_updates_after(&since, first, page)
+        }));
+        while let Some(found) = logged.try_next().await? {
+            updates.extend(found);
+        }
+        let keep = self.config.overlap * 2 + Duration::from_secs(60);
+        let fresh = self
+            .seen_updates
+            .fresh(updates.iter().map(|u| u.id.clone()).collect(), keep);
+        let mut instances = std::collections::BTreeSet::new();
+        let mut own = std::collections::BTreeSet::new();
+        for u in updates.into_iter().filter(|u| fresh.contains(&u.id)) {
+            match (u.task_id, u.process_instance_id) {
+                (Some(task), _) => own.insert(task),
+                (None, Some(instance)) => instances.insert(instance),
+                (None, None) => false,
+            };
+        }
+        let instances: Vec<String> = instances.into_iter().collect();
+        let mut looked_at = 0;
+        for chunk in instances.chunks(50) {
+            let mut open = std::pin::pin!(pages(page, Vec::len, |first| {
+                engine.tasks_of_instances(chunk, first, page)
+            }));
+            while let Some(tasks) = open.try_next().await? {
+                for t in &tasks {
+                    own.remove(&t.id);
+                }
+                looked_at += self.look_at_open(&tasks, "poll").await?;
+            }
+        }
+        Ok(looked_at + self.look_at_ids(own.into_iter().collect(), "poll").await?)
     }
 
     /// The first query: created or changed tasks.
@@ -383,6 +447,33 @@ impl Poller {
         Ok(looked_at)
     }
 
+    /// The tasks of a reconciliation page that differ from what was emitted for them: by
+    /// their timestamp, or by their payload (a variable change the incremental queries
+    /// missed: a transaction longer than the overlap, an engine without variable history).
+    /// The variables read here may be older than a look the incremental queries made since,
+    /// so these tasks are looked at afresh, one by one, rather than from this read.
+    async fn stale(&self, tasks: &[EngineTask]) -> Result<Vec<String>, PollError> {
+        let mut stale: HashSet<String> = self
+            .changed_since_emitted(tasks)
+            .await?
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut variables = self.snapshots.variables_of(tasks).await?;
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let emitted = self.emitter.store().payloads_of(&ids).await?;
+        for t in tasks {
+            if stale.contains(&t.id) {
+                continue;
+            }
+            let vars = variables.remove(&t.id).unwrap_or_default();
+            if emitted.get(&t.id) != Some(&self.snapshots.payload_of(t, &vars).await?) {
+                stale.insert(t.id.clone());
+            }
+        }
+        Ok(stale.into_iter().collect())
+    }
+
     /// Compares every open task of the engine with what was emitted, and every task believed
     /// open with the engine; also announces process definitions and users.
     pub async fn reconcile(&self) -> Result<Cycle, PollError> {
@@ -394,8 +485,8 @@ impl Poller {
             engine.tasks_page(first, page)
         }));
         while let Some(tasks) = pages.try_next().await? {
-            let differ = self.changed_since_emitted(&tasks).await?;
-            looked_at += self.look_at_open(&differ, "reconcile").await?;
+            let stale = self.stale(&tasks).await?;
+            looked_at += self.look_at_ids(stale, "reconcile").await?;
             open.extend(tasks.iter().map(|t| t.id.clone()));
         }
         let believed = self.emitter.store().open_task_ids().await?;
@@ -407,7 +498,7 @@ impl Poller {
         self.metrics.open_tasks.set(open.len() as i64);
         // Everything before the reconciliation's start has been seen: the incremental
         // queries need not look further back (only matters the first time).
-        for name in [TASKS, LINKS, FINISHED] {
+        for name in WATERMARKS {
             if self.emitter.store().watermark(name).await?.is_none() {
                 self.advance(name, started_at).await?;
             }

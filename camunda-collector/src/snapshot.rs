@@ -9,8 +9,9 @@ use taskpool_api::tasks::{SourceReference, Task};
 
 use crate::dates;
 use crate::engine::{
-    Engine, EngineError, EngineTask, HistoricTask, IdentityLink, IdentityLinkLog, VariableValue,
+    Engine, EngineError, EngineTask, HistoricTask, IdentityLink, IdentityLinkLog, VariableInstance,
 };
+use crate::payload::VariableFilter;
 
 /// One look at a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,75 +38,6 @@ impl Observation {
             Observation::Finished { .. } => None,
         }
     }
-}
-
-/// Which process variables go into a task's payload: names or `prefix*` patterns.
-#[derive(Debug, Clone, Default)]
-pub struct VariableFilter {
-    /// Empty: every variable.
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
-}
-
-impl VariableFilter {
-    fn matches(pattern: &str, name: &str) -> bool {
-        match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => pattern == name,
-        }
-    }
-
-    pub fn admits(&self, name: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| Self::matches(p, name)))
-            && !self.exclude.iter().any(|p| Self::matches(p, name))
-    }
-}
-
-/// A typed engine value as plain JSON; `None` for types that have no plain form
-/// (serialized Java objects, bytes, files).
-pub fn plain_value(v: &VariableValue) -> Option<Value> {
-    let text = || v.value.as_str().map(str::to_owned);
-    match v.value_type.as_deref().unwrap_or("Null") {
-        "Null" => Some(Value::Null),
-        "String" | "Boolean" | "Integer" | "Long" | "Short" | "Double" => Some(v.value.clone()),
-        "Date" => text().map(|s| Value::String(dates::to_event(&s))),
-        "Json" => text().map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s))),
-        "Object" => {
-            let format = v
-                .value_info
-                .as_ref()
-                .and_then(|i| i.get("serializationDataFormat"))
-                .and_then(Value::as_str);
-            if format == Some("application/json") {
-                text().and_then(|s| serde_json::from_str(&s).ok())
-            } else {
-                None
-            }
-        }
-        _ => None,
-    }
-}
-
-/// Plain JSON → the typed value Camunda's REST API takes (`CompleteTask`, `StartProcess`).
-pub fn typed_value(v: &Value) -> Value {
-    let (value, kind) = match v {
-        Value::Null => (Value::Null, "Null"),
-        Value::Bool(_) => (v.clone(), "Boolean"),
-        Value::Number(n) if n.is_i64() => {
-            let fits_int = n.as_i64().is_some_and(|i| i32::try_from(i).is_ok());
-            (v.clone(), if fits_int { "Integer" } else { "Long" })
-        }
-        Value::Number(_) => (v.clone(), "Double"),
-        Value::String(_) => (v.clone(), "String"),
-        Value::Array(_) | Value::Object(_) => (Value::String(v.to_string()), "Json"),
-    };
-    serde_json::json!({ "value": value, "type": kind })
-}
-
-pub fn typed_variables(vars: &Map<String, Value>) -> Map<String, Value> {
-    vars.iter()
-        .map(|(k, v)| (k.clone(), typed_value(v)))
-        .collect()
 }
 
 fn candidates(links: &[IdentityLink]) -> (Vec<String>, Vec<String>) {
@@ -182,14 +114,22 @@ impl Snapshots {
         &self.engine
     }
 
-    pub fn payload(&self, vars: &Map<String, Value>) -> Map<String, Value> {
-        vars.iter()
-            .filter(|(name, _)| self.filter.admits(name))
-            .filter_map(|(name, raw)| {
-                let typed: VariableValue = serde_json::from_value(raw.clone()).ok()?;
-                Some((name.clone(), plain_value(&typed)?))
-            })
-            .collect()
+    /// The payload of a task of definition `key` from the variables it sees.
+    pub fn payload(&self, key: Option<&str>, vars: &Map<String, Value>) -> Map<String, Value> {
+        self.filter.payload(key, vars)
+    }
+
+    /// The payload of an open task from the variables it sees (its definition's filter).
+    pub async fn payload_of(
+        &self,
+        t: &EngineTask,
+        vars: &Map<String, Value>,
+    ) -> Result<Map<String, Value>, EngineError> {
+        let key = match t.process_definition_id.as_deref() {
+            Some(id) => Some(self.definition(id).await?.0),
+            None => None,
+        };
+        Ok(self.payload(key.as_deref(), vars))
     }
 
     async fn definition(&self, id: &str) -> Result<(String, Option<String>), EngineError> {
@@ -292,8 +232,11 @@ impl Snapshots {
         }
     }
 
-    /// The variables each task of a page sees (its process instance's, then its own), in two
-    /// calls per 50 tasks rather than one per task.
+    /// The variables each task of a page sees, in two calls per 50 tasks rather than one per
+    /// task. Exact where a task's process instance keeps variables only on itself (the usual
+    /// case): the task's own, then the instance's. A task whose instance has variables on
+    /// other scopes too (sub-processes, multi-instance, local ones) is asked about alone, so
+    /// the engine resolves which of them it sees.
     pub async fn variables_of(
         &self,
         tasks: &[EngineTask],
@@ -305,39 +248,53 @@ impl Snapshots {
                 .filter_map(|t| t.process_instance_id.clone())
                 .collect();
             let ids: Vec<String> = chunk.iter().map(|t| t.id.clone()).collect();
-            let mut found = Vec::new();
-            if !instances.is_empty() {
-                let instances: Vec<String> = instances.into_iter().collect();
-                found.extend(
+            let (of_instances, own) = tokio::try_join!(
+                async {
+                    if instances.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let instances: Vec<String> = instances.iter().cloned().collect();
                     self.engine
                         .variable_instances("processInstanceIdIn", &instances)
-                        .await?,
-                );
-            }
-            found.extend(self.engine.variable_instances("taskIdIn", &ids).await?);
+                        .await
+                },
+                self.engine.variable_instances("taskIdIn", &ids)
+            )?;
+            let scoped: Vec<&VariableInstance> = of_instances
+                .iter()
+                .filter(|v| v.task_id.is_none())
+                .collect();
+            let mut alone = Vec::new();
             for t in chunk {
-                let mut vars = Map::new();
-                let of_instance = |v: &&crate::engine::VariableInstance| {
-                    v.task_id.is_none()
-                        && v.process_instance_id.is_some()
-                        && v.execution_id == v.process_instance_id
-                        && v.process_instance_id == t.process_instance_id
-                };
-                let own = |v: &&crate::engine::VariableInstance| {
-                    v.task_id.as_deref() == Some(t.id.as_str())
-                };
-                for v in found
+                let of_t = |v: &&&VariableInstance| v.process_instance_id == t.process_instance_id;
+                if scoped
                     .iter()
-                    .filter(of_instance)
-                    .chain(found.iter().filter(own))
+                    .filter(of_t)
+                    .any(|v| v.execution_id != v.process_instance_id)
                 {
-                    vars.insert(
-                        v.name.clone(),
-                        serde_json::to_value(&v.value).unwrap_or(Value::Null),
-                    );
+                    alone.push(&t.id);
+                    continue;
+                }
+                let mut vars = Map::new();
+                let mine = own
+                    .iter()
+                    .filter(|v| v.task_id.as_deref() == Some(t.id.as_str()));
+                // Nearest first: a name already taken hides the instance's variable.
+                for v in mine.chain(scoped.iter().filter(of_t).copied()) {
+                    if !vars.contains_key(&v.name) {
+                        vars.insert(
+                            v.name.clone(),
+                            serde_json::to_value(&v.value).unwrap_or(Value::Null),
+                        );
+                    }
                 }
                 out.insert(t.id.clone(), vars);
             }
+            let asked = futures::future::try_join_all(
+                alone.iter().map(|id| self.engine.task_variables(id)),
+            )
+            .await?;
+            out.extend(alone.into_iter().cloned().zip(asked));
         }
         Ok(out)
     }
@@ -376,12 +333,8 @@ impl Snapshots {
             )?,
         };
         let source = self.source(t, None).await?;
-        Ok(Self::task_from(
-            t,
-            candidates(&links),
-            self.payload(&vars),
-            source,
-        ))
+        let payload = self.payload(source.process_definition_key.as_deref(), &vars);
+        Ok(Self::task_from(t, candidates(&links), payload, source))
     }
 
     /// Looks at a task that ended, from history (variables are not read: they may be gone).
@@ -419,45 +372,6 @@ impl Snapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_take_names_and_prefixes() {
-        let f = VariableFilter {
-            include: vec!["amount".into(), "customer*".into()],
-            exclude: vec!["customerSecret".into()],
-        };
-        assert!(f.admits("amount"));
-        assert!(f.admits("customerName"));
-        assert!(!f.admits("customerSecret"));
-        assert!(!f.admits("other"));
-        assert!(VariableFilter::default().admits("anything"));
-    }
-
-    #[test]
-    fn plain_json_round_trips_through_typed_values() {
-        for (plain, kind) in [
-            (serde_json::json!(null), "Null"),
-            (serde_json::json!(true), "Boolean"),
-            (serde_json::json!(42), "Integer"),
-            (serde_json::json!(5_000_000_000_i64), "Long"),
-            (serde_json::json!(1.5), "Double"),
-            (serde_json::json!("x"), "String"),
-            (serde_json::json!({"a": [1, 2]}), "Json"),
-        ] {
-            let typed = typed_value(&plain);
-            assert_eq!(typed["type"], kind);
-            let v: VariableValue = serde_json::from_value(typed).expect("typed value");
-            assert_eq!(plain_value(&v), Some(plain));
-        }
-        let object = VariableValue {
-            value_type: Some("Object".into()),
-            value: Value::String("rO0AB".into()),
-            value_info: Some(
-                serde_json::json!({"serializationDataFormat": "application/x-java-serialized-object"}),
-            ),
-        };
-        assert_eq!(plain_value(&object), None);
-    }
 
     #[test]
     fn candidates_at_the_end_follow_the_log_in_order() {

@@ -98,6 +98,31 @@ impl Store {
             .collect())
     }
 
+    /// The payload last emitted for each open task among `ids`.
+    pub async fn payloads_of(
+        &self,
+        ids: &[String],
+    ) -> sqlx::Result<std::collections::HashMap<String, serde_json::Map<String, Value>>> {
+        let rows = sqlx::query(
+            "SELECT task_id, state->'payload' AS payload FROM task_state
+             WHERE application = $1 AND task_id = ANY($2) AND NOT finished",
+        )
+        .bind(&self.app)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let payload: Option<Value> = r.get("payload");
+                match payload {
+                    Some(Value::Object(map)) => Some((r.get("task_id"), map)),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
     pub async fn open_task_ids(&self) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT task_id FROM task_state WHERE application = $1 AND NOT finished")
             .bind(&self.app)

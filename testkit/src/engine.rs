@@ -87,6 +87,7 @@ impl Engine {
             "multi-instance.bpmn",
             "call-activity.bpmn",
             "candidate-starters.bpmn",
+            "variable-changes.bpmn",
         ] {
             engine.deploy(file).await;
         }

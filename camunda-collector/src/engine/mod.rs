@@ -13,9 +13,11 @@ use crate::metrics::Metrics;
 
 mod dto;
 mod trace;
+mod variables;
 
 pub use dto::*;
 pub use trace::in_trace;
+pub use variables::VariableUpdate;
 
 /// Camunda's error body: `{type, message, code}`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -378,27 +380,6 @@ impl Engine {
     ) -> Result<Option<HistoricProcessInstance>, EngineError> {
         let path = format!("/history/process-instance/{}", q(id));
         self.get_if_exists("history_process_instance", &path).await
-    }
-
-    /// The variables a task sees (its own and its process instance's), untouched.
-    pub async fn task_variables(&self, task_id: &str) -> Result<Map<String, Value>, EngineError> {
-        let path = format!("/task/{}/variables?deserializeValues=false", q(task_id));
-        let vars = self.get_if_exists("task_variables", &path).await?;
-        Ok(vars.unwrap_or_default())
-    }
-
-    /// Variables of many process instances (`processInstanceIdIn`) or tasks (`taskIdIn`) in
-    /// one call.
-    pub async fn variable_instances(
-        &self,
-        filter: &str,
-        ids: &[String],
-    ) -> Result<Vec<VariableInstance>, EngineError> {
-        let path = format!(
-            "/variable-instance?{filter}={}&deserializeValues=false",
-            q(&ids.join(","))
-        );
-        self.get("variable_instance_list", &path).await
     }
 
     pub async fn users(&self, first: u32, max: u32) -> Result<Vec<EngineUser>, EngineError> {

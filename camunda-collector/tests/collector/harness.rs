@@ -12,6 +12,9 @@ pub use testkit::collector::Collector;
 pub use testkit::engine::engine_url;
 pub use testkit::{wait_for, Cluster, Engine};
 
+/// The engine posts its hooks to one address: hook-mode tests take turns holding it.
+pub static HOOK_ADDRESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A unique application name per test, so tests share the engine but not their state.
 pub fn app_name(test: &str) -> String {
     format!("{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])

@@ -36,6 +36,7 @@ async fn post(url: &str, body: &[u8], ts: Option<&str>, sig: Option<&str>) -> (u
 
 #[tokio::test]
 async fn hooks_report_changes_and_bad_hooks_are_refused() {
+    let _hook_address = crate::harness::HOOK_ADDRESS.lock().await;
     let secret = hook_secret();
     let listen = hook_listen();
     assert!(

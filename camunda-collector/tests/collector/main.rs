@@ -13,6 +13,7 @@ mod hooks;
 mod judge;
 mod trace;
 mod upgrade;
+mod variables;
 
 use commands::{assert_recorded, send};
 
