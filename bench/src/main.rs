@@ -22,6 +22,7 @@ mod e2e;
 mod load;
 mod raw_http;
 mod rebuild;
+mod variable_latency;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
