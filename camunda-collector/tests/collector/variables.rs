@@ -133,7 +133,9 @@ async fn hook_mode_follows_every_kind_of_variable_change() {
 /// One variable of every type Camunda has, as the REST API takes it, and what the payload
 /// holds for it (`None`: left out, it has no plain form).
 fn every_type() -> Vec<(&'static str, Value, Option<Value>)> {
-    let large: String = "Grüße ✓ 🚀 ".repeat(2_000);
+    // The engine keeps a String in a 4,000-character column; longer text goes as Json.
+    let long: String = "Grüße ✓ 🚀 ".repeat(300);
+    let large = serde_json::to_string(&"Grüße ✓ 🚀 ".repeat(3_000)).expect("json text");
     let json_object = json!({"objectTypeName": "java.util.LinkedHashMap", "serializationDataFormat": "application/json"});
     vec![
         (
@@ -142,9 +144,14 @@ fn every_type() -> Vec<(&'static str, Value, Option<Value>)> {
             Some(json!("Grüße ✓ 🚀")),
         ),
         (
+            "long",
+            json!({"value": long, "type": "String"}),
+            Some(json!(long)),
+        ),
+        (
             "large",
-            json!({"value": large, "type": "String"}),
-            Some(json!(large)),
+            json!({"value": large, "type": "Json"}),
+            Some(serde_json::from_str(&large).expect("json")),
         ),
         (
             "empty",
