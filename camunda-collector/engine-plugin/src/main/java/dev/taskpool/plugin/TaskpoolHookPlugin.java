@@ -25,7 +25,8 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
   public static final String ENV_SECRET = "TASKPOOL_HOOK_SECRET";
   public static final String ENV_TIMEOUT_MS = "TASKPOOL_HOOK_TIMEOUT_MS";
   public static final int DEFAULT_TIMEOUT_MS = 2000;
-  public static final int DEFAULT_MAX_VARIABLE_CHARS = 4096;
+  /** 0 = no limit: the collector applies its payload size rule, the same for hooks and polling. */
+  public static final int DEFAULT_MAX_VARIABLE_CHARS = 0;
 
   private String hookUrl;
   private String hookSecret;
@@ -69,8 +70,8 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
     configuration.getCustomHistoryEventHandlers().add(new HookListeners.HistoryHandler());
 
     sender.start();
-    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, variables up to {} chars)",
-        uri, timeout, maxVariableChars);
+    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, {})", uri, timeout,
+        maxVariableChars == 0 ? "no variable size limit" : "String/Json/Xml/Object variables up to " + maxVariableChars + " chars");
   }
 
   private static URI parseUrl(String url) {
@@ -140,6 +141,7 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
     return maxVariableChars;
   }
 
+  /** Leaves out String/Json/Xml/Object values longer than this; 0 (the default) = no limit. */
   public void setMaxVariableChars(int maxVariableChars) {
     this.maxVariableChars = maxVariableChars;
   }

@@ -11,6 +11,7 @@ import org.camunda.bpm.engine.impl.interceptor.CommandContext;
 import org.camunda.bpm.engine.impl.interceptor.Session;
 import org.camunda.bpm.engine.impl.interceptor.SessionFactory;
 import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.VariableInstanceEntity;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -226,7 +227,9 @@ final class TransactionFold implements Session {
   /** Never lets a problem of ours fail the engine's transaction. */
   private String render(TaskEntity task) {
     try {
-      return TaskSnapshot.render(Context.getCommandContext(), task, maxVariableChars);
+      CommandContext commandContext = Context.getCommandContext();
+      Map<String, VariableInstanceEntity> variables = VariableScopes.walk(commandContext.getDbEntityManager(), task);
+      return TaskSnapshot.render(commandContext, task, variables, maxVariableChars);
     } catch (RuntimeException e) {
       LOG.warn("Taskpool hook: cannot snapshot task {}; it is left out of the hook: {}", task.getId(), e.toString());
       return null;
