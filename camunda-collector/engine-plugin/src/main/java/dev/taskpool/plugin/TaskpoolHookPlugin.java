@@ -3,6 +3,8 @@ package dev.taskpool.plugin;
 import java.net.URI;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
 import org.camunda.bpm.engine.ProcessEngineException;
 import org.camunda.bpm.engine.impl.cfg.AbstractProcessEnginePlugin;
 import org.camunda.bpm.engine.impl.cfg.ProcessEngineConfigurationImpl;
@@ -54,11 +56,19 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
 
     HookSender sender = new HookSender(uri, new HookSigner(secret), Duration.ofMillis(timeout),
         configuration::getProcessEngineName); // read when sending: other plugins may still set the name
+    register(configuration, sender::enqueue, maxVariableChars);
+    sender.start();
+    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, {})", uri, timeout,
+        maxVariableChars == 0 ? "no variable size limit" : "String/Json/Xml/Object variables up to " + maxVariableChars + " chars");
+  }
 
+  /** The listeners, the history handler and the per-transaction fold; records go to {@code sink} after each commit. */
+  static void register(ProcessEngineConfigurationImpl configuration, Consumer<List<HookSender.TaskRecord>> sink,
+      int maxVariableChars) {
     if (configuration.getCustomSessionFactories() == null) {
       configuration.setCustomSessionFactories(new ArrayList<>());
     }
-    configuration.getCustomSessionFactories().add(new TransactionFold.Factory(sender, maxVariableChars));
+    configuration.getCustomSessionFactories().add(new TransactionFold.Factory(sink, maxVariableChars));
     if (configuration.getCustomPostBPMNParseListeners() == null) {
       configuration.setCustomPostBPMNParseListeners(new ArrayList<>());
     }
@@ -68,10 +78,6 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
       configuration.setCustomHistoryEventHandlers(new ArrayList<>());
     }
     configuration.getCustomHistoryEventHandlers().add(new HookListeners.HistoryHandler());
-
-    sender.start();
-    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, {})", uri, timeout,
-        maxVariableChars == 0 ? "no variable size limit" : "String/Json/Xml/Object variables up to " + maxVariableChars + " chars");
   }
 
   private static URI parseUrl(String url) {
