@@ -7,6 +7,7 @@ import org.camunda.bpm.engine.impl.bpmn.behavior.UserTaskActivityBehavior;
 import org.camunda.bpm.engine.impl.bpmn.parser.AbstractBpmnParseListener;
 import org.camunda.bpm.engine.impl.history.event.HistoricIdentityLinkLogEventEntity;
 import org.camunda.bpm.engine.impl.history.event.HistoricTaskInstanceEventEntity;
+import org.camunda.bpm.engine.impl.history.event.HistoricVariableUpdateEventEntity;
 import org.camunda.bpm.engine.impl.history.event.HistoryEvent;
 import org.camunda.bpm.engine.impl.history.handler.HistoryEventHandler;
 import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
@@ -73,9 +74,9 @@ final class HookListeners {
 
   /**
    * Sees tasks that no parse listener reaches: standalone tasks (POST /task/create, Tasklist) and
-   * CMMN tasks, plus candidate changes. Task events need history level activity or higher, identity
-   * link events level full (the default of the Spring Boot starter and Camunda Run). Added next to
-   * the default database handler, which stays enabled.
+   * CMMN tasks, plus candidate and variable changes. Task events need history level activity or
+   * higher, variable events audit or higher, identity link events full (the default of the Spring
+   * Boot starter and Camunda Run). Added next to the default database handler, which stays enabled.
    */
   static final class HistoryHandler implements HistoryEventHandler {
     @Override
@@ -86,6 +87,15 @@ final class HookListeners {
           TransactionFold fold = TransactionFold.current();
           if (fold != null && taskEvent.getTaskId() != null && taskEvent.getEventType() != null) {
             fold.onTaskHistory(taskEvent.getTaskId(), taskEvent.getEventType(), taskEvent.getDeleteReason());
+          }
+        } else if (event instanceof HistoricVariableUpdateEventEntity) {
+          // create, update, delete, migrate (and update-detail at level full): all mean "changed".
+          // Whatever set it (API, delegate, listener, correlation): the event comes from the variable.
+          HistoricVariableUpdateEventEntity variableEvent = (HistoricVariableUpdateEventEntity) event;
+          TransactionFold fold = TransactionFold.current();
+          if (fold != null) {
+            fold.onVariableHistory(variableEvent.getTaskId(), variableEvent.getProcessInstanceId(),
+                variableEvent.getExecutionId());
           }
         } else if (event instanceof HistoricIdentityLinkLogEventEntity) {
           HistoricIdentityLinkLogEventEntity linkEvent = (HistoricIdentityLinkLogEventEntity) event;

@@ -6,8 +6,8 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Date;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
-import org.camunda.bpm.engine.impl.core.variable.CoreVariableInstance;
 import org.camunda.bpm.engine.impl.db.entitymanager.DbEntityManager;
 import org.camunda.bpm.engine.impl.interceptor.CommandContext;
 import org.camunda.bpm.engine.impl.persistence.entity.ExecutionEntity;
@@ -15,9 +15,11 @@ import org.camunda.bpm.engine.impl.persistence.entity.IdentityLinkEntity;
 import org.camunda.bpm.engine.impl.persistence.entity.ProcessDefinitionEntity;
 import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
 import org.camunda.bpm.engine.impl.persistence.entity.VariableInstanceEntity;
+import org.camunda.bpm.engine.impl.variable.serializer.AbstractSerializableValueSerializer;
+import org.camunda.bpm.engine.impl.variable.serializer.TypedValueSerializer;
 import org.camunda.bpm.engine.task.IdentityLinkType;
+import org.camunda.bpm.engine.variable.value.ObjectValue;
 import org.camunda.bpm.engine.variable.value.SerializableValue;
-import org.camunda.bpm.engine.variable.value.TypedValue;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -35,9 +37,14 @@ final class TaskSnapshot {
   private static final DateTimeFormatter DATE_FORMAT =
       DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm:ss.SSSZ").withZone(ZoneId.systemDefault());
 
-  /** Variable types sent, by Camunda's type name; everything else (object, bytes, file, xml…) is left out. */
+  /**
+   * Variable types sent, by Camunda's type name; everything else (bytes, file, …) is left out, and
+   * objects only in {@link #JSON_FORMAT}.
+   */
   private static final Set<String> SENT_TYPES =
-      Set.of("null", "string", "boolean", "short", "integer", "long", "double", "date", "json");
+      Set.of("null", "string", "boolean", "short", "integer", "long", "double", "date", "json", "xml", "object");
+
+  private static final String JSON_FORMAT = "application/json";
 
   private TaskSnapshot() {}
 
@@ -45,7 +52,9 @@ final class TaskSnapshot {
     return date == null ? null : DATE_FORMAT.format(date.toInstant());
   }
 
-  static String render(CommandContext commandContext, TaskEntity task, int maxVariableChars) {
+  /** {@code variables}: those the task sees, by name (see {@link VariableScopes}). */
+  static String render(CommandContext commandContext, TaskEntity task, Map<String, VariableInstanceEntity> variables,
+      int maxVariableChars) {
     JsonWriter json = new JsonWriter();
     json.beginObject(); // only to get the commas right; stripped below
     writeTask(json.name("task"), task);
@@ -62,10 +71,7 @@ final class TaskSnapshot {
     json.name("processName").value(definition == null ? null : definition.getName());
     json.name("businessKey").value(processInstance == null ? null : processInstance.getBusinessKey());
 
-    // Process tasks carry their process instance's variables, standalone tasks their own.
-    List<CoreVariableInstance> variables =
-        processInstance != null ? processInstance.getVariableInstancesLocal() : task.getVariableInstancesLocal();
-    writeVariables(json.name("variables"), commandContext.getDbEntityManager(), variables, maxVariableChars);
+    writeVariables(json.name("variables"), variables, maxVariableChars);
     json.endObject();
 
     String object = json.toString();
@@ -145,66 +151,77 @@ final class TaskSnapshot {
   }
 
   /**
-   * Variables in the shape of REST's VariableValueDto with deserializeValues=false, only for simple
-   * types. The type is known without reading the value, so large binary values are never loaded.
+   * Variables in the shape of REST's VariableValueDto with deserializeValues=false, for the types
+   * in {@link #SENT_TYPES} only. The type is known without reading the value, so large binary
+   * values are never loaded. One bad variable is left out, never the whole record.
    */
-  private static void writeVariables(JsonWriter json, DbEntityManager db, List<CoreVariableInstance> variables, int maxChars) {
+  private static void writeVariables(JsonWriter json, Map<String, VariableInstanceEntity> variables, int maxChars) {
     json.beginObject();
-    for (CoreVariableInstance variable : variables) {
-      if (!(variable instanceof VariableInstanceEntity)) {
-        continue;
-      }
-      VariableInstanceEntity entity = (VariableInstanceEntity) variable;
-      if (entity.isTransient() || db.isDeleted(entity) || !SENT_TYPES.contains(entity.getTypeName())) {
-        continue;
-      }
-      try {
-        writeVariable(json, entity, maxChars);
+    for (Map.Entry<String, VariableInstanceEntity> variable : variables.entrySet()) {
+      try { // the type name alone may fail: a serializer the engine no longer has (e.g. Spin removed)
+        String entry = SENT_TYPES.contains(variable.getValue().getTypeName()) ? variableValue(variable.getValue(), maxChars) : null;
+        if (entry != null) {
+          json.name(variable.getKey()).raw(entry);
+        }
       } catch (RuntimeException e) {
-        LOG.debug("Taskpool hook: leaving out variable {}: {}", entity.getName(), e.toString());
+        LOG.debug("Taskpool hook: leaving out variable {}: {}", variable.getKey(), e.toString());
       }
     }
     json.endObject();
   }
 
-  private static void writeVariable(JsonWriter json, VariableInstanceEntity variable, int maxChars) {
+  /** One variable as {"type","value"[,"valueInfo"]}, or null if it is not sent. */
+  static String variableValue(VariableInstanceEntity variable, int maxChars) {
     String typeName = variable.getTypeName();
-    TypedValue typed = variable.getTypedValue(false);
-    Object value;
-    if (typed instanceof SerializableValue) {
-      // Json (Spin). Never call getValue() on a serialized value: Spin would deserialize it in the
-      // engine's cache and drop the text, and the engine may then write the variable back.
-      SerializableValue serializable = (SerializableValue) typed;
-      Object deserialized = serializable.isDeserialized() ? serializable.getValue() : null;
-      value = serializable.isDeserialized() ? (deserialized == null ? null : deserialized.toString())
-          : serializable.getValueSerialized();
-    } else {
-      value = typed.getValue();
-    }
-    if (value instanceof String && ((String) value).length() > maxChars) {
-      return;
-    }
-    if (value instanceof Double && !Double.isFinite((Double) value)) {
-      return; // NaN and infinities have no JSON form
-    }
     String restType = Character.toUpperCase(typeName.charAt(0)) + typeName.substring(1);
-    // Build the entry first so a failure leaves no half-written name behind.
     JsonWriter entry = new JsonWriter().beginObject().name("type").value(restType).name("value");
+    TypedValueSerializer<?> serializer = variable.getSerializer();
+    if (serializer instanceof AbstractSerializableValueSerializer) {
+      // Json, Xml, Object. Read the serialized text from the value fields, never through the cached
+      // value: it may hold a deserialized object (set from Java, or read by a delegate), whose text
+      // is only in the fields, and calling getValue() on a serialized one would deserialize it in
+      // the engine's cache. The fields hold the final text: the engine re-serializes changed objects
+      // before the sessions flush.
+      String format = ((AbstractSerializableValueSerializer<?>) serializer).getSerializationDataformat();
+      if ("object".equals(typeName) && !JSON_FORMAT.equals(format)) {
+        return null; // Java-serialized and other formats mean nothing outside the engine
+      }
+      SerializableValue value = (SerializableValue) serializer.readValue(variable, false, false);
+      String text = value.getValueSerialized();
+      if (text != null && maxChars > 0 && text.length() > maxChars) {
+        return null;
+      }
+      entry.value(text);
+      if (value instanceof ObjectValue) {
+        entry.name("valueInfo").beginObject()
+            .name("objectTypeName").value(((ObjectValue) value).getObjectTypeName())
+            .name("serializationDataFormat").value(JSON_FORMAT)
+            .endObject();
+      }
+      return entry.endObject().toString();
+    }
+    Object value = variable.getTypedValue(false).getValue();
     if (value == null) {
       entry.nullValue();
     } else if (value instanceof String) {
+      if (maxChars > 0 && ((String) value).length() > maxChars) {
+        return null;
+      }
       entry.value((String) value);
     } else if (value instanceof Boolean) {
       entry.value((Boolean) value);
     } else if (value instanceof Double) {
+      if (!Double.isFinite((Double) value)) {
+        return null; // NaN and infinities have no JSON form
+      }
       entry.value((Double) value);
     } else if (value instanceof Number) {
       entry.value(((Number) value).longValue());
     } else if (value instanceof Date) {
       entry.value(formatDate((Date) value));
     } else {
-      return;
+      return null;
     }
-    json.name(variable.getName()).raw(entry.endObject().toString());
+    return entry.endObject().toString();
   }
 }

@@ -3,6 +3,8 @@ package dev.taskpool.plugin;
 import java.net.URI;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
 import org.camunda.bpm.engine.ProcessEngineException;
 import org.camunda.bpm.engine.impl.cfg.AbstractProcessEnginePlugin;
 import org.camunda.bpm.engine.impl.cfg.ProcessEngineConfigurationImpl;
@@ -25,7 +27,8 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
   public static final String ENV_SECRET = "TASKPOOL_HOOK_SECRET";
   public static final String ENV_TIMEOUT_MS = "TASKPOOL_HOOK_TIMEOUT_MS";
   public static final int DEFAULT_TIMEOUT_MS = 2000;
-  public static final int DEFAULT_MAX_VARIABLE_CHARS = 4096;
+  /** 0 = no limit: the collector applies its payload size rule, the same for hooks and polling. */
+  public static final int DEFAULT_MAX_VARIABLE_CHARS = 0;
 
   private String hookUrl;
   private String hookSecret;
@@ -53,11 +56,19 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
 
     HookSender sender = new HookSender(uri, new HookSigner(secret), Duration.ofMillis(timeout),
         configuration::getProcessEngineName); // read when sending: other plugins may still set the name
+    register(configuration, sender::enqueue, maxVariableChars);
+    sender.start();
+    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, {})", uri, timeout,
+        maxVariableChars == 0 ? "no variable size limit" : "String/Json/Xml/Object variables up to " + maxVariableChars + " chars");
+  }
 
+  /** The listeners, the history handler and the per-transaction fold; records go to {@code sink} after each commit. */
+  static void register(ProcessEngineConfigurationImpl configuration, Consumer<List<HookSender.TaskRecord>> sink,
+      int maxVariableChars) {
     if (configuration.getCustomSessionFactories() == null) {
       configuration.setCustomSessionFactories(new ArrayList<>());
     }
-    configuration.getCustomSessionFactories().add(new TransactionFold.Factory(sender, maxVariableChars));
+    configuration.getCustomSessionFactories().add(new TransactionFold.Factory(sink, maxVariableChars));
     if (configuration.getCustomPostBPMNParseListeners() == null) {
       configuration.setCustomPostBPMNParseListeners(new ArrayList<>());
     }
@@ -67,10 +78,6 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
       configuration.setCustomHistoryEventHandlers(new ArrayList<>());
     }
     configuration.getCustomHistoryEventHandlers().add(new HookListeners.HistoryHandler());
-
-    sender.start();
-    LOG.info("Taskpool hook plugin active: POST {} (timeout {} ms, variables up to {} chars)",
-        uri, timeout, maxVariableChars);
   }
 
   private static URI parseUrl(String url) {
@@ -140,6 +147,7 @@ public class TaskpoolHookPlugin extends AbstractProcessEnginePlugin {
     return maxVariableChars;
   }
 
+  /** Leaves out String/Json/Xml/Object values longer than this; 0 (the default) = no limit. */
   public void setMaxVariableChars(int maxVariableChars) {
     this.maxVariableChars = maxVariableChars;
   }

@@ -1,16 +1,21 @@
 package dev.taskpool.plugin;
 
 import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Objects;
+import java.util.Set;
+import java.util.function.Consumer;
 import org.camunda.bpm.engine.impl.cfg.TransactionState;
 import org.camunda.bpm.engine.impl.context.Context;
 import org.camunda.bpm.engine.impl.interceptor.CommandContext;
 import org.camunda.bpm.engine.impl.interceptor.Session;
 import org.camunda.bpm.engine.impl.interceptor.SessionFactory;
 import org.camunda.bpm.engine.impl.persistence.entity.TaskEntity;
+import org.camunda.bpm.engine.impl.persistence.entity.VariableInstanceEntity;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -29,16 +34,22 @@ import org.slf4j.LoggerFactory;
  *
  * <p>Tasks that end (complete/delete) are rendered when they end instead: right after, the engine
  * removes their candidate links and variables, and the process instance may be gone as well.
+ *
+ * <p>A variable change marks the task (task-local variable) or the process instance (variable of
+ * an execution). At flush, each marked instance's open tasks are found with one query, and those
+ * whose scope chain holds the changed execution get a record, so a transaction that touched no
+ * task still reports what it changed.
  */
 final class TransactionFold implements Session {
 
   private static final Logger LOG = LoggerFactory.getLogger(TransactionFold.class);
 
   static final class Factory implements SessionFactory {
-    private final HookSender sender;
+    private final Consumer<List<HookSender.TaskRecord>> sender;
     private final int maxVariableChars;
 
-    Factory(HookSender sender, int maxVariableChars) {
+    /** {@code sender}: takes the records of each committed transaction (HookSender#enqueue). */
+    Factory(Consumer<List<HookSender.TaskRecord>> sender, int maxVariableChars) {
       this.sender = sender;
       this.maxVariableChars = maxVariableChars;
     }
@@ -72,12 +83,15 @@ final class TransactionFold implements Session {
     String record;
   }
 
-  private final HookSender sender;
+  private final Consumer<List<HookSender.TaskRecord>> sender;
   private final int maxVariableChars;
   private final Map<String, Entry> entries = new LinkedHashMap<>();
+  /** Process instance id → the executions whose own variables changed (null: not known). */
+  private final Map<String, Set<String>> changedScopes = new LinkedHashMap<>();
+  private boolean listening;
   private boolean flushed;
 
-  private TransactionFold(HookSender sender, int maxVariableChars) {
+  private TransactionFold(Consumer<List<HookSender.TaskRecord>> sender, int maxVariableChars) {
     this.sender = sender;
     this.maxVariableChars = maxVariableChars;
   }
@@ -143,15 +157,34 @@ final class TransactionFold implements Session {
     afterEvent(entry);
   }
 
+  /**
+   * A variable history event (create, update, delete, migrate; history level audit or higher). A
+   * task-local variable touches its task; any other one the process instance, resolved at flush.
+   * Variables of neither (case instances, batches) are left to polling.
+   */
+  void onVariableHistory(String taskId, String processInstanceId, String executionId) {
+    if (taskId != null) {
+      afterEvent(entry(taskId, null));
+    } else if (processInstanceId != null) {
+      listen();
+      changedScopes.computeIfAbsent(processInstanceId, k -> new HashSet<>()).add(executionId);
+    }
+  }
+
+  /** One commit listener per transaction, registered with the first thing it touches. */
+  private void listen() {
+    if (!listening) {
+      listening = true;
+      Context.getCommandContext().getTransactionContext()
+          .addTransactionListener(TransactionState.COMMITTED, commandContext -> afterCommit());
+    }
+  }
+
   private Entry entry(String taskId, TaskEntity task) {
     Entry entry = entries.get(taskId);
     if (entry == null) {
       entry = new Entry();
-      if (entries.isEmpty()) {
-        // One listener per transaction, registered with the first task it touches.
-        Context.getCommandContext().getTransactionContext()
-            .addTransactionListener(TransactionState.COMMITTED, commandContext -> afterCommit());
-      }
+      listen();
       entries.put(taskId, entry);
     }
     if (task == null && entry.task == null) {
@@ -166,23 +199,87 @@ final class TransactionFold implements Session {
 
   private void snapshotEnd(Entry entry) {
     if (entry.endSnapshot == null && entry.task != null) {
-      entry.endSnapshot = render(entry.task);
+      entry.endSnapshot = render(entry.task, null);
     }
   }
 
   /** The engine does not fire task events while sessions flush, but if it ever did, keep the record final. */
   private void afterEvent(Entry entry) {
     if (flushed) {
-      entry.record = record(entry);
+      entry.record = record(entry, null);
     }
   }
 
   @Override
   public void flush() {
+    if (flushed) {
+      // The engine flushes each session once, but a session it opens for our queries (a manager) is
+      // put in front of its list while it iterates, which hands this one to it a second time.
+      return;
+    }
+    CommandContext commandContext = Context.getCommandContext();
+    Map<String, VariableScopes.Instance> instances = new HashMap<>();
+    for (Map.Entry<String, Set<String>> changed : changedScopes.entrySet()) {
+      try {
+        addTasksThatSee(instance(instances, commandContext, changed.getKey()), changed.getValue());
+      } catch (RuntimeException e) {
+        LOG.warn("Taskpool hook: cannot find the tasks of process instance {} whose variables changed; "
+            + "polling will find them: {}", changed.getKey(), e.toString());
+      }
+    }
+    // Several live tasks of one instance are rendered from one load of the instance; a single one
+    // by walking its scopes, which reads less of a large instance.
+    Map<String, Integer> rendered = new HashMap<>();
     for (Entry entry : entries.values()) {
-      entry.record = record(entry);
+      if (entry.task != null && entry.task.getProcessInstanceId() != null && !entry.task.isDeleted()) {
+        rendered.merge(entry.task.getProcessInstanceId(), 1, Integer::sum);
+      }
+    }
+    for (Map.Entry<String, Entry> entry : entries.entrySet()) {
+      Entry value = entry.getValue();
+      if (value.task == null) {
+        value.task = load(commandContext, entry.getKey());
+      }
+      String instanceId = value.task == null ? null : value.task.getProcessInstanceId();
+      VariableScopes.Instance instance = instanceId != null && rendered.getOrDefault(instanceId, 0) > 1
+          ? instance(instances, commandContext, instanceId) : null;
+      value.record = record(value, instance);
     }
     flushed = true;
+  }
+
+  private static VariableScopes.Instance instance(Map<String, VariableScopes.Instance> instances,
+      CommandContext commandContext, String id) {
+    return instances.computeIfAbsent(id, k -> new VariableScopes.Instance(commandContext, k));
+  }
+
+  /** Marks the instance's open tasks whose scope chain passes through one of the changed executions. */
+  private void addTasksThatSee(VariableScopes.Instance instance, Set<String> executions) {
+    if (!instance.live()) {
+      return; // ended in this transaction: its tasks ended too and have their records
+    }
+    for (TaskEntity task : instance.openTasks()) {
+      Entry existing = entries.get(task.getId());
+      if (existing != null && existing.task != null && existing.task.isDeleted()) {
+        continue;
+      }
+      for (String execution : executions) {
+        if (instance.sees(task, execution)) {
+          entry(task.getId(), task);
+          break;
+        }
+      }
+    }
+  }
+
+  /** A task only known by id (an event without the entity in the cache); null if it is gone. */
+  private static TaskEntity load(CommandContext commandContext, String taskId) {
+    try {
+      return commandContext.getDbEntityManager().selectById(TaskEntity.class, taskId);
+    } catch (RuntimeException e) {
+      LOG.warn("Taskpool hook: cannot load task {}; it is left out of the hook: {}", taskId, e.toString());
+      return null;
+    }
   }
 
   @Override
@@ -190,10 +287,10 @@ final class TransactionFold implements Session {
     // nothing to release; an uncommitted transaction never reaches afterCommit
   }
 
-  private String record(Entry entry) {
+  private String record(Entry entry, VariableScopes.Instance instance) {
     TaskEntity task = entry.task;
     if (task == null) {
-      return null; // not in this command's cache: nothing we could report reliably
+      return null; // gone: nothing we could report reliably
     }
     boolean ended = task.isDeleted(); // set by the engine on every way a task ends
     // A complete listener may have fired for a task that then did not end (e.g. the listener threw a
@@ -204,7 +301,7 @@ final class TransactionFold implements Session {
       completed = "completed".equals(task.getDeleteReason()) || "completed".equals(entry.endReason);
       deleted = !completed;
     }
-    String body = ended && entry.endSnapshot != null ? entry.endSnapshot : render(task);
+    String body = ended && entry.endSnapshot != null ? entry.endSnapshot : render(task, ended ? null : instance);
     if (body == null) {
       return null;
     }
@@ -223,10 +320,16 @@ final class TransactionFold implements Session {
     return reason == null ? "deleted" : reason;
   }
 
-  /** Never lets a problem of ours fail the engine's transaction. */
-  private String render(TaskEntity task) {
+  /**
+   * Never lets a problem of ours fail the engine's transaction. {@code instance}: the loaded process
+   * instance to take the variables from (flush time only), or null to walk the task's scopes.
+   */
+  private String render(TaskEntity task, VariableScopes.Instance instance) {
     try {
-      return TaskSnapshot.render(Context.getCommandContext(), task, maxVariableChars);
+      CommandContext commandContext = Context.getCommandContext();
+      Map<String, VariableInstanceEntity> variables = instance != null
+          ? instance.visible(task) : VariableScopes.walk(commandContext.getDbEntityManager(), task);
+      return TaskSnapshot.render(commandContext, task, variables, maxVariableChars);
     } catch (RuntimeException e) {
       LOG.warn("Taskpool hook: cannot snapshot task {}; it is left out of the hook: {}", task.getId(), e.toString());
       return null;
@@ -241,7 +344,7 @@ final class TransactionFold implements Session {
       }
     }
     if (!records.isEmpty()) {
-      sender.enqueue(records);
+      sender.accept(records);
     }
   }
 }

@@ -52,6 +52,7 @@ class TaskpoolHookPluginTest {
     assertEquals(1, configuration.getCustomPostBPMNParseListeners().size());
     assertEquals(1, configuration.getCustomHistoryEventHandlers().size());
     assertTrue(configuration.isEnableDefaultDbHistoryEventHandler());
+    assertEquals(0, plugin.getMaxVariableChars(), "no variable size limit unless configured");
     assertFalse(plugin.toString().contains("taskpool-test-secret"));
   }
 }
