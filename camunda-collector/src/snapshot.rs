@@ -235,8 +235,8 @@ impl Snapshots {
     /// The variables each task of a page sees, in two calls per 50 tasks rather than one per
     /// task. Exact where a task's process instance keeps variables only on itself (the usual
     /// case): the task's own, then the instance's. A task whose instance has variables on
-    /// other scopes too (sub-processes, multi-instance, local ones) is asked about alone, so
-    /// the engine resolves which of them it sees.
+    /// other scopes too (sub-processes, multi-instance, local ones), and a subtask, is asked
+    /// about alone, so the engine resolves which of them it sees.
     pub async fn variables_of(
         &self,
         tasks: &[EngineTask],
@@ -267,10 +267,12 @@ impl Snapshots {
             let mut alone = Vec::new();
             for t in chunk {
                 let of_t = |v: &&&VariableInstance| v.process_instance_id == t.process_instance_id;
-                if scoped
-                    .iter()
-                    .filter(of_t)
-                    .any(|v| v.execution_id != v.process_instance_id)
+                // A subtask also sees its parent task's variables: the engine resolves those.
+                if t.parent_task_id.is_some()
+                    || scoped
+                        .iter()
+                        .filter(of_t)
+                        .any(|v| v.execution_id != v.process_instance_id)
                 {
                     alone.push(&t.id);
                     continue;

@@ -284,3 +284,26 @@ async fn hook_and_poll_give_one_payload_for_every_variable_type() {
     expect_payload(&poll_bus, &task, expected(&after)).await;
     engine.delete_instance(&instance).await;
 }
+
+#[tokio::test]
+async fn a_subtask_sees_its_parent_tasks_variables_in_poll_mode() {
+    let engine = Engine::connect().await;
+    let cluster = Cluster::start(&[]).await;
+    let collector = Collector::start(&app_name("vars-subtask"), &cluster, &[]);
+    let bus = AppBus::new(cluster.client(&[1, 2, 3]), &collector.app);
+    collector.wait_active(Duration::from_secs(30)).await;
+    let parent = format!("parent-{}", uuid::Uuid::new_v4().simple());
+    let child = format!("child-{}", uuid::Uuid::new_v4().simple());
+    crate::harness::create_task(&engine, &parent, "Parent").await;
+    let value = json!({"value": "from the parent", "type": "String"});
+    let path = format!("/task/{parent}/localVariables/context");
+    engine.ok(Method::PUT, &path, Some(value)).await;
+    let sub = json!({"id": child, "name": "Child", "parentTaskId": parent});
+    engine.ok(Method::POST, "/task/create", Some(sub)).await;
+    expect_payload(&bus, &child, json!({"context": "from the parent"})).await;
+    for id in [&child, &parent] {
+        engine
+            .ok(Method::DELETE, &format!("/task/{id}"), None)
+            .await;
+    }
+}
