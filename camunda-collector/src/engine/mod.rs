@@ -46,6 +46,16 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// What the engine answers for a task it does not have.
+    pub fn task_not_found(id: &str) -> EngineError {
+        EngineError::Api {
+            status: 404,
+            kind: "InvalidRequestException".into(),
+            message: format!("No matching task with id {id}"),
+            code: None,
+        }
+    }
+
     pub fn is_not_found(&self) -> bool {
         match self {
             EngineError::Api {

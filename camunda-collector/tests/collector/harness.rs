@@ -116,3 +116,26 @@ pub async fn create_task(engine: &Engine, id: &str, name: &str) {
         .ok(reqwest::Method::POST, "/task/create", Some(task))
         .await;
 }
+
+/// While no collector listened, the engine plugin's circuit breaker may have opened (other
+/// tests change tasks too); it drops hooks until a probe goes through. Makes changes until one
+/// arrives at `collector`, so the changes a test makes next are not dropped.
+pub async fn warm_up_hooks(engine: &Engine, collector: &Collector) {
+    let mut warm_up = Vec::new();
+    wait_for("a first hook", Duration::from_secs(60), || {
+        let id = format!("warm-up-{}", uuid::Uuid::new_v4().simple());
+        warm_up.push(id.clone());
+        async move {
+            create_task(engine, &id, "warm-up").await;
+            let m = collector.metrics().await;
+            m.contains("collector_hooks_total{outcome=\"accepted\"}")
+                .then_some(())
+        }
+    })
+    .await;
+    for id in &warm_up {
+        engine
+            .ok(reqwest::Method::DELETE, &format!("/task/{id}"), None)
+            .await;
+    }
+}

@@ -66,27 +66,7 @@ async fn hooks_report_changes_and_bad_hooks_are_refused() {
     collector.wait_reconciled(Duration::from_secs(120)).await;
     let url = format!("{}/v1/hooks", collector.url());
 
-    // While no collector listened, the plugin's circuit breaker may have opened (other tests
-    // change tasks too); it drops hooks until a probe goes through. Make changes until one
-    // arrives, so the changes below are not dropped.
-    let mut warm_up = Vec::new();
-    crate::harness::wait_for("a first hook", Duration::from_secs(60), || {
-        let id = format!("warm-up-{}", Uuid::new_v4().simple());
-        warm_up.push(id.clone());
-        let (engine, collector) = (&engine, &collector);
-        async move {
-            crate::harness::create_task(engine, &id, "warm-up").await;
-            let m = collector.metrics().await;
-            m.contains("collector_hooks_total{outcome=\"accepted\"}")
-                .then_some(())
-        }
-    })
-    .await;
-    for id in &warm_up {
-        engine
-            .ok(Method::DELETE, &format!("/task/{id}"), None)
-            .await;
-    }
+    crate::harness::warm_up_hooks(&engine, &collector).await;
 
     // Every kind of change, by hook only.
     let instance = engine

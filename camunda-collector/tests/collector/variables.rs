@@ -10,7 +10,8 @@ use taskpool_api::tasks::{TaskEvent, TaskFold};
 use testkit::collector::{hook_listen, hook_secret};
 
 use crate::harness::{
-    app_name, expect_stream, stream, wait_for, AppBus, Cluster, Collector, Engine, HOOK_ADDRESS,
+    app_name, expect_stream, stream, wait_for, warm_up_hooks, AppBus, Cluster, Collector, Engine,
+    HOOK_ADDRESS,
 };
 
 /// The task's payload as its stream folds, and how each event came (`via`).
@@ -99,8 +100,13 @@ async fn poll_mode_follows_every_kind_of_variable_change() {
 }
 
 /// A collector in hook mode on the engine's hook address, polling once an hour (after its
-/// first reconciliation, every change it reports came by hook).
-async fn hook_collector(cluster: &Cluster, test: &str, extra: &[&str]) -> Collector {
+/// first reconciliation, every change it reports came by hook), once hooks reach it.
+async fn hook_collector(
+    engine: &Engine,
+    cluster: &Cluster,
+    test: &str,
+    extra: &[&str],
+) -> Collector {
     let (secret, listen) = (hook_secret(), hook_listen());
     let mut flags = vec![
         "--mode",
@@ -116,6 +122,7 @@ async fn hook_collector(cluster: &Cluster, test: &str, extra: &[&str]) -> Collec
     let collector = Collector::start(&app_name(test), cluster, &flags);
     collector.wait_active(Duration::from_secs(30)).await;
     collector.wait_reconciled(Duration::from_secs(120)).await;
+    warm_up_hooks(engine, &collector).await;
     collector
 }
 
@@ -124,7 +131,7 @@ async fn hook_mode_follows_every_kind_of_variable_change() {
     let _hook_address = HOOK_ADDRESS.lock().await;
     let engine = Engine::connect().await;
     let cluster = Cluster::start(&[]).await;
-    let collector = hook_collector(&cluster, "vars-hook", &FILTER).await;
+    let collector = hook_collector(&engine, &cluster, "vars-hook", &FILTER).await;
     let bus = AppBus::new(cluster.client(&[1, 2, 3]), &collector.app);
     let via = every_kind_of_variable_change(&engine, &bus).await;
     assert!(via.iter().all(|v| v == "hook"), "{via:?}");
@@ -225,7 +232,7 @@ async fn hook_and_poll_give_one_payload_for_every_variable_type() {
     let _hook_address = HOOK_ADDRESS.lock().await;
     let engine = Engine::connect().await;
     let cluster = Cluster::start(&[]).await;
-    let hooked = hook_collector(&cluster, "types-hook", &[]).await;
+    let hooked = hook_collector(&engine, &cluster, "types-hook", &[]).await;
     let polled = Collector::start(&app_name("types-poll"), &cluster, &[]);
     polled.wait_active(Duration::from_secs(30)).await;
     let hook_bus = AppBus::new(cluster.client(&[1, 2, 3]), &hooked.app);
