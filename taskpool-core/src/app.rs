@@ -107,11 +107,11 @@ impl App {
     }
 }
 
-/// Waits for MongoDB (it may start after this service) and creates the indexes.
+/// Waits for MongoDB (it may start after this service) and creates the collections and indexes.
 async fn connect_store(url: &str, database: &str) -> anyhow::Result<Store> {
     let store = Store::connect(url, database).await?;
     connect_with_retry("the view store (--mongo-url)", CONNECT_DEADLINE, || {
-        store.ensure_indexes()
+        store.prepare()
     })
     .await?;
     Ok(store)

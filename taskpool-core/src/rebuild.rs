@@ -87,7 +87,6 @@ pub async fn rebuild(bus: &BusClient, store: &Store, progress: bool) -> anyhow::
     let replayed = started.elapsed();
     let tasks: Vec<TaskRecord> = view.tasks().cloned().map(TaskRecord::Open).collect();
     store.drop_view().await?;
-    store.ensure_indexes().await?;
     store.insert_tasks(&tasks).await?;
     store
         .write(&Changes {

@@ -160,9 +160,14 @@ impl Store {
         self.db.collection(TASKS)
     }
 
-    /// Indexes for what the API filters and sorts on (MongoDB uses them for the same questions;
-    /// the service itself answers from its in-memory index).
-    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+    /// Creates the collections and the indexes the view lacks. Collections are created here,
+    /// before any write, rather than implicitly by the first write: FerretDB's SQLite backend
+    /// creates a collection's table and its catalogue entry in separate steps, and a server
+    /// killed between them refuses every later write to that collection ("table already
+    /// exists"). Indexes serve what the API filters and sorts on (MongoDB uses them for the
+    /// same questions; the service itself answers from its in-memory index).
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.create_missing_collections().await?;
         let task_indexes = [
             doc! {"authorizedPrincipals": 1, "priority": -1, "created": 1},
             doc! {"state": 1, "position": 1},
@@ -176,6 +181,27 @@ impl Store {
         self.create_missing_indexes(TASKS, &task_indexes).await?;
         self.create_missing_indexes(USERS, &[doc! {"application": 1}])
             .await
+    }
+
+    async fn create_missing_collections(&self) -> Result<(), StoreError> {
+        let existing = self
+            .db
+            .list_collection_names()
+            .await
+            .map_err(|e| store_error("listCollections", e))?;
+        for name in [TASKS, DEFINITIONS, USERS, POSITION] {
+            if existing.iter().any(|e| e == name) {
+                continue;
+            }
+            match self.db.create_collection(name).await {
+                Ok(()) => {}
+                // Created meanwhile by another instance (NamespaceExists).
+                Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 48) =>
+                    {}
+                Err(e) => return Err(store_error(&format!("create {name}"), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Creates the indexes a collection lacks. Only the missing ones: FerretDB 1.24 fails
@@ -484,7 +510,7 @@ impl Store {
                 .await
                 .map_err(|e| store_error(&format!("drop {name}"), e))?;
         }
-        Ok(())
+        self.prepare().await
     }
 
     /// Inserts documents into an empty view in bulk (for a rebuild), a few batches at once:
