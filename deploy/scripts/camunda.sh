@@ -2,7 +2,8 @@
 # Builds and runs a Camunda 7.24 engine of the local stack (deploy/camunda-engine) on the stack's
 # PostgreSQL. One app jar, one process per process application: `local` (port 8080, database
 # camunda, task hooks to the collector on 7201) and `billing` (port 8081, database
-# camunda_billing, no hooks: its collector polls).
+# camunda_billing, no hooks: its collector polls); and `audit` (port 8082, database
+# camunda_audit), a test engine whose history level is below what poll mode needs.
 set -euo pipefail
 # shellcheck source=deploy/scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -26,6 +27,7 @@ case "$INSTANCE" in
     # Task hooks go to the local collector by default (TASKPOOL_HOOK_URL= turns them off).
     HOOK_URL="${TASKPOOL_HOOK_URL-http://127.0.0.1:7201/v1/hooks}"
     AUTHORIZATION="${CAMUNDA_AUTHORIZATION_ENABLED:-false}"
+    HISTORY_LEVEL=full
     ;;
   billing)
     SCRIPT_NAME=camunda-billing
@@ -38,8 +40,20 @@ case "$INSTANCE" in
     # The billing engine checks authorizations (who may start what, Tasklist access), so the
     # platform is seen following an engine's own grants; demo.sh grants the demo users theirs.
     AUTHORIZATION="${CAMUNDA_BILLING_AUTHORIZATION_ENABLED:-true}"
+    HISTORY_LEVEL=full
     ;;
-  *) die "unknown instance '$INSTANCE': local or billing" ;;
+  audit)
+    SCRIPT_NAME=camunda-audit
+    PORT="${CAMUNDA_AUDIT_PORT:-8082}"
+    DB_URL="${CAMUNDA_AUDIT_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda_audit}"
+    CAMUNDA_LOG="${CAMUNDA_AUDIT_LOG:-$STACK_DIR/camunda-audit.log}"
+    CAMUNDA_PID="$STACK_DIR/camunda-audit.pid"
+    HOOK_URL=""
+    AUTHORIZATION=false
+    # No identity-link log, no variable details: a poll-mode collector must refuse it.
+    HISTORY_LEVEL=audit
+    ;;
+  *) die "unknown instance '$INSTANCE': local, billing or audit" ;;
 esac
 export CAMUNDA_DB_USER="${CAMUNDA_DB_USER:-${PG_USER:-taskpool}}"
 export CAMUNDA_DB_PASSWORD="${CAMUNDA_DB_PASSWORD:-${PG_PASSWORD:-taskpool}}"
@@ -66,7 +80,7 @@ secret_state() { if [ -n "${!1:-}" ]; then echo "(set)"; else echo "(unset)"; fi
 
 usage() {
   cat <<USAGE
-usage: $(basename "$0") build|start|stop|status [local|billing]
+usage: $(basename "$0") build|start|stop|status [local|billing|audit]
   build   mvn install of the engine plugin ($PLUGIN_DIR), then mvn package of the app
           (each offline first, online if something is missing) -> $JAR
   start   build if the jar is missing or older than the plugin/app sources, start the instance
@@ -81,8 +95,10 @@ instances (default local), each its own process of the same jar:
            CAMUNDA_BILLING_LOG=${CAMUNDA_BILLING_LOG:-$STACK_DIR/camunda-billing.log} (pid $STACK_DIR/camunda-billing.pid)
            TASKPOOL_BILLING_HOOK_URL=${TASKPOOL_BILLING_HOOK_URL:-} (default empty: no hooks, its collector polls)
            CAMUNDA_BILLING_AUTHORIZATION_ENABLED=${CAMUNDA_BILLING_AUTHORIZATION_ENABLED:-true} (the engine checks authorizations)
+  audit    CAMUNDA_AUDIT_PORT=${CAMUNDA_AUDIT_PORT:-8082} CAMUNDA_AUDIT_DB_URL=${CAMUNDA_AUDIT_DB_URL:-jdbc:postgresql://127.0.0.1:$PGPORT/camunda_audit}
+           history level audit, no hooks, no authorizations (tests: poll mode refuses such an engine)
 env: STACK_DIR=$STACK_DIR PGPORT=$PGPORT CAMUNDA_DB_USER=$CAMUNDA_DB_USER CAMUNDA_DB_PASSWORD=(set)
-     CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER CAMUNDA_ADMIN_PASSWORD=(set) (both instances)
+     CAMUNDA_ADMIN_USER=$CAMUNDA_ADMIN_USER CAMUNDA_ADMIN_PASSWORD=(set) (every instance)
      CAMUNDA_AUTHORIZATION_ENABLED=${CAMUNDA_AUTHORIZATION_ENABLED:-false} (local) TASKPOOL_REST_AUTH_ENABLED=true
      CAMUNDA_JAVA_OPTS="$CAMUNDA_JAVA_OPTS" CAMUNDA_START_TIMEOUT=$CAMUNDA_START_TIMEOUT
      TASKPOOL_HOOK_SECRET=$(secret_state TASKPOOL_HOOK_SECRET) (default: a random secret kept in $HOOK_SECRET_FILE)
@@ -165,7 +181,7 @@ start() {
     say "starting Camunda ($INSTANCE) on port $PORT (db $DB_URL, log $CAMUNDA_LOG)"
     # What the app reads, set from this instance's variables whatever the caller exported.
     export CAMUNDA_PORT="$PORT" CAMUNDA_DB_URL="$DB_URL" TASKPOOL_HOOK_URL="$HOOK_URL"
-    export CAMUNDA_AUTHORIZATION_ENABLED="$AUTHORIZATION"
+    export CAMUNDA_AUTHORIZATION_ENABLED="$AUTHORIZATION" CAMUNDA_HISTORY_LEVEL="$HISTORY_LEVEL"
     # The secret reaches the engine through its environment, never the command line.
     if [ "$INSTANCE" = local ] || [ -n "$HOOK_URL" ]; then
       local secret_file; secret_file="$(hook_secret_file)"

@@ -10,7 +10,7 @@ PGPORT="${PGPORT:-5432}"
 PG_USER="${PG_USER:-taskpool}"
 PG_PASSWORD="${PG_PASSWORD:-taskpool}"
 # One database per engine and per collector (state), one for FerretDB.
-PG_DATABASES="${PG_DATABASES:-camunda camunda_billing collector collector_billing ferretdb}"
+PG_DATABASES="${PG_DATABASES:-camunda camunda_billing camunda_audit collector collector_billing ferretdb}"
 PG_START_TIMEOUT="${PG_START_TIMEOUT:-60}"
 PG_OS_USER=postgres
 
