@@ -19,6 +19,7 @@ use crate::commands::Executor;
 use crate::config::Config;
 use crate::emitter::Emitter;
 use crate::engine::{Engine, EngineConfig};
+use crate::engine_health::{self, EngineHealth};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::poller::{PollConfig, Poller};
@@ -35,6 +36,8 @@ pub(crate) struct Ctx {
     pub(crate) bus: BusClient,
     pub(crate) store: Store,
     pub(crate) active: watch::Sender<bool>,
+    pub(crate) health: Arc<EngineHealth>,
+    pub(crate) engine: Engine,
 }
 
 /// A collector ready to run: its state store reached, its listener bound.
@@ -76,7 +79,7 @@ impl App {
             &config.application,
         ));
         let registry = Arc::new(Registry::new(
-            engine,
+            engine.clone(),
             bus.clone(),
             store.clone(),
             metrics.clone(),
@@ -84,9 +87,12 @@ impl App {
         ));
         let listener = TcpListener::bind(config.listen).await?;
         let (active, _) = watch::channel(false);
+        let health = Arc::new(EngineHealth::new(metrics.clone()));
         let ctx = Arc::new(Ctx {
             config,
             metrics,
+            health,
+            engine,
             snapshots,
             emitter,
             registry,
@@ -116,9 +122,34 @@ impl App {
             "collector listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        let probing = tokio::spawn(engine_health::probe(
+            ctx.engine.clone(),
+            ctx.config.mode,
+            ctx.health.clone(),
+            stop_rx.clone(),
+        ));
         let leading = tokio::spawn(lead(ctx.clone(), stop_rx));
-        let served = serve_until_stopped(listener, http::router(ctx), stop, &stop_tx).await;
+        // Stops on the signal, or when the engine cannot serve this collector's mode.
+        let (refused_tx, refused_rx) = tokio::sync::oneshot::channel();
+        let stopping = async move {
+            let mut stop = std::pin::pin!(stop);
+            tokio::select! {
+                () = &mut stop => return,
+                refused = probing => {
+                    if let Ok(Some(why)) = refused {
+                        let _ = refused_tx.send(why);
+                        return;
+                    }
+                }
+            }
+            stop.await;
+        };
+        let served = serve_until_stopped(listener, http::router(ctx), stopping, &stop_tx).await;
         let _ = leading.await;
+        if let Ok(why) = refused_rx.await {
+            tracing::error!(%why, "this engine cannot serve poll mode; stopping");
+            anyhow::bail!("this engine cannot serve poll mode: {why}");
+        }
         served
     }
 }
@@ -187,6 +218,7 @@ async fn work_while_held(
             concurrency: ctx.config.concurrency,
         },
         seen_updates: Default::default(),
+        health: ctx.health.clone(),
     });
     let polling = tokio::spawn(poller.run(work_stop.clone()));
     let executor = Arc::new(Executor {

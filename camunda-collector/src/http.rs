@@ -34,6 +34,7 @@ async fn status(State(ctx): State<Arc<Ctx>>) -> Json<serde_json::Value> {
         "application": ctx.config.application,
         "mode": format!("{:?}", ctx.config.mode).to_lowercase(),
         "active": *ctx.active.borrow(),
+        "engine": ctx.health.snapshot(),
     }))
 }
 

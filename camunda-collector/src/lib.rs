@@ -15,6 +15,7 @@ pub mod config;
 pub mod dates;
 pub mod emitter;
 pub mod engine;
+pub mod engine_health;
 pub mod error;
 pub mod follow_up;
 pub mod hooks;

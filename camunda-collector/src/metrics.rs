@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use service_kit::metrics::Shared;
 use service_kit::Registrar;
 
@@ -26,6 +26,9 @@ pub struct Inner {
     pub active: IntGauge,
     pub watermark_lag_seconds: IntGauge,
     pub open_tasks: IntGauge,
+    pub engine_info: IntGaugeVec,
+    pub poll_failures: IntGaugeVec,
+    pub poll_backoff_seconds: GaugeVec,
 }
 
 impl Default for Inner {
@@ -45,6 +48,9 @@ impl Default for Inner {
             active: r.gauge("collector_active", "1 while this collector holds its application's lock and works"),
             watermark_lag_seconds: r.gauge("collector_watermark_lag_seconds", "How far the task watermark trails this collector's clock"),
             open_tasks: r.gauge("collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
+            engine_info: r.gauge_vec("collector_engine_info", "1, labelled with the engine's version (GET /version)", &["version"]),
+            poll_failures: r.gauge_vec("collector_poll_failures", "Poll cycles of a kind that failed in a row (0: the last went through)", &["kind"]),
+            poll_backoff_seconds: r.register(GaugeVec::new(Opts::new("collector_poll_backoff_seconds", "The pause before the next try after a failed cycle (0: none)"), &["kind"]).expect("valid gauge")),
             registrar: r,
         }
     }

@@ -18,9 +18,10 @@ use tokio::sync::watch;
 use crate::dates;
 use crate::emitter::{EmitError, Emitter};
 use crate::engine::{EngineError, EngineTask, HistoricTask};
+use crate::engine_health::{backoff, EngineHealth};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::snapshot::Snapshots;
+use crate::snapshot::{Observation, Snapshots};
 
 #[derive(Debug, Clone)]
 pub struct PollConfig {
@@ -49,6 +50,7 @@ pub struct Poller {
     pub metrics: Metrics,
     pub config: PollConfig,
     pub seen_updates: SeenUpdates,
+    pub health: Arc<EngineHealth>,
 }
 
 /// The two kinds of poll cycle.
@@ -59,7 +61,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Kind::Incremental => "incremental",
             Kind::Reconcile => "reconcile",
@@ -79,6 +81,11 @@ const LINKS: &str = "identity_links";
 const FINISHED: &str = "tasks_finished";
 const VARIABLES: &str = "variable_updates";
 const WATERMARKS: [&str; 4] = [TASKS, LINKS, FINISHED, VARIABLES];
+
+/// The delete reason of a task that ended without a trace in the engine.
+pub const VANISHED: &str = "vanished";
+/// More tasks than this vanishing at once from an engine with no open task is not believed.
+const VANISHED_WITHOUT_DOUBT: usize = 10;
 
 /// Variable updates already looked at, by detail id, so the overlap window does not make
 /// every change cost a look per cycle. Kept a while longer than the window reaches back.
@@ -171,7 +178,8 @@ impl Poller {
     }
 
     /// Cycles start every interval of their kind (a long one is followed by the next at once);
-    /// failures back off.
+    /// failures back off with jitter (the incremental polls up to 15 s, so that changes flow
+    /// soon after the engine is back; the heavier reconciliation up to a minute).
     fn pause_after(
         &self,
         kind: Kind,
@@ -179,22 +187,30 @@ impl Poller {
         started: Instant,
         failures: &mut u32,
     ) -> Duration {
-        let every = match kind {
-            Kind::Incremental => self.config.interval,
-            Kind::Reconcile => self.config.reconcile_interval,
+        let (every, floor, cap) = match kind {
+            Kind::Incremental => (
+                self.config.interval,
+                self.config.interval,
+                Duration::from_secs(15),
+            ),
+            Kind::Reconcile => (
+                self.config.reconcile_interval,
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ),
         };
         match result {
             Ok(_) => {
                 *failures = 0;
+                self.health.cycle_ok(kind);
                 every.saturating_sub(started.elapsed())
             }
             Err(e) => {
                 *failures += 1;
-                let backoff = Duration::from_millis(200 * 2u64.pow((*failures).min(6)));
-                tracing::warn!(kind = kind.label(), error = %e, retry_in = ?backoff, "poll cycle failed");
-                backoff
-                    .min(Duration::from_secs(10))
-                    .max(self.config.interval)
+                let pause = backoff(*failures, floor, cap);
+                tracing::warn!(kind = kind.label(), error = %e, failures = *failures, retry_in = ?pause, "poll cycle failed");
+                self.health.cycle_failed(kind, &e.to_string(), pause);
+                pause
             }
         }
     }
@@ -285,6 +301,50 @@ impl Poller {
             Ok(())
         })
         .await
+    }
+
+    /// Looks at tasks believed open that the engine no longer lists. One the engine knows
+    /// nothing of, not even in history (history level `none`, history cleaned up, the row
+    /// removed), ended unseen: it is reported deleted with reason `vanished` — unless the
+    /// engine lists no open task at all while many were believed open, which looks like the
+    /// wrong engine (or a restored database) rather than an end; then nothing is removed.
+    async fn look_at_gone(&self, ids: Vec<String>, engine_empty: bool) -> Result<usize, PollError> {
+        let vanished = std::sync::Mutex::new(Vec::new());
+        let n = self
+            .each(ids, |id| {
+                let vanished = &vanished;
+                async move {
+                    match self.snapshots.current(&id).await? {
+                        Some(obs) => {
+                            self.emitter.observe(&obs, "reconcile").await?;
+                        }
+                        None => vanished.lock().expect("vanished lock").push(id),
+                    }
+                    Ok(())
+                }
+            })
+            .await?;
+        let vanished = vanished.into_inner().expect("vanished lock");
+        if engine_empty && vanished.len() > VANISHED_WITHOUT_DOUBT {
+            tracing::error!(
+                tasks = vanished.len(),
+                "the engine lists no open task and knows none of the tasks believed open; \
+                 is --engine-url this application's engine? Nothing removed"
+            );
+            return Ok(n);
+        }
+        for id in vanished {
+            let Some(stored) = self.emitter.store().load(&id).await? else {
+                continue;
+            };
+            tracing::info!(task_id = %id, "the engine knows the task no more, not even in history: reported deleted");
+            let obs = Observation::Finished {
+                task: stored.task,
+                delete_reason: Some(VANISHED.into()),
+            };
+            self.emitter.observe(&obs, "reconcile").await?;
+        }
+        Ok(n)
     }
 
     /// Runs `look` for every item, `concurrency` at once; returns how many there were.
@@ -494,7 +554,7 @@ impl Poller {
             .into_iter()
             .filter(|id| !open.contains(id))
             .collect();
-        looked_at += self.look_at_ids(gone, "reconcile").await?;
+        looked_at += self.look_at_gone(gone, open.is_empty()).await?;
         self.metrics.open_tasks.set(open.len() as i64);
         // Everything before the reconciliation's start has been seen: the incremental
         // queries need not look further back (only matters the first time).

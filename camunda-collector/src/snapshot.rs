@@ -223,6 +223,7 @@ impl Snapshots {
             candidate_users: candidates.0,
             candidate_groups: candidates.1,
             form_key: t.form_key.clone(),
+            form_ref: t.camunda_form_ref.clone(),
             payload,
             source,
         };

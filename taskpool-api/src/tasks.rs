@@ -60,6 +60,20 @@ pub struct SourceReference {
     pub tenant_id: Option<String>,
 }
 
+/// The Camunda Form a task opens (`camunda:formRef` in the model): Camunda's REST API calls
+/// it `camundaFormRef`, Operaton's `operatonFormRef`. `binding` is latest, deployment, version
+/// or versionTag; `version` goes with the binding `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FormRef {
+    pub key: String,
+    #[serde(default)]
+    pub binding: Option<String>,
+    #[serde(default)]
+    pub version: Option<i64>,
+}
+
 /// A whole task: the data of `TaskCreated`, and the fold of a task stream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -78,6 +92,8 @@ pub struct Task {
     pub candidate_users: Vec<String>,
     pub candidate_groups: Vec<String>,
     pub form_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_ref: Option<FormRef>,
     /// Process variables as plain JSON, filtered by the collector's include/exclude lists.
     pub payload: Map<String, Value>,
     pub source: SourceReference,
@@ -145,6 +161,12 @@ pub struct TaskUpdated {
         deserialize_with = "present"
     )]
     pub form_key: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub form_ref: Option<Option<FormRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Map<String, Value>>,
 }
@@ -158,6 +180,7 @@ impl TaskUpdated {
             && self.follow_up.is_none()
             && self.owner.is_none()
             && self.form_key.is_none()
+            && self.form_ref.is_none()
             && self.payload.is_none()
     }
 }
@@ -357,6 +380,9 @@ impl Task {
                 if let Some(v) = &e.form_key {
                     self.form_key = v.clone();
                 }
+                if let Some(v) = &e.form_ref {
+                    self.form_ref = v.clone();
+                }
                 if let Some(v) = &e.payload {
                     self.payload = v.clone();
                 }
@@ -400,6 +426,7 @@ impl Task {
             follow_up: diff(&self.follow_up, &new.follow_up),
             owner: diff(&self.owner, &new.owner),
             form_key: diff(&self.form_key, &new.form_key),
+            form_ref: diff(&self.form_ref, &new.form_ref),
             payload: diff(&self.payload, &new.payload),
         };
         if !update.is_empty() {

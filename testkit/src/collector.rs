@@ -113,6 +113,11 @@ impl Collector {
         self.service.kill();
     }
 
+    /// How the process ended, once it has exited on its own.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.service.exited()
+    }
+
     /// SIGTERM, and waits for a clean exit.
     pub async fn stop(&mut self) {
         self.service.stop().await;

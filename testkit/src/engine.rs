@@ -31,6 +31,14 @@ pub fn billing_engine_url() -> String {
 pub const BILLING_START_HINT: &str =
     "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start billing";
 
+/// A test engine whose history level is `audit` (below what poll mode reads).
+pub fn audit_engine_url() -> String {
+    env_or("CAMUNDA_AUDIT_URL", "http://127.0.0.1:8082/engine-rest")
+}
+
+pub const AUDIT_START_HINT: &str =
+    "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start audit";
+
 /// The body of `POST /deployment/create` for one BPMN file, deployed only when it changed.
 pub fn deployment_form(file: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new()
@@ -64,6 +72,8 @@ impl Engine {
         };
         let hint = if url == billing_engine_url() && url != engine_url() {
             BILLING_START_HINT
+        } else if url == audit_engine_url() {
+            AUDIT_START_HINT
         } else {
             START_HINT
         };
@@ -88,6 +98,7 @@ impl Engine {
             "call-activity.bpmn",
             "candidate-starters.bpmn",
             "variable-changes.bpmn",
+            "form-ref.bpmn",
         ] {
             engine.deploy(file).await;
         }

@@ -121,6 +121,13 @@ impl Service {
         None
     }
 
+    /// How the process ended, once it has exited on its own.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// `Err` with the end of the log when the process has exited on its own.
     pub fn check_running(&mut self) -> Result<(), String> {
         let exited = self

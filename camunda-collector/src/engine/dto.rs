@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+pub use taskpool_api::tasks::FormRef;
 
 /// `GET /task`, `GET /task/{id}`
 #[derive(Debug, Clone, Deserialize)]
@@ -23,6 +24,9 @@ pub struct EngineTask {
     pub process_instance_id: Option<String>,
     pub task_definition_key: Option<String>,
     pub form_key: Option<String>,
+    /// Operaton renamed Camunda's field; CIB seven kept it.
+    #[serde(default, alias = "operatonFormRef")]
+    pub camunda_form_ref: Option<FormRef>,
     pub tenant_id: Option<String>,
     pub case_instance_id: Option<String>,
     pub parent_task_id: Option<String>,
@@ -89,6 +93,7 @@ impl From<&HistoricTask> for EngineTask {
             process_instance_id: h.process_instance_id.clone(),
             task_definition_key: h.task_definition_key.clone(),
             form_key: None,
+            camunda_form_ref: None,
             tenant_id: h.tenant_id.clone(),
             case_instance_id: None,
             parent_task_id: None,
@@ -179,6 +184,8 @@ pub struct StartedInstance {
 #[serde(rename_all = "camelCase")]
 pub struct StartForm {
     pub key: Option<String>,
+    #[serde(default, alias = "operatonFormRef")]
+    pub camunda_form_ref: Option<FormRef>,
 }
 
 /// `GET /process-definition/{id}/xml`
@@ -205,4 +212,87 @@ pub struct UserOperation {
     pub property: Option<String>,
     pub org_value: Option<String>,
     pub new_value: Option<String>,
+}
+
+/// Contract tests: each engine's task and form JSON as its REST DTOs (`TaskDto`, `FormDto`)
+/// write them: Camunda 7.24, Operaton (which renamed `camundaFormRef` to `operatonFormRef`)
+/// and CIB seven (which kept Camunda's names). Their artifacts cannot be run here; the
+/// field lists follow their published DTO sources.
+#[cfg(test)]
+mod contract {
+    use super::*;
+    use serde_json::json;
+
+    /// Every field of the products' `TaskDto`, with the form reference under `form_field`.
+    fn task_json(form_field: &str) -> Value {
+        let mut t = json!({
+            "id": "t1", "name": "Approve", "assignee": null, "created": "2026-01-02T03:04:05.678+0000",
+            "due": null, "followUp": null, "lastUpdated": null, "delegationState": null,
+            "description": null, "executionId": "e1", "owner": null, "parentTaskId": null,
+            "priority": 50, "processDefinitionId": "p:1:x", "processInstanceId": "i1",
+            "taskDefinitionKey": "approve", "caseExecutionId": null, "caseInstanceId": null,
+            "caseDefinitionId": null, "suspended": false, "formKey": null, "tenantId": null,
+            "taskState": "Created"
+        });
+        t[form_field] = json!({"key": "invoiceApproval", "binding": "version", "version": 3});
+        t
+    }
+
+    fn expected() -> Option<FormRef> {
+        Some(FormRef {
+            key: "invoiceApproval".into(),
+            binding: Some("version".into()),
+            version: Some(3),
+        })
+    }
+
+    #[test]
+    fn camunda_and_cib_seven_tasks_name_their_form_camunda_form_ref() {
+        let t: EngineTask =
+            serde_json::from_value(task_json("camundaFormRef")).expect("the DTO parses");
+        assert_eq!(t.camunda_form_ref, expected());
+        assert_eq!(t.priority, 50);
+        assert_eq!(t.process_instance_id.as_deref(), Some("i1"));
+    }
+
+    #[test]
+    fn operaton_tasks_name_their_form_operaton_form_ref() {
+        let t: EngineTask =
+            serde_json::from_value(task_json("operatonFormRef")).expect("the DTO parses");
+        assert_eq!(t.camunda_form_ref, expected());
+    }
+
+    #[test]
+    fn a_task_without_a_form_reference_has_none() {
+        let mut json = task_json("camundaFormRef");
+        json["camundaFormRef"] = Value::Null;
+        let t: EngineTask = serde_json::from_value(json).expect("the DTO parses");
+        assert_eq!(t.camunda_form_ref, None);
+        let mut json = task_json("x");
+        json.as_object_mut().expect("an object").remove("x");
+        let t: EngineTask = serde_json::from_value(json).expect("the DTO parses");
+        assert_eq!(t.camunda_form_ref, None);
+    }
+
+    #[test]
+    fn start_forms_of_every_product_are_read() {
+        for field in ["camundaFormRef", "operatonFormRef"] {
+            let mut form = json!({"key": null, "contextPath": "/app"});
+            form[field] = json!({"key": "invoiceApproval", "binding": "version", "version": 3});
+            let f: StartForm = serde_json::from_value(form).expect("the DTO parses");
+            assert_eq!(f.camunda_form_ref, expected(), "{field}");
+        }
+        let f: StartForm = serde_json::from_value(json!({"key": "embedded:app:start.html"}))
+            .expect("the DTO parses");
+        assert_eq!(f.key.as_deref(), Some("embedded:app:start.html"));
+    }
+
+    #[test]
+    fn the_version_answer_of_every_product_is_read() {
+        for version in ["7.24.0", "1.0.0", "2.1.0"] {
+            let v: super::super::probe::EngineVersion =
+                serde_json::from_value(json!({ "version": version })).expect("the DTO parses");
+            assert_eq!(v.version, version);
+        }
+    }
 }

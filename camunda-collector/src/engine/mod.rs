@@ -12,10 +12,12 @@ use serde_json::{Map, Value};
 use crate::metrics::Metrics;
 
 mod dto;
+mod probe;
 mod trace;
 mod variables;
 
 pub use dto::*;
+pub use probe::HistoryCheck;
 pub use trace::in_trace;
 pub use variables::VariableUpdate;
 

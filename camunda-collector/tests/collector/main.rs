@@ -7,6 +7,7 @@
 
 mod commands;
 mod dedupe;
+mod engine_checks;
 mod faults;
 mod harness;
 mod hooks;

@@ -101,7 +101,7 @@ async fn poll_mode_follows_every_kind_of_variable_change() {
 
 /// A collector in hook mode on the engine's hook address, polling once an hour (after its
 /// first reconciliation, every change it reports came by hook), once hooks reach it.
-async fn hook_collector(
+pub(crate) async fn hook_collector(
     engine: &Engine,
     cluster: &Cluster,
     test: &str,

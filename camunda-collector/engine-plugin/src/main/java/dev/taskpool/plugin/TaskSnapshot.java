@@ -8,6 +8,7 @@ import java.util.Date;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import org.camunda.bpm.engine.form.CamundaFormRef;
 import org.camunda.bpm.engine.impl.db.entitymanager.DbEntityManager;
 import org.camunda.bpm.engine.impl.interceptor.CommandContext;
 import org.camunda.bpm.engine.impl.persistence.entity.ExecutionEntity;
@@ -95,11 +96,34 @@ final class TaskSnapshot {
         .name("processInstanceId").value(task.getProcessInstanceId())
         .name("executionId").value(task.getExecutionId())
         .name("taskDefinitionKey").value(task.getTaskDefinitionKey())
-        .name("formKey").value(formKey(task))
-        .name("tenantId").value(task.getTenantId())
+        .name("formKey").value(formKey(task));
+    writeFormRef(json, task);
+    json.name("tenantId").value(task.getTenantId())
         .name("caseInstanceId").value(task.getCaseInstanceId())
         .name("parentTaskId").value(task.getParentTaskId())
         .endObject();
+  }
+
+  /** The Camunda Form of the task (camunda:formRef), as REST's camundaFormRef; absent when it has none. */
+  private static void writeFormRef(JsonWriter json, TaskEntity task) {
+    CamundaFormRef ref;
+    try {
+      task.initializeFormKey();
+      ref = task.getCamundaFormRef();
+    } catch (RuntimeException e) {
+      LOG.debug("Taskpool hook: cannot evaluate the form reference of task {}: {}", task.getId(), e.toString());
+      return;
+    }
+    if (ref == null || ref.getKey() == null) {
+      return;
+    }
+    json.name("camundaFormRef").beginObject()
+        .name("key").value(ref.getKey())
+        .name("binding").value(ref.getBinding());
+    if (ref.getVersion() != null) {
+      json.name("version").value(ref.getVersion().longValue());
+    }
+    json.endObject();
   }
 
   /** The form key may be an expression; REST evaluates it per read, so do the same, but never fail over it. */
