@@ -77,6 +77,7 @@ impl App {
             store.clone(),
             metrics.clone(),
             &config.application,
+            config.max_event_bytes,
         ));
         let registry = Arc::new(Registry::new(
             engine.clone(),
@@ -84,6 +85,7 @@ impl App {
             store.clone(),
             metrics.clone(),
             &config.application,
+            config.max_event_bytes,
         ));
         let listener = TcpListener::bind(config.listen).await?;
         let (active, _) = watch::channel(false);

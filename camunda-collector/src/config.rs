@@ -131,10 +131,20 @@ pub struct Config {
     #[arg(long, env = "COLLECTOR_MAX_BODY_BYTES", default_value_t = 4 << 20)]
     pub max_body_bytes: usize,
 
+    /// Largest event this collector writes, in bytes (16 KiB to 3 MiB; the bus takes 4 MiB
+    /// bodies by default). A task that would be larger leaves its largest variables out of the
+    /// payload and names them in `payloadTruncated`; an identity sync is split into parts.
+    #[arg(long, env = "COLLECTOR_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
+    pub max_event_bytes: usize,
+
     /// Log as JSON lines.
     #[arg(long, env = "COLLECTOR_LOG_JSON")]
     pub log_json: bool,
 }
+
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+const MIN_EVENT_BYTES: usize = 16 << 10;
+const MAX_EVENT_BYTES: usize = 3 << 20;
 
 impl Config {
     pub fn poll_interval(&self) -> Duration {
@@ -162,6 +172,13 @@ impl Config {
             .map_err(|e| format!("--application {:?}: {e}", self.application))?;
         check_bus_nodes(&self.bus)?;
         self.variable_filter()?;
+        if !(MIN_EVENT_BYTES..=MAX_EVENT_BYTES).contains(&self.max_event_bytes) {
+            return Err(format!(
+                "--max-event-bytes {}: must be between {MIN_EVENT_BYTES} and {MAX_EVENT_BYTES} \
+                 (below the bus's body limit, with room for the rest of an append)",
+                self.max_event_bytes
+            ));
+        }
         if self.page_size == 0 || self.concurrency == 0 {
             return Err("--page-size and --concurrency must be at least 1".into());
         }

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::dates;
 use crate::metrics::Metrics;
+use crate::payload;
 use crate::snapshot::Observation;
 use crate::store::{Store, Stored};
 
@@ -44,6 +45,8 @@ pub struct Emitter {
     store: Store,
     metrics: Metrics,
     application: String,
+    /// The largest event written (`--max-event-bytes`): see `payload::fit`.
+    max_event_bytes: usize,
     /// Observations of one task run one at a time.
     stripes: Vec<Mutex<()>>,
 }
@@ -142,12 +145,19 @@ fn plan(current: Option<&Stored>, obs: &Observation) -> Option<(Vec<TaskEvent>, 
 }
 
 impl Emitter {
-    pub fn new(bus: BusClient, store: Store, metrics: Metrics, application: &str) -> Emitter {
+    pub fn new(
+        bus: BusClient,
+        store: Store,
+        metrics: Metrics,
+        application: &str,
+        max_event_bytes: usize,
+    ) -> Emitter {
         Emitter {
             bus,
             store,
             metrics,
             application: application.to_owned(),
+            max_event_bytes,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -171,6 +181,8 @@ impl Emitter {
         obs: &Observation,
         via: &'static str,
     ) -> Result<Option<Head>, EmitError> {
+        let fitted = self.fitted(obs);
+        let obs = fitted.as_ref().unwrap_or(obs);
         let task_id = obs.task().task_id.as_str();
         let stream = task_stream(&self.application, task_id);
         let _guard = self.lock(task_id).await;
@@ -210,6 +222,24 @@ impl Emitter {
             stream,
             "the stream kept changing under this collector".into(),
         ))
+    }
+
+    /// The observation with its payload cut to fit `--max-event-bytes`, when it does not.
+    fn fitted(&self, obs: &Observation) -> Option<Observation> {
+        if payload::encoded_len(obs.task()) <= self.max_event_bytes {
+            return None;
+        }
+        let mut fitted = obs.clone();
+        let task = fitted.task_mut();
+        payload::fit(task, self.max_event_bytes);
+        self.metrics.payloads_truncated.inc();
+        tracing::warn!(
+            task_id = %task.task_id,
+            left_out = ?task.payload_truncated,
+            max_event_bytes = self.max_event_bytes,
+            "task too large for one event: its largest variables are left out of the payload"
+        );
+        Some(fitted)
     }
 
     fn request(

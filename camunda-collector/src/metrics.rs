@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use prometheus::{GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+use prometheus::{GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use service_kit::metrics::Shared;
 use service_kit::Registrar;
 
@@ -29,6 +29,8 @@ pub struct Inner {
     pub engine_info: IntGaugeVec,
     pub poll_failures: IntGaugeVec,
     pub poll_backoff_seconds: GaugeVec,
+    pub payloads_truncated: IntCounter,
+    pub identity_parts: IntGauge,
 }
 
 impl Default for Inner {
@@ -51,6 +53,8 @@ impl Default for Inner {
             engine_info: r.gauge_vec("collector_engine_info", "1, labelled with the engine's version (GET /version)", &["version"]),
             poll_failures: r.gauge_vec("collector_poll_failures", "Poll cycles of a kind that failed in a row (0: the last went through)", &["kind"]),
             poll_backoff_seconds: r.register(GaugeVec::new(Opts::new("collector_poll_backoff_seconds", "The pause before the next try after a failed cycle (0: none)"), &["kind"]).expect("valid gauge")),
+            payloads_truncated: r.counter("collector_payloads_truncated_total", "Task observations whose payload left variables out to fit --max-event-bytes"),
+            identity_parts: r.gauge("collector_identity_parts", "Events the last identity sync was split into (to fit --max-event-bytes)"),
             registrar: r,
         }
     }

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
+use taskpool_api::tasks::Task;
 
 use crate::dates;
 use crate::engine::VariableValue;
@@ -123,6 +124,52 @@ impl VariableFilter {
             })
             .collect()
     }
+}
+
+/// The size rule: a task whose `TaskCreated` would encode larger than `max_bytes` leaves its
+/// largest variables out of the payload (equal sizes by name) until it fits, and names them,
+/// sorted, in `payload_truncated`. It depends on the variables alone, so hook, poll and every
+/// later look at the same variables give the same task. Returns whether anything was left out.
+pub fn fit(task: &mut Task, max_bytes: usize) -> bool {
+    task.payload_truncated.clear();
+    let mut size = encoded_len(task);
+    if size <= max_bytes {
+        return false;
+    }
+    let mut by_size: Vec<(usize, String)> = task
+        .payload
+        .iter()
+        .map(|(name, value)| (encoded_len(name) + 2 + encoded_len(value), name.clone()))
+        .collect();
+    by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    // `,"payloadTruncated":[]` once, then each name with its comma.
+    size += 22;
+    let mut left_out = Vec::new();
+    let mut by_size = by_size.into_iter();
+    for (entry, name) in by_size.by_ref() {
+        task.payload.remove(&name);
+        size = size - entry + encoded_len(&name) + 1;
+        left_out.push(name);
+        if size <= max_bytes {
+            break;
+        }
+    }
+    left_out.sort();
+    task.payload_truncated = left_out;
+    // The running size is an estimate (separators); the encoded task decides.
+    for (_, name) in by_size {
+        if encoded_len(task) <= max_bytes {
+            break;
+        }
+        task.payload.remove(&name);
+        task.payload_truncated.push(name);
+        task.payload_truncated.sort();
+    }
+    true
+}
+
+pub(crate) fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
 }
 
 /// A typed engine value as plain JSON; `None` for types that have no plain form
@@ -261,5 +308,62 @@ mod tests {
             Some(serde_json::json!("<a>1</a>"))
         );
         assert_eq!(plain_value(&typed("Bytes", "AAE=", None)), None);
+    }
+
+    fn task_with(vars: &[(&str, usize)]) -> Task {
+        Task {
+            task_id: "t1".into(),
+            payload: vars
+                .iter()
+                .map(|(name, len)| (name.to_string(), Value::String("x".repeat(*len))))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_task_that_fits_is_left_alone() {
+        let mut task = task_with(&[("a", 10), ("b", 20)]);
+        let before = task.clone();
+        assert!(!fit(&mut task, 10_000));
+        assert_eq!(task, before);
+    }
+
+    #[test]
+    fn the_largest_variables_go_first_and_are_named() {
+        let mut task = task_with(&[
+            ("small", 100),
+            ("big", 5_000),
+            ("bigger", 9_000),
+            ("mid", 3_000),
+        ]);
+        assert!(fit(&mut task, 5_000));
+        assert_eq!(task.payload_truncated, ["big", "bigger"]);
+        assert!(task.payload.contains_key("small") && task.payload.contains_key("mid"));
+        assert!(encoded_len(&task) <= 5_000, "{}", encoded_len(&task));
+    }
+
+    #[test]
+    fn fitting_is_the_same_for_the_same_variables_and_stays_within_the_limit() {
+        // Equal sizes: by name; every limit gives a task within it.
+        for max in [1_000, 2_000, 4_000, 8_000] {
+            let vars: Vec<(String, usize)> = (0..30)
+                .map(|i| (format!("v{i:02}"), 50 + (i % 4) * 100))
+                .collect();
+            let vars: Vec<(&str, usize)> = vars.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+            let mut one = task_with(&vars);
+            let mut reversed = task_with(&vars.iter().rev().cloned().collect::<Vec<_>>());
+            fit(&mut one, max);
+            fit(&mut reversed, max);
+            assert_eq!(one.payload_truncated, reversed.payload_truncated);
+            assert_eq!(one.payload, reversed.payload);
+            assert!(encoded_len(&one) <= max, "max {max}: {}", encoded_len(&one));
+            let mut again = one.clone();
+            fit(&mut again, max);
+            assert_eq!(
+                again.payload, one.payload,
+                "fitting a fitted task changes nothing"
+            );
+        }
     }
 }

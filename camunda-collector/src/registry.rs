@@ -24,11 +24,14 @@ pub struct Registry {
     pub store: Store,
     pub metrics: Metrics,
     pub application: String,
+    /// The largest event written (`--max-event-bytes`): an identity sync is split to fit.
+    max_event_bytes: usize,
     /// The last identity announced by this process (a restart announces once more).
     last_identity: Mutex<Option<IdentitySynced>>,
 }
 
-const PAGE: u32 = 200;
+/// Page size of the engine's user, group and member lists.
+const PAGE: u32 = 1_000;
 
 impl Registry {
     pub fn new(
@@ -37,6 +40,7 @@ impl Registry {
         store: Store,
         metrics: Metrics,
         application: &str,
+        max_event_bytes: usize,
     ) -> Self {
         Registry {
             engine,
@@ -44,6 +48,7 @@ impl Registry {
             store,
             metrics,
             application: application.to_owned(),
+            max_event_bytes,
             last_identity: Mutex::new(None),
         }
     }
@@ -108,50 +113,84 @@ impl Registry {
         }
     }
 
+    /// Every user with their groups: the users a page at a time, then each group's members
+    /// (one call per group and page, not one per user: engines hold far more users than
+    /// groups). Announced when it changed, split to fit `--max-event-bytes`.
     async fn identity(&self) -> Result<(), PollError> {
-        let mut users = Vec::new();
+        let mut users: BTreeMap<String, IdentityUser> = BTreeMap::new();
         let mut first = 0;
         loop {
             let page = self.engine.users(first, PAGE).await?;
             for u in &page {
-                let mut groups: Vec<String> = self
-                    .engine
-                    .groups_of(&u.id)
-                    .await?
-                    .into_iter()
-                    .map(|g| g.id)
-                    .collect();
-                groups.sort();
-                users.push(IdentityUser {
-                    id: u.id.clone(),
-                    first_name: u.first_name.clone(),
-                    last_name: u.last_name.clone(),
-                    email: u.email.clone(),
-                    groups,
-                });
+                users.insert(
+                    u.id.clone(),
+                    IdentityUser {
+                        id: u.id.clone(),
+                        first_name: u.first_name.clone(),
+                        last_name: u.last_name.clone(),
+                        email: u.email.clone(),
+                        groups: Vec::new(),
+                    },
+                );
             }
             if page.len() < PAGE as usize {
                 break;
             }
             first += PAGE;
         }
+        let mut first_group = 0;
+        loop {
+            let groups = self.engine.groups(first_group, PAGE).await?;
+            for g in &groups {
+                let mut first = 0;
+                loop {
+                    let members = self.engine.members(&g.id, first, PAGE).await?;
+                    for m in &members {
+                        if let Some(u) = users.get_mut(&m.id) {
+                            u.groups.push(g.id.clone());
+                        }
+                    }
+                    if members.len() < PAGE as usize {
+                        break;
+                    }
+                    first += PAGE;
+                }
+            }
+            if groups.len() < PAGE as usize {
+                break;
+            }
+            first_group += PAGE;
+        }
         let synced = IdentitySynced {
             application: self.application.clone(),
-            users,
+            users: users
+                .into_values()
+                .map(|mut u| {
+                    u.groups.sort();
+                    u
+                })
+                .collect(),
+            part: None,
         };
         if self.last_identity.lock().expect("identity lock").as_ref() == Some(&synced) {
             return Ok(());
         }
         let stream = identity_stream(&self.application);
-        let request = AppendRequest {
-            events: vec![NewEvent::new(&stream, IDENTITY_SYNCED, &synced).expect("serializable")],
-            expected_versions: BTreeMap::new(),
-        };
-        self.bus.append(&request).await.map_err(EmitError::from)?;
-        self.metrics
-            .events_emitted
-            .with_label_values(&[IDENTITY_SYNCED, "reconcile"])
-            .inc();
+        // Parts go one append each, in order; a sync cut short is whole again next time
+        // (nothing is remembered as announced until every part is on the bus).
+        let parts = synced.clone().split(self.max_event_bytes);
+        for part in &parts {
+            let request = AppendRequest {
+                events: vec![NewEvent::new(&stream, IDENTITY_SYNCED, part).expect("serializable")],
+                expected_versions: BTreeMap::new(),
+            };
+            self.bus.append(&request).await.map_err(EmitError::from)?;
+            self.metrics
+                .events_emitted
+                .with_label_values(&[IDENTITY_SYNCED, "reconcile"])
+                .inc();
+        }
+        self.metrics.identity_parts.set(parts.len() as i64);
         *self.last_identity.lock().expect("identity lock") = Some(synced);
         Ok(())
     }

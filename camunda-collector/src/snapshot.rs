@@ -32,6 +32,12 @@ impl Observation {
         }
     }
 
+    pub fn task_mut(&mut self) -> &mut Task {
+        match self {
+            Observation::Open { task, .. } | Observation::Finished { task, .. } => task,
+        }
+    }
+
     pub fn changed_at(&self) -> Option<&str> {
         match self {
             Observation::Open { changed_at, .. } => Some(changed_at),
@@ -225,6 +231,7 @@ impl Snapshots {
             form_key: t.form_key.clone(),
             form_ref: t.camunda_form_ref.clone(),
             payload,
+            payload_truncated: Vec::new(),
             source,
         };
         Observation::Open {

@@ -18,6 +18,7 @@ pub mod commands;
 pub mod dedupe_suite;
 pub mod error;
 pub mod handler;
+pub mod identity;
 pub mod sse;
 pub mod streams;
 pub mod task_body;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::bus::RecordedEvent;
+pub use crate::identity::{IdentityPart, IdentitySynced, IdentityUser};
 
 pub const TASK_CREATED: &str = "TaskCreated";
 pub const TASK_ASSIGNED: &str = "TaskAssigned";
@@ -96,6 +97,10 @@ pub struct Task {
     pub form_ref: Option<FormRef>,
     /// Process variables as plain JSON, filtered by the collector's include/exclude lists.
     pub payload: Map<String, Value>,
+    /// Variables left out of `payload` because the task would not fit the collector's event
+    /// size limit (the largest first), by name; absent when nothing was left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload_truncated: Vec<String>,
     pub source: SourceReference,
 }
 
@@ -169,6 +174,9 @@ pub struct TaskUpdated {
     pub form_ref: Option<Option<FormRef>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload: Option<Map<String, Value>>,
+    /// The names left out of the payload, when they changed (empty: none any more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_truncated: Option<Vec<String>>,
 }
 
 impl TaskUpdated {
@@ -182,6 +190,7 @@ impl TaskUpdated {
             && self.form_key.is_none()
             && self.form_ref.is_none()
             && self.payload.is_none()
+            && self.payload_truncated.is_none()
     }
 }
 
@@ -386,6 +395,9 @@ impl Task {
                 if let Some(v) = &e.payload {
                     self.payload = v.clone();
                 }
+                if let Some(v) = &e.payload_truncated {
+                    self.payload_truncated = v.clone();
+                }
             }
             TaskEvent::Completed(_) | TaskEvent::Deleted(_) => {}
         }
@@ -428,6 +440,7 @@ impl Task {
             form_key: diff(&self.form_key, &new.form_key),
             form_ref: diff(&self.form_ref, &new.form_ref),
             payload: diff(&self.payload, &new.payload),
+            payload_truncated: diff(&self.payload_truncated, &new.payload_truncated),
         };
         if !update.is_empty() {
             events.push(TaskEvent::Updated(update));
@@ -452,27 +465,6 @@ pub struct ProcessDefinitionRegistered {
     pub candidate_starter_groups: Vec<String>,
     pub form_key: Option<String>,
     pub tenant_id: Option<String>,
-}
-
-/// `IdentitySynced`, stream `identity/{application}`: every user the engine knows and the ids
-/// of its groups.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct IdentitySynced {
-    pub application: String,
-    pub users: Vec<IdentityUser>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct IdentityUser {
-    pub id: String,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub email: Option<String>,
-    pub groups: Vec<String>,
 }
 
 #[cfg(test)]

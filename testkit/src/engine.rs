@@ -36,6 +36,19 @@ pub fn audit_engine_url() -> String {
     env_or("CAMUNDA_AUDIT_URL", "http://127.0.0.1:8082/engine-rest")
 }
 
+/// The audit engine's own PostgreSQL database (for tests that fill its identity tables in
+/// bulk): `CAMUNDA_AUDIT_DATABASE_URL`, else the collector's test database server with the
+/// database `camunda_audit` (as `deploy/scripts/postgres.sh` creates it).
+pub fn audit_database_url() -> String {
+    std::env::var("CAMUNDA_AUDIT_DATABASE_URL").unwrap_or_else(|_| {
+        let collector = crate::collector::database_url();
+        let server = collector
+            .rsplit_once('/')
+            .map_or(collector.as_str(), |(s, _)| s);
+        format!("{server}/camunda_audit")
+    })
+}
+
 pub const AUDIT_START_HINT: &str =
     "start them with: deploy/scripts/postgres.sh start && deploy/scripts/camunda.sh start audit";
 

@@ -402,6 +402,28 @@ impl Engine {
         .await
     }
 
+    pub async fn groups(&self, first: u32, max: u32) -> Result<Vec<EngineGroup>, EngineError> {
+        self.get(
+            "group_list",
+            &format!("/group?sortBy=id&sortOrder=asc&firstResult={first}&maxResults={max}"),
+        )
+        .await
+    }
+
+    /// The members of a group, a page at a time.
+    pub async fn members(
+        &self,
+        group: &str,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<EngineUser>, EngineError> {
+        let path = format!(
+            "/user?memberOfGroup={}&sortBy=userId&sortOrder=asc&firstResult={first}&maxResults={max}",
+            q(group)
+        );
+        self.get("user_list", &path).await
+    }
+
     pub async fn groups_of(&self, user: &str) -> Result<Vec<EngineGroup>, EngineError> {
         self.get("group_list", &format!("/group?member={}", q(user)))
             .await

@@ -36,6 +36,7 @@ async fn judged(collector: &Collector) -> Value {
 
 #[tokio::test]
 async fn poll_mode_refuses_an_engine_whose_history_is_below_full() {
+    let _audit = crate::harness::AUDIT_ENGINE.lock().await;
     let engine = Engine::connect_to(&audit_engine_url()).await;
     // Work to judge by: a task with candidates in an instance with variables.
     engine

@@ -14,6 +14,8 @@ pub use testkit::{wait_for, Cluster, Engine};
 
 /// The engine posts its hooks to one address: hook-mode tests take turns holding it.
 pub static HOOK_ADDRESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Held by tests that change the audit engine's identity tables, and by those that read them.
+pub static AUDIT_ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A unique application name per test, so tests share the engine but not their state.
 pub fn app_name(test: &str) -> String {

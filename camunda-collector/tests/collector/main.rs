@@ -12,6 +12,7 @@ mod faults;
 mod harness;
 mod hooks;
 mod judge;
+mod sizes;
 mod trace;
 mod upgrade;
 mod variables;

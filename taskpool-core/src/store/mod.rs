@@ -305,6 +305,7 @@ impl Store {
                     identity: taskpool_api::tasks::IdentitySynced {
                         application: user.application.clone(),
                         users: Vec::new(),
+                        part: None,
                     },
                     position: user.position,
                 });

@@ -467,6 +467,8 @@ impl View {
         {
             return Ok(Applied::Skipped);
         }
+        // A part of a sync changes the users in its id range only.
+        let identity = identity.applied_to(self.identities.get(&application).map(|i| &i.identity));
         self.index_groups(&identity);
         self.identities.insert(
             application.clone(),

@@ -200,6 +200,7 @@ fn engine_groups_count_in_their_realm_only() {
                 email: None,
                 groups: groups.iter().map(|g| g.to_string()).collect(),
             }],
+            part: None,
         },
         position: 1,
     };
@@ -212,4 +213,61 @@ fn engine_groups_count_in_their_realm_only() {
     shared.load_identity(identity("billing", &["clerks"]));
     shared.load_identity(identity("local", &["accounting"]));
     assert_eq!(shared.groups_of("local", "mary"), ["accounting", "clerks"]);
+}
+
+fn identity_event(position: u64, identity: &IdentitySynced) -> RecordedEvent {
+    RecordedEvent {
+        position,
+        stream: taskpool_api::streams::identity_stream(&identity.application),
+        version: position,
+        event_type: IDENTITY_SYNCED.into(),
+        data: serde_json::value::to_raw_value(identity).expect("encode"),
+        metadata: None,
+        id: uuid::Uuid::new_v4(),
+        timestamp: "2026-11-23T10:00:00.000Z".into(),
+    }
+}
+
+fn engine_identity(users: u32, group: &str) -> IdentitySynced {
+    IdentitySynced {
+        application: "billing".into(),
+        users: (0..users)
+            .map(|i| taskpool_api::tasks::IdentityUser {
+                id: format!("user-{i:05}"),
+                first_name: Some("Mary".into()),
+                last_name: None,
+                email: Some(format!("user-{i:05}@example.com")),
+                groups: vec![group.into()],
+            })
+            .collect(),
+        part: None,
+    }
+}
+
+#[test]
+fn an_identity_sync_in_parts_ends_as_the_whole_and_a_cut_one_mixes_only_whole_users() {
+    let old = engine_identity(3_000, "clerks");
+    let new = engine_identity(2_500, "auditors");
+    let parts = new.clone().split(20_000);
+    assert!(parts.len() > 5, "{} parts", parts.len());
+    for p in &parts {
+        let len = serde_json::to_vec(p).expect("encode").len();
+        assert!(len <= 20_000, "a part of {len} bytes");
+    }
+    let mut view = View::default();
+    view.apply(&identity_event(1, &old)).expect("apply");
+    // Only the first two parts arrive: those users are new, users beyond are still old.
+    view.apply(&identity_event(2, &parts[0])).expect("apply");
+    view.apply(&identity_event(3, &parts[1])).expect("apply");
+    assert_eq!(view.groups_of("billing", "user-00000"), ["auditors"]);
+    assert_eq!(view.groups_of("billing", "user-02999"), ["clerks"]);
+    for (i, p) in parts.iter().enumerate().skip(2) {
+        view.apply(&identity_event(2 + i as u64, p)).expect("apply");
+    }
+    let held = &view.identity("billing").expect("an identity").identity;
+    assert_eq!(
+        held, &new,
+        "every part applied: the new identity, nothing of the old"
+    );
+    assert!(view.groups_of("billing", "user-02999").is_empty());
 }
