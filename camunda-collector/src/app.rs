@@ -1,6 +1,6 @@
 //! Building a collector from its config and running it until it is told to stop: the state
 //! store, the HTTP endpoints (`http`), and the work an active collector does (poller and
-//! command handler) while it holds its application's lock.
+//! command handler) while it holds its application's lease (`lease`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,11 +21,12 @@ use crate::emitter::Emitter;
 use crate::engine::{Engine, EngineConfig};
 use crate::engine_health::{self, EngineHealth};
 use crate::http;
+use crate::lease::{Fence, Lease};
 use crate::metrics::Metrics;
 use crate::poller::{PollConfig, Poller};
 use crate::registry::Registry;
 use crate::snapshot::Snapshots;
-use crate::store::{CommandRuns, Leadership, Store};
+use crate::store::{CommandRuns, Store};
 
 pub(crate) struct Ctx {
     pub(crate) config: Config,
@@ -38,6 +39,9 @@ pub(crate) struct Ctx {
     pub(crate) active: watch::Sender<bool>,
     pub(crate) health: Arc<EngineHealth>,
     pub(crate) engine: Engine,
+    pub(crate) fence: Fence,
+    /// This process, as the lease names its holder.
+    pub(crate) holder: String,
 }
 
 /// A collector ready to run: its state store reached, its listener bound.
@@ -72,12 +76,14 @@ impl App {
             &config.engine_name,
             filter,
         ));
+        let fence = Fence::default();
         let emitter = Arc::new(Emitter::new(
             bus.clone(),
             store.clone(),
             metrics.clone(),
             &config.application,
             config.max_event_bytes,
+            fence.clone(),
         ));
         let registry = Arc::new(Registry::new(
             engine.clone(),
@@ -86,6 +92,7 @@ impl App {
             metrics.clone(),
             &config.application,
             config.max_event_bytes,
+            fence.clone(),
         ));
         let listener = TcpListener::bind(config.listen).await?;
         let (active, _) = watch::channel(false);
@@ -101,6 +108,8 @@ impl App {
             bus,
             store,
             active,
+            fence,
+            holder: uuid::Uuid::new_v4().to_string(),
         });
         Ok(App { listener, ctx })
     }
@@ -109,7 +118,7 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves and, while it holds its application's lock, works, until `stop` resolves; then
+    /// Serves and, while it holds its application's lease, works, until `stop` resolves; then
     /// steps down and stops serving.
     pub async fn run_until_stopped(
         self,
@@ -164,48 +173,65 @@ async fn connect_store(config: &Config) -> anyhow::Result<Store> {
     .await
 }
 
-/// Becomes the active collector whenever the lock is free, works while holding it, and
-/// steps down when the lock's session is lost or on shutdown.
+/// Becomes the active collector whenever the lease is free, works while holding it, and
+/// steps down when it is lost (taken over, not renewed in time, or fenced off the bus) or on
+/// shutdown.
 async fn lead(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let config = &ctx.config;
     while !*stop.borrow() {
-        let lease = match Leadership::try_acquire(&ctx.config.database_url, &ctx.config.application)
-            .await
+        let wait = match Lease::try_acquire(
+            &config.database_url,
+            &config.application,
+            &ctx.holder,
+            config.lease_ttl,
+        )
+        .await
         {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.changed() => {}
+            Ok(Some(lease)) => match ctx.fence.raise(&ctx.bus, &config.application, &lease).await {
+                Ok(()) => {
+                    lead_while_held(&ctx, lease, &mut stop).await;
+                    continue;
                 }
-                continue;
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "took the lease but could not record it on the bus; retrying");
+                    lease.release().await;
+                    Duration::from_secs(1)
+                }
+            },
+            Ok(None) => Duration::from_secs(1),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the state store for the lock; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.changed() => {}
-                }
-                continue;
+                tracing::warn!(error = %e, "cannot reach the state store for the lease; retrying");
+                Duration::from_secs(2)
             }
         };
-        tracing::info!(application = %ctx.config.application, "active: holding the application's lock");
-        ctx.metrics.active.set(1);
-        ctx.active.send_replace(true);
-        let lease = work_while_held(&ctx, lease, &mut stop).await;
-        ctx.active.send_replace(false);
-        ctx.metrics.active.set(0);
-        if let Some(lease) = lease {
-            lease.release().await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
         }
-        tracing::info!("stepped down");
     }
 }
 
+async fn lead_while_held(ctx: &Arc<Ctx>, lease: Lease, stop: &mut watch::Receiver<bool>) {
+    tracing::info!(application = %ctx.config.application, token = lease.token, "active: holding the application's lease");
+    ctx.metrics.active.set(1);
+    ctx.active.send_replace(true);
+    let lease = work_while_held(ctx, lease, stop).await;
+    ctx.fence.lower();
+    ctx.active.send_replace(false);
+    ctx.metrics.active.set(0);
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    tracing::info!("stepped down");
+}
+
+/// Works (polls, hooks, commands) while the lease holds: renewed every fifth of its TTL.
+/// Returns the lease when it is still this collector's to release.
 async fn work_while_held(
     ctx: &Arc<Ctx>,
-    mut lease: Leadership,
+    mut lease: Lease,
     stop: &mut watch::Receiver<bool>,
-) -> Option<Leadership> {
+) -> Option<Lease> {
     let (work_stop_tx, work_stop) = watch::channel(false);
     let poller = Arc::new(Poller {
         snapshots: ctx.snapshots.clone(),
@@ -247,14 +273,34 @@ async fn work_while_held(
     ));
     let kept = loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(lease.renew_every()) => {}
             _ = stop.changed() => break Some(lease),
         }
         if *stop.borrow() {
             break Some(lease);
         }
-        if let Err(e) = lease.check().await {
-            tracing::error!(error = %e, "lost the application's lock; stepping down");
+        if ctx.fence.fenced_out() {
+            tracing::error!(
+                "the bus refused a write: another collector took the lease; stepping down"
+            );
+            break None;
+        }
+        match lease.renew().await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!("another collector took the lease; stepping down");
+                break None;
+            }
+            Err(e) if lease.valid() => {
+                tracing::warn!(error = %e, "could not renew the lease; trying again");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not renew the lease in time; stepping down");
+                break None;
+            }
+        }
+        if !lease.valid() {
+            tracing::error!("the lease was renewed too late to act on; stepping down");
             break None;
         }
     };

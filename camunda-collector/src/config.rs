@@ -137,6 +137,12 @@ pub struct Config {
     #[arg(long, env = "COLLECTOR_MAX_EVENT_BYTES", default_value_t = DEFAULT_MAX_EVENT_BYTES)]
     pub max_event_bytes: usize,
 
+    /// How long the active collector's lease lasts unrenewed: a standby takes over this long
+    /// after the active one stopped renewing (paused, its host lost or cut off); at once when
+    /// its process died. The holder renews every fifth and stops acting after four fifths.
+    #[arg(long, env = "COLLECTOR_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Log as JSON lines.
     #[arg(long, env = "COLLECTOR_LOG_JSON")]
     pub log_json: bool,
@@ -178,6 +184,9 @@ impl Config {
                  (below the bus's body limit, with room for the rest of an append)",
                 self.max_event_bytes
             ));
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err("--lease-ttl must be at least 1s".into());
         }
         if self.page_size == 0 || self.concurrency == 0 {
             return Err("--page-size and --concurrency must be at least 1".into());

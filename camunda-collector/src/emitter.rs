@@ -15,6 +15,7 @@ use taskpool_api::BusClient;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::dates;
+use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::payload;
 use crate::snapshot::Observation;
@@ -36,6 +37,10 @@ pub enum EmitError {
     Store(#[from] sqlx::Error),
     #[error("task stream {0} holds an event this collector cannot read: {1}")]
     Corrupt(String, String),
+    #[error("this collector is not the active one")]
+    NotActive,
+    #[error("another collector took the lease; this one's writes are refused")]
+    Fenced,
 }
 
 const STRIPES: usize = 1024;
@@ -47,6 +52,8 @@ pub struct Emitter {
     application: String,
     /// The largest event written (`--max-event-bytes`): see `payload::fit`.
     max_event_bytes: usize,
+    /// Guards every append with this collector's lease (`lease.rs`).
+    fence: Fence,
     /// Observations of one task run one at a time.
     stripes: Vec<Mutex<()>>,
 }
@@ -151,6 +158,7 @@ impl Emitter {
         metrics: Metrics,
         application: &str,
         max_event_bytes: usize,
+        fence: Fence,
     ) -> Emitter {
         Emitter {
             bus,
@@ -158,6 +166,7 @@ impl Emitter {
             metrics,
             application: application.to_owned(),
             max_event_bytes,
+            fence,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -201,7 +210,10 @@ impl Emitter {
                 return Ok(Some(head(&next)));
             }
             let expected = current.as_ref().map_or(NO_STREAM, |c| c.version as i64);
-            let request = self.request(&stream, &events, expected, obs.changed_at(), via);
+            let mut request = self.request(&stream, &events, expected, obs.changed_at(), via);
+            if !self.fence.guard(&mut request) {
+                return Err(EmitError::NotActive);
+            }
             match self.bus.append(&request).await {
                 Ok(resp) => {
                     let last = resp.events.last().expect("the bus answers every event");
@@ -211,6 +223,7 @@ impl Emitter {
                     self.count(&events, obs.changed_at(), via);
                     return Ok(Some(head(&next)));
                 }
+                Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced),
                 Err(e) if e.code() == Some("wrong_expected_version") => {
                     tracing::debug!(task_id, "task stream moved on; folding it again");
                     current = self.fold(&stream).await?;

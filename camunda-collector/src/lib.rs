@@ -20,6 +20,7 @@ pub mod error;
 pub mod follow_up;
 pub mod hooks;
 mod http;
+pub mod lease;
 pub mod metrics;
 pub mod payload;
 pub mod poller;

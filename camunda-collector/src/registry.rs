@@ -14,6 +14,7 @@ use taskpool_api::BusClient;
 
 use crate::emitter::EmitError;
 use crate::engine::Engine;
+use crate::lease::Fence;
 use crate::metrics::Metrics;
 use crate::poller::PollError;
 use crate::store::Store;
@@ -26,6 +27,8 @@ pub struct Registry {
     pub application: String,
     /// The largest event written (`--max-event-bytes`): an identity sync is split to fit.
     max_event_bytes: usize,
+    /// Guards every append with this collector's lease (`lease.rs`).
+    fence: Fence,
     /// The last identity announced by this process (a restart announces once more).
     last_identity: Mutex<Option<IdentitySynced>>,
 }
@@ -41,6 +44,7 @@ impl Registry {
         metrics: Metrics,
         application: &str,
         max_event_bytes: usize,
+        fence: Fence,
     ) -> Self {
         Registry {
             engine,
@@ -49,6 +53,7 @@ impl Registry {
             metrics,
             application: application.to_owned(),
             max_event_bytes,
+            fence,
             last_identity: Mutex::new(None),
         }
     }
@@ -86,13 +91,16 @@ impl Registry {
                     tenant_id: d.tenant_id.clone(),
                 };
                 let stream = process_definition_stream(&self.application, &d.id);
-                let request = AppendRequest {
+                let mut request = AppendRequest {
                     events: vec![
                         NewEvent::new(&stream, PROCESS_DEFINITION_REGISTERED, &event)
                             .expect("serializable"),
                     ],
                     expected_versions: BTreeMap::from([(stream, NO_STREAM)]),
                 };
+                if !self.fence.guard(&mut request) {
+                    return Err(EmitError::NotActive.into());
+                }
                 match self.bus.append(&request).await {
                     Ok(_) => {
                         self.metrics
@@ -100,6 +108,7 @@ impl Registry {
                             .with_label_values(&[PROCESS_DEFINITION_REGISTERED, "reconcile"])
                             .inc();
                     }
+                    Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced.into()),
                     // Announced before (by us before a crash, or by the other collector).
                     Err(e) if e.code() == Some("wrong_expected_version") => {}
                     Err(e) => return Err(EmitError::from(e).into()),
@@ -180,11 +189,18 @@ impl Registry {
         // (nothing is remembered as announced until every part is on the bus).
         let parts = synced.clone().split(self.max_event_bytes);
         for part in &parts {
-            let request = AppendRequest {
+            let mut request = AppendRequest {
                 events: vec![NewEvent::new(&stream, IDENTITY_SYNCED, part).expect("serializable")],
                 expected_versions: BTreeMap::new(),
             };
-            self.bus.append(&request).await.map_err(EmitError::from)?;
+            if !self.fence.guard(&mut request) {
+                return Err(EmitError::NotActive.into());
+            }
+            match self.bus.append(&request).await {
+                Ok(_) => {}
+                Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced.into()),
+                Err(e) => return Err(EmitError::from(e).into()),
+            }
             self.metrics
                 .events_emitted
                 .with_label_values(&[IDENTITY_SYNCED, "reconcile"])

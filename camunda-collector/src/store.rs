@@ -1,10 +1,9 @@
 //! The collector's durable state in PostgreSQL (schema `taskpool_collector`, migrations in
-//! `migrations/`), and the advisory lock that makes one collector per application active.
+//! `migrations/`); the lease that makes one collector per application active is `lease.rs`.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use taskpool_api::handler::{Answer, Claim, Dedupe};
@@ -303,48 +302,4 @@ async fn claim_once(store: &Store, id: Uuid) -> sqlx::Result<Claim> {
         Some(a) => serde_json::from_value(a).map_or(Claim::Busy, Claim::Done),
         None => Claim::Busy,
     })
-}
-
-/// The advisory-lock key of an application: stable across collectors and restarts.
-pub fn lock_key(app: &str) -> i64 {
-    let digest = Sha256::digest(format!("taskpool-collector/{app}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(bytes)
-}
-
-/// Holds the application's advisory lock on its own connection; the lock lives exactly as
-/// long as that session, so a collector that dies releases it at once.
-pub struct Leadership {
-    conn: PgConnection,
-}
-
-impl Leadership {
-    /// `Some` when this collector became the active one.
-    pub async fn try_acquire(url: &str, app: &str) -> anyhow::Result<Option<Leadership>> {
-        let options: PgConnectOptions = url.parse()?;
-        let mut conn = PgConnection::connect_with(&options).await?;
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock_key(app))
-            .fetch_one(&mut conn)
-            .await?;
-        if got {
-            Ok(Some(Leadership { conn }))
-        } else {
-            conn.close().await?;
-            Ok(None)
-        }
-    }
-
-    /// Fails when the session (and with it the lock) is gone.
-    pub async fn check(&mut self) -> anyhow::Result<()> {
-        tokio::time::timeout(Duration::from_secs(5), self.conn.ping())
-            .await
-            .map_err(|_| anyhow::anyhow!("lock session did not answer within 5 s"))??;
-        Ok(())
-    }
-
-    pub async fn release(self) {
-        let _ = self.conn.close().await;
-    }
 }

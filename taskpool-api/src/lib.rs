@@ -19,6 +19,7 @@ pub mod dedupe_suite;
 pub mod error;
 pub mod handler;
 pub mod identity;
+pub mod lease;
 pub mod sse;
 pub mod streams;
 pub mod task_body;

@@ -9,8 +9,13 @@
 //!   included, belongs to no application.
 
 /// The stream kinds whose second segment is the application.
-pub const APPLICATION_KINDS: [&str; 4] =
-    ["task", "process-definition", "identity", "process-instance"];
+pub const APPLICATION_KINDS: [&str; 5] = [
+    "task",
+    "process-definition",
+    "identity",
+    "process-instance",
+    "collector-lease",
+];
 
 /// Longest application name.
 pub const MAX_APPLICATION_LEN: usize = 40;
@@ -62,6 +67,12 @@ pub fn process_definition_stream(application: &str, definition_id: &str) -> Stri
 /// `identity/{application}`: the users and groups one engine knows.
 pub fn identity_stream(application: &str) -> String {
     format!("identity/{application}")
+}
+
+/// `collector-lease/{application}`: who became the application's active collector, when
+/// (`CollectorLeaseTaken`); its version fences the holder's appends.
+pub fn collector_lease_stream(application: &str) -> String {
+    format!("collector-lease/{application}")
 }
 
 /// How a stream holds task events: as `task/{application}/{taskId}`, or in the first layout
