@@ -225,8 +225,8 @@ impl Emitter {
                 }
                 Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced),
                 Err(e) if e.code() == Some("wrong_expected_version") => {
-                    tracing::debug!(task_id, "task stream moved on; folding it again");
-                    current = self.fold(&stream).await?;
+                    tracing::debug!(task_id, error = %e, "task stream moved on; folding it again");
+                    current = self.fold_to(&stream, current_version(&e)).await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -301,6 +301,25 @@ impl Emitter {
         }
     }
 
+    /// The stream folded as far as `at_least` (the version the bus named in a conflict): a
+    /// node that lags behind the leader is read again until it has caught up, so that the
+    /// next append does not meet the same conflict.
+    async fn fold_to(
+        &self,
+        stream: &str,
+        at_least: Option<i64>,
+    ) -> Result<Option<Stored>, EmitError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let folded = self.fold(stream).await?;
+            let version = folded.as_ref().map_or(-1, |s| s.version as i64);
+            if at_least.is_none_or(|v| version >= v) || std::time::Instant::now() > deadline {
+                return Ok(folded);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The task as its stream on the bus says, to start over after a conflict.
     async fn fold(&self, stream: &str) -> Result<Option<Stored>, EmitError> {
         let mut fold = TaskFold::default();
@@ -345,6 +364,16 @@ impl Emitter {
             }),
             _ => None,
         })
+    }
+}
+
+/// The version a conflict says the stream is at.
+fn current_version(e: &taskpool_api::ClientError) -> Option<i64> {
+    match e {
+        taskpool_api::ClientError::Api { body, .. } => {
+            body.error.extra.get("currentVersion")?.as_i64()
+        }
+        _ => None,
     }
 }
 
