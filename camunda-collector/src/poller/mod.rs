@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::snapshot::{Observation, Snapshots};
 
+mod variables;
+pub use variables::SeenUpdates;
+
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub interval: Duration,
@@ -86,23 +89,6 @@ const WATERMARKS: [&str; 4] = [TASKS, LINKS, FINISHED, VARIABLES];
 pub const VANISHED: &str = "vanished";
 /// More tasks than this vanishing at once from an engine with no open task is not believed.
 const VANISHED_WITHOUT_DOUBT: usize = 10;
-
-/// Variable updates already looked at, by detail id, so the overlap window does not make
-/// every change cost a look per cycle. Kept a while longer than the window reaches back.
-#[derive(Default)]
-pub struct SeenUpdates(std::sync::Mutex<HashMap<String, Instant>>);
-
-impl SeenUpdates {
-    /// Keeps the ids not yet seen, and remembers them.
-    fn fresh(&self, ids: Vec<String>, keep: Duration) -> HashSet<String> {
-        let mut seen = self.0.lock().expect("seen updates lock");
-        let now = Instant::now();
-        seen.retain(|_, at| now.duration_since(*at) < keep);
-        ids.into_iter()
-            .filter(|id| seen.insert(id.clone(), now).is_none())
-            .collect()
-    }
-}
 
 /// The pages of a list query, `size` at a time, until one comes back short; `len` counts
 /// the entries of a page.
@@ -378,49 +364,6 @@ impl Poller {
         Ok(Cycle {
             looked_at: updated.looked_at + linked + finished + variables,
         })
-    }
-
-    /// The fourth: variable changes (set, changed or removed by REST, delegates, listeners,
-    /// Cockpit, message correlation), which leave the task's timestamp alone. Every open task
-    /// of a process instance whose variable changed is looked at again, and every task whose
-    /// own variable changed.
-    async fn variable_changes(&self) -> Result<usize, PollError> {
-        let (engine, page) = (self.snapshots.engine(), self.config.page_size);
-        let since = self.since(VARIABLES).await?;
-        let mut updates = Vec::new();
-        let mut logged = std::pin::pin!(pages(page, Vec::len, |first| {
-            engine.variable_updates_after(&since, first, page)
-        }));
-        while let Some(found) = logged.try_next().await? {
-            updates.extend(found);
-        }
-        let keep = self.config.overlap * 2 + Duration::from_secs(60);
-        let fresh = self
-            .seen_updates
-            .fresh(updates.iter().map(|u| u.id.clone()).collect(), keep);
-        let mut instances = std::collections::BTreeSet::new();
-        let mut own = std::collections::BTreeSet::new();
-        for u in updates.into_iter().filter(|u| fresh.contains(&u.id)) {
-            match (u.task_id, u.process_instance_id) {
-                (Some(task), _) => own.insert(task),
-                (None, Some(instance)) => instances.insert(instance),
-                (None, None) => false,
-            };
-        }
-        let instances: Vec<String> = instances.into_iter().collect();
-        let mut looked_at = 0;
-        for chunk in instances.chunks(50) {
-            let mut open = std::pin::pin!(pages(page, Vec::len, |first| {
-                engine.tasks_of_instances(chunk, first, page)
-            }));
-            while let Some(tasks) = open.try_next().await? {
-                for t in &tasks {
-                    own.remove(&t.id);
-                }
-                looked_at += self.look_at_open(&tasks, "poll").await?;
-            }
-        }
-        Ok(looked_at + self.look_at_ids(own.into_iter().collect(), "poll").await?)
     }
 
     /// The first query: created or changed tasks.
