@@ -71,7 +71,7 @@ impl Registry {
                 if self.store.definition_seen(&d.id).await? {
                     continue;
                 }
-                let form_key = self.engine.start_form_key(&d.id).await?;
+                let start_form = self.engine.start_form(&d.id).await?;
                 let starters = crate::authority::starters_of(
                     &self.engine.definition_xml(&d.id).await?,
                     &d.key,
@@ -87,7 +87,8 @@ impl Registry {
                     // From the BPMN: the REST API does not list candidate starters.
                     candidate_starter_users: starters.users,
                     candidate_starter_groups: starters.groups,
-                    form_key,
+                    form_key: start_form.key,
+                    form_ref: start_form.camunda_form_ref,
                     tenant_id: d.tenant_id.clone(),
                 };
                 let stream = process_definition_stream(&self.application, &d.id);

@@ -464,6 +464,9 @@ pub struct ProcessDefinitionRegistered {
     pub candidate_starter_users: Vec<String>,
     pub candidate_starter_groups: Vec<String>,
     pub form_key: Option<String>,
+    /// The start event's Camunda Form, when it opens one by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub form_ref: Option<FormRef>,
     pub tenant_id: Option<String>,
 }
 

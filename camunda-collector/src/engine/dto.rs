@@ -180,7 +180,7 @@ pub struct StartedInstance {
     pub id: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartForm {
     pub key: Option<String>,

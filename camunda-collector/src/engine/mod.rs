@@ -376,12 +376,13 @@ impl Engine {
         Ok(true)
     }
 
-    pub async fn start_form_key(&self, definition_id: &str) -> Result<Option<String>, EngineError> {
+    /// The start form: its key and its Camunda Form reference (both absent: none).
+    pub async fn start_form(&self, definition_id: &str) -> Result<StartForm, EngineError> {
         let path = format!("/process-definition/{}/startForm", q(definition_id));
         match self.get::<StartForm>("start_form", &path).await {
-            Ok(f) => Ok(f.key),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(EngineError::Api { status: 400, .. }) => Ok(None),
+            Ok(f) => Ok(f),
+            Err(e) if e.is_not_found() => Ok(StartForm::default()),
+            Err(EngineError::Api { status: 400, .. }) => Ok(StartForm::default()),
             Err(e) => Err(e),
         }
     }

@@ -152,4 +152,24 @@ async fn a_task_names_its_camunda_form_whichever_way_it_was_seen() {
         let e = expect_stream(&app, &task, &["TaskCreated"]).await;
         assert_eq!(data(&e[0])["formRef"], expected, "{via}");
     }
+    // The start event's form, on the definition's announcement.
+    let definition = engine
+        .ok(Method::GET, "/process-definition/key/formRef", None)
+        .await;
+    let id = definition["id"].as_str().expect("a definition id");
+    let stream = taskpool_api::streams::process_definition_stream(&polled.app, id);
+    let client = bus.client(&[1, 2, 3]);
+    let announced = wait_for(
+        "the definition announced",
+        Duration::from_secs(60),
+        || async {
+            let page = client.stream(&stream, 0, 1).await.ok()?;
+            page.events.first().map(data)
+        },
+    )
+    .await;
+    assert_eq!(
+        announced["formRef"],
+        json!({"key": "invoiceRequest", "binding": "latest", "version": null})
+    );
 }
