@@ -210,11 +210,8 @@ impl Emitter {
                 return Ok(Some(head(&next)));
             }
             let expected = current.as_ref().map_or(NO_STREAM, |c| c.version as i64);
-            let mut request = self.request(&stream, &events, expected, obs.changed_at(), via);
-            if !self.fence.guard(&mut request) {
-                return Err(EmitError::NotActive);
-            }
-            match self.bus.append(&request).await {
+            let request = self.request(&stream, &events, expected, obs.changed_at(), via);
+            match self.fence.append(&self.bus, request).await {
                 Ok(resp) => {
                     let last = resp.events.last().expect("the bus answers every event");
                     next.version = last.version;
@@ -223,12 +220,11 @@ impl Emitter {
                     self.count(&events, obs.changed_at(), via);
                     return Ok(Some(head(&next)));
                 }
-                Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced),
-                Err(e) if e.code() == Some("wrong_expected_version") => {
+                Err(EmitError::Bus(e)) if e.code() == Some("wrong_expected_version") => {
                     tracing::debug!(task_id, error = %e, "task stream moved on; folding it again");
                     current = self.fold_to(&stream, current_version(&e)).await?;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         Err(EmitError::Corrupt(
@@ -239,7 +235,7 @@ impl Emitter {
 
     /// The observation with its payload cut to fit `--max-event-bytes`, when it does not.
     fn fitted(&self, obs: &Observation) -> Option<Observation> {
-        if payload::encoded_len(obs.task()) <= self.max_event_bytes {
+        if taskpool_api::bus::json_len(obs.task()) <= self.max_event_bytes {
             return None;
         }
         let mut fitted = obs.clone();

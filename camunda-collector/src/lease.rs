@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
-use taskpool_api::bus::{AppendRequest, NewEvent, NO_STREAM};
+use taskpool_api::bus::{AppendRequest, AppendResponse, NewEvent, NO_STREAM};
 use taskpool_api::lease::{CollectorLeaseTaken, COLLECTOR_LEASE_TAKEN};
 use taskpool_api::streams::collector_lease_stream;
 use taskpool_api::{BusClient, ClientError};
+
+use crate::emitter::EmitError;
 
 /// A lease this collector holds.
 pub struct Lease {
@@ -240,6 +242,23 @@ impl Fence {
     /// Stops guarding: this collector is not the active one any more.
     pub fn lower(&self) {
         self.lock().guard = None;
+    }
+
+    /// Appends `request` under the fence: refused without a bus call when this collector is
+    /// not active, `Fenced` when the bus refused it for the fence; other bus errors as they are.
+    pub async fn append(
+        &self,
+        bus: &BusClient,
+        mut request: AppendRequest,
+    ) -> Result<AppendResponse, EmitError> {
+        if !self.guard(&mut request) {
+            return Err(EmitError::NotActive);
+        }
+        match bus.append(&request).await {
+            Ok(resp) => Ok(resp),
+            Err(e) if self.refused(&e) => Err(EmitError::Fenced),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds the fence to `request`; `false` when this collector is not active.

@@ -92,27 +92,23 @@ impl Registry {
                     tenant_id: d.tenant_id.clone(),
                 };
                 let stream = process_definition_stream(&self.application, &d.id);
-                let mut request = AppendRequest {
+                let request = AppendRequest {
                     events: vec![
                         NewEvent::new(&stream, PROCESS_DEFINITION_REGISTERED, &event)
                             .expect("serializable"),
                     ],
                     expected_versions: BTreeMap::from([(stream, NO_STREAM)]),
                 };
-                if !self.fence.guard(&mut request) {
-                    return Err(EmitError::NotActive.into());
-                }
-                match self.bus.append(&request).await {
+                match self.fence.append(&self.bus, request).await {
                     Ok(_) => {
                         self.metrics
                             .events_emitted
                             .with_label_values(&[PROCESS_DEFINITION_REGISTERED, "reconcile"])
                             .inc();
                     }
-                    Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced.into()),
                     // Announced before (by us before a crash, or by the other collector).
-                    Err(e) if e.code() == Some("wrong_expected_version") => {}
-                    Err(e) => return Err(EmitError::from(e).into()),
+                    Err(EmitError::Bus(e)) if e.code() == Some("wrong_expected_version") => {}
+                    Err(e) => return Err(e.into()),
                 }
                 self.store.mark_definition_seen(&d.id).await?;
             }
@@ -190,18 +186,11 @@ impl Registry {
         // (nothing is remembered as announced until every part is on the bus).
         let parts = synced.clone().split(self.max_event_bytes);
         for part in &parts {
-            let mut request = AppendRequest {
+            let request = AppendRequest {
                 events: vec![NewEvent::new(&stream, IDENTITY_SYNCED, part).expect("serializable")],
                 expected_versions: BTreeMap::new(),
             };
-            if !self.fence.guard(&mut request) {
-                return Err(EmitError::NotActive.into());
-            }
-            match self.bus.append(&request).await {
-                Ok(_) => {}
-                Err(e) if self.fence.refused(&e) => return Err(EmitError::Fenced.into()),
-                Err(e) => return Err(EmitError::from(e).into()),
-            }
+            self.fence.append(&self.bus, request).await?;
             self.metrics
                 .events_emitted
                 .with_label_values(&[IDENTITY_SYNCED, "reconcile"])
