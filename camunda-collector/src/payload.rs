@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
+use taskpool_api::bus::json_len;
 use taskpool_api::tasks::Task;
 
 use crate::dates;
@@ -132,14 +133,14 @@ impl VariableFilter {
 /// later look at the same variables give the same task. Returns whether anything was left out.
 pub fn fit(task: &mut Task, max_bytes: usize) -> bool {
     task.payload_truncated.clear();
-    let mut size = encoded_len(task);
+    let mut size = json_len(task);
     if size <= max_bytes {
         return false;
     }
     let mut by_size: Vec<(usize, String)> = task
         .payload
         .iter()
-        .map(|(name, value)| (encoded_len(name) + 2 + encoded_len(value), name.clone()))
+        .map(|(name, value)| (json_len(name) + 2 + json_len(value), name.clone()))
         .collect();
     by_size.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     // `,"payloadTruncated":[]` once, then each name with its comma.
@@ -148,7 +149,7 @@ pub fn fit(task: &mut Task, max_bytes: usize) -> bool {
     let mut by_size = by_size.into_iter();
     for (entry, name) in by_size.by_ref() {
         task.payload.remove(&name);
-        size = size - entry + encoded_len(&name) + 1;
+        size = size - entry + json_len(&name) + 1;
         left_out.push(name);
         if size <= max_bytes {
             break;
@@ -158,7 +159,7 @@ pub fn fit(task: &mut Task, max_bytes: usize) -> bool {
     task.payload_truncated = left_out;
     // The running size is an estimate (separators); the encoded task decides.
     for (_, name) in by_size {
-        if encoded_len(task) <= max_bytes {
+        if json_len(task) <= max_bytes {
             break;
         }
         task.payload.remove(&name);
@@ -166,10 +167,6 @@ pub fn fit(task: &mut Task, max_bytes: usize) -> bool {
         task.payload_truncated.sort();
     }
     true
-}
-
-pub(crate) fn encoded_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(0, |v| v.len())
 }
 
 /// A typed engine value as plain JSON; `None` for types that have no plain form
@@ -340,7 +337,7 @@ mod tests {
         assert!(fit(&mut task, 5_000));
         assert_eq!(task.payload_truncated, ["big", "bigger"]);
         assert!(task.payload.contains_key("small") && task.payload.contains_key("mid"));
-        assert!(encoded_len(&task) <= 5_000, "{}", encoded_len(&task));
+        assert!(json_len(&task) <= 5_000, "{}", json_len(&task));
     }
 
     #[test]
@@ -357,7 +354,7 @@ mod tests {
             fit(&mut reversed, max);
             assert_eq!(one.payload_truncated, reversed.payload_truncated);
             assert_eq!(one.payload, reversed.payload);
-            assert!(encoded_len(&one) <= max, "max {max}: {}", encoded_len(&one));
+            assert!(json_len(&one) <= max, "max {max}: {}", json_len(&one));
             let mut again = one.clone();
             fit(&mut again, max);
             assert_eq!(

@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+/// How many bytes `value` takes as JSON: what an event's data, or a part of it, adds to an
+/// append (for the size limits of their writers).
+pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
 /// Expected version meaning "the stream must not exist yet".
 pub const NO_STREAM: i64 = -1;
 

@@ -71,7 +71,7 @@ impl IdentitySynced {
     /// else parts over consecutive id ranges that together cover every id. A single user
     /// larger than that still goes, alone.
     pub fn split(mut self, max_bytes: usize) -> Vec<IdentitySynced> {
-        let whole = json_len(&self);
+        let whole = crate::bus::json_len(&self);
         if whole <= max_bytes {
             return vec![self];
         }
@@ -82,7 +82,7 @@ impl IdentitySynced {
         let mut chunks: Vec<Vec<IdentityUser>> = vec![Vec::new()];
         let mut size = 0;
         for user in self.users {
-            let user_len = json_len(&user) + 1;
+            let user_len = crate::bus::json_len(&user) + 1;
             let current = chunks.last_mut().expect("one chunk at least");
             if !current.is_empty() && size + user_len > budget {
                 chunks.push(Vec::new());
@@ -108,10 +108,6 @@ impl IdentitySynced {
             })
             .collect()
     }
-}
-
-fn json_len<T: Serialize>(value: &T) -> usize {
-    serde_json::to_vec(value).map_or(0, |v| v.len())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
