@@ -13,6 +13,23 @@ use crate::harness::{
     app_name, data, expect_stream, wait_for, AppBus, Cluster, Collector, Engine, HOOK_ADDRESS,
 };
 
+/// A hook-mode collector on the audit engine (poll mode refuses that engine's history level).
+pub(crate) fn audit_hook_collector(bus: &Cluster, test: &str) -> Collector {
+    let (url, secret) = (audit_engine_url(), hook_secret());
+    Collector::start(
+        &app_name(test),
+        bus,
+        &[
+            "--engine-url",
+            url.as_str(),
+            "--mode",
+            "hook",
+            "--hook-secret",
+            secret.as_str(),
+        ],
+    )
+}
+
 async fn status(collector: &Collector) -> Option<Value> {
     let r = reqwest::get(format!("{}/v1/status", collector.url()))
         .await
@@ -70,19 +87,7 @@ async fn poll_mode_refuses_an_engine_whose_history_is_below_full() {
     );
 
     // Hook mode reads no history for changes: it warns, reports, and runs on.
-    let secret = hook_secret();
-    let hooked = Collector::start(
-        &app_name("audit-hook"),
-        &bus,
-        &[
-            "--engine-url",
-            url.as_str(),
-            "--mode",
-            "hook",
-            "--hook-secret",
-            secret.as_str(),
-        ],
-    );
+    let hooked = audit_hook_collector(&bus, "audit-hook");
     let s = judged(&hooked).await;
     assert_eq!(s["engine"]["history"], "too_low", "{s}");
     hooked.wait_active(Duration::from_secs(30)).await;

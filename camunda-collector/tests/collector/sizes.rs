@@ -9,7 +9,6 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use taskpool_api::streams::identity_stream;
 use taskpool_api::tasks::IdentitySynced;
-use testkit::collector::hook_secret;
 use testkit::engine::{audit_database_url, audit_engine_url};
 
 use crate::harness::{
@@ -142,21 +141,8 @@ async fn an_identity_of_100000_users_goes_in_parts_that_each_fit() {
         });
     fill_identity(&db, USERS).await;
     let bus = Cluster::start(&[]).await;
-    let url = audit_engine_url();
-    let secret = hook_secret();
     // Hook mode: the audit engine's history is too low for poll mode; identity is the same.
-    let collector = Collector::start(
-        &app_name("identity-load"),
-        &bus,
-        &[
-            "--engine-url",
-            url.as_str(),
-            "--mode",
-            "hook",
-            "--hook-secret",
-            secret.as_str(),
-        ],
-    );
+    let collector = crate::engine_checks::audit_hook_collector(&bus, "identity-load");
     let client = bus.client(&[1, 2, 3]);
     let stream = identity_stream(&collector.app);
     let events = wait_for(
