@@ -246,6 +246,7 @@ async fn work_while_held(
             concurrency: ctx.config.concurrency,
         },
         seen_updates: Default::default(),
+        seen_suspended: Default::default(),
         health: ctx.health.clone(),
     });
     let polling = tokio::spawn(poller.run(work_stop.clone()));

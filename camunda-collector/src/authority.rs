@@ -13,8 +13,9 @@ use crate::error::CollectorError;
 
 /// The engine's open task `task_id`, if `actor` may act on it now: they must see it (assignee,
 /// candidate user, or a member of a candidate group) and nobody else may hold it. Absent and
-/// not visible answer alike (404); held by someone else is 409. Without an actor the platform
-/// acts for itself and only the task's existence is checked.
+/// not visible answer alike (404); suspended (its process instance is) and held by someone
+/// else are 409. Without an actor the platform acts for itself and only the task's existence
+/// is checked.
 pub async fn task_for(
     engine: &Engine,
     task_id: &str,
@@ -26,11 +27,18 @@ pub async fn task_for(
     let Some(actor) = actor else {
         return Ok(task);
     };
-    if task.assignee.as_deref() == Some(actor.user.as_str()) {
-        return Ok(task);
-    }
-    if !sees(engine, &task, actor).await? {
+    let own = task.assignee.as_deref() == Some(actor.user.as_str());
+    if !own && !sees(engine, &task, actor).await? {
         return Err(not_found());
+    }
+    if task.suspended {
+        return Err(CollectorError::Suspended(format!(
+            "task {task_id} is suspended in its engine (its process instance is); \
+             it can be acted on once the instance is activated"
+        )));
+    }
+    if own {
+        return Ok(task);
     }
     match task.assignee.as_deref() {
         Some(holder) => Err(CollectorError::HeldByOther(format!(

@@ -113,8 +113,11 @@ fn plan(current: Option<&Stored>, obs: &Observation) -> Option<(Vec<TaskEvent>, 
                 return None;
             }
             let mut task = task.clone();
-            // Where a task came from does not change; keep what was announced.
-            task.source = c.task.source.clone();
+            // Where a task came from changes only by a migration; otherwise keep what was
+            // announced (the paths may differ in what they read, e.g. a business key).
+            if !c.task.source.moved_to(&task.source) {
+                task.source = c.task.source.clone();
+            }
             let events = c.task.changes_to(&task);
             let next = Stored {
                 changed_at: changed_at.clone(),

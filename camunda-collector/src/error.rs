@@ -137,7 +137,9 @@ impl From<EngineError> for CollectorError {
                 ..
             } => ForbiddenByEngine(message),
             EngineError::Api { kind, message, .. }
-                if kind.contains("ProcessEngineException") && message.contains("suspended") =>
+                if (kind.contains("ProcessEngineException")
+                    || kind.contains("SuspendedEntity"))
+                    && message.contains("suspended") =>
             {
                 Suspended(message)
             }

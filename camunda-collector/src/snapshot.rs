@@ -232,6 +232,7 @@ impl Snapshots {
             form_ref: t.camunda_form_ref.clone(),
             payload,
             payload_truncated: Vec::new(),
+            suspended: t.suspended,
             source,
         };
         Observation::Open {

@@ -97,29 +97,38 @@ impl Store {
             .collect())
     }
 
-    /// The payload last emitted for each open task among `ids`.
-    pub async fn payloads_of(
+    /// The state last emitted for each open task among `ids`.
+    pub async fn open_states_of(
         &self,
         ids: &[String],
-    ) -> sqlx::Result<std::collections::HashMap<String, serde_json::Map<String, Value>>> {
+    ) -> sqlx::Result<std::collections::HashMap<String, Task>> {
         let rows = sqlx::query(
-            "SELECT task_id, state->'payload' AS payload FROM task_state
+            "SELECT task_id, state FROM task_state
              WHERE application = $1 AND task_id = ANY($2) AND NOT finished",
         )
         .bind(&self.app)
         .bind(ids)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let payload: Option<Value> = r.get("payload");
-                match payload {
-                    Some(Value::Object(map)) => Some((r.get("task_id"), map)),
-                    _ => None,
-                }
+        rows.iter()
+            .map(|r| {
+                let state: Value = r.get("state");
+                serde_json::from_value(state)
+                    .map(|task| (r.get("task_id"), task))
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))
             })
-            .collect())
+            .collect()
+    }
+
+    /// The open tasks last emitted as suspended.
+    pub async fn suspended_task_ids(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT task_id FROM task_state
+             WHERE application = $1 AND NOT finished AND state->>'suspended' = 'true'",
+        )
+        .bind(&self.app)
+        .fetch_all(&self.pool)
+        .await
     }
 
     pub async fn open_task_ids(&self) -> sqlx::Result<Vec<String>> {

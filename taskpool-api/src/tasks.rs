@@ -61,6 +61,15 @@ pub struct SourceReference {
     pub tenant_id: Option<String>,
 }
 
+impl SourceReference {
+    /// `other` names another process definition: the task was migrated. Nothing else of a
+    /// source changes while a task lives.
+    pub fn moved_to(&self, other: &SourceReference) -> bool {
+        self.process_definition_id != other.process_definition_id
+            || self.process_definition_key != other.process_definition_key
+    }
+}
+
 /// The Camunda Form a task opens (`camunda:formRef` in the model): Camunda's REST API calls
 /// it `camundaFormRef`, Operaton's `operatonFormRef`. `binding` is latest, deployment, version
 /// or versionTag; `version` goes with the binding `version`.
@@ -101,6 +110,10 @@ pub struct Task {
     /// size limit (the largest first), by name; absent when nothing was left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payload_truncated: Vec<String>,
+    /// Its process instance (or definition) is suspended: the engine refuses every action on
+    /// it until it is activated again.
+    #[serde(default)]
+    pub suspended: bool,
     pub source: SourceReference,
 }
 
@@ -140,6 +153,12 @@ pub struct TaskUpdated {
         deserialize_with = "present"
     )]
     pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub task_definition_key: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
     #[serde(
@@ -177,6 +196,12 @@ pub struct TaskUpdated {
     /// The names left out of the payload, when they changed (empty: none any more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_truncated: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended: Option<bool>,
+    /// `source` moved to another process definition (a migration): the event's `source`
+    /// replaces the task's. Absent: the task's source stays as it is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub definition_changed: bool,
 }
 
 impl TaskUpdated {
@@ -191,6 +216,9 @@ impl TaskUpdated {
             && self.form_ref.is_none()
             && self.payload.is_none()
             && self.payload_truncated.is_none()
+            && self.suspended.is_none()
+            && self.task_definition_key.is_none()
+            && !self.definition_changed
     }
 }
 
@@ -398,6 +426,15 @@ impl Task {
                 if let Some(v) = &e.payload_truncated {
                     self.payload_truncated = v.clone();
                 }
+                if let Some(v) = e.suspended {
+                    self.suspended = v;
+                }
+                if let Some(v) = &e.task_definition_key {
+                    self.task_definition_key = v.clone();
+                }
+                if e.definition_changed {
+                    self.source = e.source.clone();
+                }
             }
             TaskEvent::Completed(_) | TaskEvent::Deleted(_) => {}
         }
@@ -441,6 +478,9 @@ impl Task {
             form_ref: diff(&self.form_ref, &new.form_ref),
             payload: diff(&self.payload, &new.payload),
             payload_truncated: diff(&self.payload_truncated, &new.payload_truncated),
+            suspended: diff(&self.suspended, &new.suspended),
+            task_definition_key: diff(&self.task_definition_key, &new.task_definition_key),
+            definition_changed: self.source.moved_to(&new.source),
         };
         if !update.is_empty() {
             events.push(TaskEvent::Updated(update));
@@ -508,6 +548,28 @@ mod tests {
         }
         assert_eq!(folded, TaskFold::Open(new.clone()));
         assert!(new.changes_to(&new).is_empty());
+    }
+
+    #[test]
+    fn a_suspension_and_a_migration_fold_back_and_nothing_else_moves() {
+        let old = task();
+        let mut new = old.clone();
+        new.suspended = true;
+        new.task_definition_key = Some("review_v2".into());
+        new.source.process_definition_id = Some("review:2:abc".into());
+        new.source.business_key = Some("b-1".into());
+        let events = old.changes_to(&new);
+        let [TaskEvent::Updated(update)] = events.as_slice() else {
+            panic!("expected one TaskUpdated, got {events:?}")
+        };
+        assert!(update.definition_changed && update.suspended == Some(true));
+        let mut folded = old.clone();
+        folded.apply(&events[0]);
+        assert_eq!(folded, new);
+        // The source alone (a business key) is no change of definition: no event.
+        let mut renamed = old.clone();
+        renamed.source.business_key = Some("b-2".into());
+        assert!(old.changes_to(&renamed).is_empty());
     }
 
     #[test]

@@ -112,6 +112,7 @@ impl Engine {
             "candidate-starters.bpmn",
             "variable-changes.bpmn",
             "form-ref.bpmn",
+            "engine-events.bpmn",
         ] {
             engine.deploy(file).await;
         }

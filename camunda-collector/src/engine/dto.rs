@@ -30,6 +30,9 @@ pub struct EngineTask {
     pub tenant_id: Option<String>,
     pub case_instance_id: Option<String>,
     pub parent_task_id: Option<String>,
+    /// Its process instance or definition is suspended.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 impl EngineTask {
@@ -97,6 +100,7 @@ impl From<&HistoricTask> for EngineTask {
             tenant_id: h.tenant_id.clone(),
             case_instance_id: None,
             parent_task_id: None,
+            suspended: false,
         }
     }
 }

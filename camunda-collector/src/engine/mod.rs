@@ -246,6 +246,24 @@ impl Engine {
         self.get("task_list", &path).await
     }
 
+    /// How many open tasks are suspended (their instance or definition is).
+    pub async fn suspended_task_count(&self) -> Result<u64, EngineError> {
+        let c: probe::Count = self.get("task_count", "/task/count?suspended=true").await?;
+        Ok(c.count)
+    }
+
+    /// The suspended open tasks, a page at a time, in id order.
+    pub async fn suspended_tasks_page(
+        &self,
+        first: u32,
+        max: u32,
+    ) -> Result<Vec<EngineTask>, EngineError> {
+        let path = format!(
+            "/task?suspended=true&sortBy=id&sortOrder=asc&firstResult={first}&maxResults={max}"
+        );
+        self.get("task_list", &path).await
+    }
+
     /// A GET of one thing; `None` when the engine says it does not exist.
     async fn get_if_exists<T: DeserializeOwned>(
         &self,

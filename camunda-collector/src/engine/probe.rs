@@ -32,12 +32,14 @@ const SETTING: &str = "set the engine's history level to full \
     (camunda.bpm.history-level=full, or historyLevel in the engine configuration); \
     or run this collector in hook mode";
 
+/// `GET …/count`
 #[derive(Deserialize)]
-struct Count {
-    count: u64,
+pub(super) struct Count {
+    pub(super) count: u64,
 }
 
 impl Engine {
+
     pub async fn version(&self) -> Result<String, EngineError> {
         let v: EngineVersion = self.get("version", "/version").await?;
         Ok(v.version)

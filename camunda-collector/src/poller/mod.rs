@@ -22,8 +22,12 @@ use crate::engine_health::{backoff, EngineHealth};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::snapshot::{Observation, Snapshots};
+use serde_json::{Map, Value};
+use taskpool_api::tasks::Task;
 
+mod suspension;
 mod variables;
+pub use suspension::SeenSuspended;
 pub use variables::SeenUpdates;
 
 #[derive(Debug, Clone)]
@@ -53,6 +57,7 @@ pub struct Poller {
     pub metrics: Metrics,
     pub config: PollConfig,
     pub seen_updates: SeenUpdates,
+    pub seen_suspended: SeenSuspended,
     pub health: Arc<EngineHealth>,
 }
 
@@ -347,13 +352,15 @@ impl Poller {
         Ok(n)
     }
 
-    /// One incremental cycle: four list queries when nothing happened. The engine's clock at
-    /// the first answer becomes every watermark once the whole cycle went through.
+    /// One incremental cycle: four list queries and a count when nothing happened. The
+    /// engine's clock at the first answer becomes every watermark once the whole cycle went
+    /// through.
     pub async fn incremental(&self) -> Result<Cycle, PollError> {
         let updated = self.updated_tasks().await?;
         let linked = self.linked_tasks(&updated.seen).await?;
         let finished = self.finished_tasks().await?;
         let variables = self.variable_changes().await?;
+        let suspensions = self.suspension_changes().await?;
         // Without the engine's clock (no Date header), this collector's clock less a second.
         let to = updated
             .cycle_start
@@ -362,7 +369,7 @@ impl Poller {
             self.advance(name, to).await?;
         }
         Ok(Cycle {
-            looked_at: updated.looked_at + linked + finished + variables,
+            looked_at: updated.looked_at + linked + finished + variables + suspensions,
         })
     }
 
@@ -451,8 +458,8 @@ impl Poller {
     }
 
     /// The tasks of a reconciliation page that differ from what was emitted for them: by
-    /// their timestamp, or by their payload (a variable change the incremental queries
-    /// missed: a transaction longer than the overlap, an engine without variable history).
+    /// their timestamp, or by what changes without one (a variable change the incremental
+    /// queries missed, a suspension, a migration to another definition).
     /// The variables read here may be older than a look the incremental queries made since,
     /// so these tasks are looked at afresh, one by one, rather than from this read.
     async fn stale(&self, tasks: &[EngineTask]) -> Result<Vec<String>, PollError> {
@@ -464,13 +471,14 @@ impl Poller {
             .collect();
         let mut variables = self.snapshots.variables_of(tasks).await?;
         let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
-        let emitted = self.emitter.store().payloads_of(&ids).await?;
+        let emitted = self.emitter.store().open_states_of(&ids).await?;
         for t in tasks {
             if stale.contains(&t.id) {
                 continue;
             }
             let vars = variables.remove(&t.id).unwrap_or_default();
-            if emitted.get(&t.id) != Some(&self.snapshots.payload_of(t, &vars).await?) {
+            let payload = self.snapshots.payload_of(t, &vars).await?;
+            if emitted.get(&t.id).is_none_or(|e| differs(t, payload, e)) {
                 stale.insert(t.id.clone());
             }
         }
@@ -513,6 +521,28 @@ impl Poller {
             .await?;
         Ok(Cycle { looked_at })
     }
+}
+
+/// Whether an open task as the engine lists it (with `payload`, the variables it sees)
+/// differs from `emitted` in anything the list shows. Candidates are not listed; variables
+/// left out for size are not compared.
+fn differs(t: &EngineTask, mut payload: Map<String, Value>, emitted: &Task) -> bool {
+    payload.retain(|name, _| !emitted.payload_truncated.contains(name));
+    let mut source = emitted.source.clone();
+    source
+        .process_definition_id
+        .clone_from(&t.process_definition_id);
+    let candidates = (
+        emitted.candidate_users.clone(),
+        emitted.candidate_groups.clone(),
+    );
+    let mut listed = Snapshots::task_from(t, candidates, payload, source)
+        .task()
+        .clone();
+    listed
+        .payload_truncated
+        .clone_from(&emitted.payload_truncated);
+    listed != *emitted
 }
 
 /// What the first query of an incremental cycle found.

@@ -8,6 +8,7 @@
 mod commands;
 mod dedupe;
 mod engine_checks;
+mod engine_state;
 mod failover;
 mod faults;
 mod harness;

@@ -110,3 +110,67 @@ async fn a_task_from_start_to_completion() {
         Value::Bool(true)
     );
 }
+
+#[tokio::test]
+async fn a_suspended_task_shows_suspended_and_refuses_actions_until_activated() {
+    let stack = Stack::start("suspend", Mode::Poll(std::time::Duration::from_secs(1))).await;
+    let engine = &stack.engine;
+    let key = format!("suspend-{}", stack.app);
+    let instance = engine.start("simpleUserTask", &key, json!({})).await;
+    let task = engine.task_id(&instance).await;
+    let seen = stack.visible(&task, "rita", &["reviewers"]).await;
+    assert_eq!(seen["suspended"], false);
+
+    // Suspended in the engine (as Cockpit does it): the list shows it, and a claim is refused.
+    let path = format!("/process-instance/{instance}/suspended");
+    engine
+        .ok(Method::PUT, &path, Some(json!({"suspended": true})))
+        .await;
+    stack
+        .until(
+            "the suspension in the view",
+            &task,
+            "rita",
+            &["reviewers"],
+            |t| t["suspended"] == true,
+        )
+        .await;
+    let (_, listed) = stack
+        .core
+        .get(
+            &format!("/api/v1/tasks?filter=task.suspended=true&filter=task.businessKey={key}"),
+            "rita",
+            &["reviewers"],
+        )
+        .await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    let claim = format!("/api/v1/tasks/{}/{task}/claim", stack.app);
+    let (status, refused) = stack
+        .core
+        .call(Method::POST, &claim, "rita", &["reviewers"], None)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "suspended");
+    let assignee = engine.ok(Method::GET, &format!("/task/{task}"), None).await["assignee"].clone();
+    assert_eq!(assignee, Value::Null, "the engine was not changed");
+
+    // Activated again: the claim goes through.
+    engine
+        .ok(Method::PUT, &path, Some(json!({"suspended": false})))
+        .await;
+    stack
+        .until(
+            "the activation in the view",
+            &task,
+            "rita",
+            &["reviewers"],
+            |t| t["suspended"] == false,
+        )
+        .await;
+    let (status, claimed) = stack
+        .core
+        .call(Method::POST, &claim, "rita", &["reviewers"], None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    engine.delete_instance(&instance).await;
+}

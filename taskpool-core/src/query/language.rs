@@ -53,7 +53,7 @@ impl QueryError {
 const ATTRIBUTES: &str = "taskId, name, description, taskDefinitionKey, priority, created, due, \
 followUp, assignee, owner, formKey, candidateUsers, candidateGroups, application, engine, \
 processDefinitionKey, processDefinitionId, processInstanceId, executionId, businessKey, \
-processName, tenantId";
+processName, tenantId, suspended";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
@@ -87,9 +87,11 @@ pub enum Attr {
     BusinessKey,
     ProcessName,
     TenantId,
+    /// `true` or `false`.
+    Suspended,
 }
 
-pub(super) const ALL_ATTRS: [(&str, Attr); 22] = [
+pub(super) const ALL_ATTRS: [(&str, Attr); 23] = [
     ("taskId", Attr::TaskId),
     ("name", Attr::Name),
     ("description", Attr::Description),
@@ -112,6 +114,7 @@ pub(super) const ALL_ATTRS: [(&str, Attr); 22] = [
     ("businessKey", Attr::BusinessKey),
     ("processName", Attr::ProcessName),
     ("tenantId", Attr::TenantId),
+    ("suspended", Attr::Suspended),
 ];
 
 impl Attr {
@@ -151,6 +154,7 @@ impl Attr {
             Attr::BusinessKey => s.business_key.as_deref(),
             Attr::ProcessName => s.process_name.as_deref(),
             Attr::TenantId => s.tenant_id.as_deref(),
+            Attr::Suspended => Some(if task.suspended { "true" } else { "false" }),
             Attr::Priority | Attr::CandidateUsers | Attr::CandidateGroups => None,
         }
     }

@@ -302,6 +302,7 @@ mod tests {
                 t.payload.insert("vip".into(), json!(i % 5 == 0));
                 t.assignee = (i % 6 == 0).then(|| "kermit".to_owned());
                 t.follow_up = (i == 7).then(|| "2099-01-01T00:00:00.000Z".to_owned());
+                t.suspended = i == 3;
                 t
             })
             .collect()
@@ -363,6 +364,7 @@ mod tests {
             ids(&view, "filter=task.candidateGroups=reviewers&size=1"),
             ["t03"]
         );
+        assert_eq!(ids(&view, "filter=task.suspended=true"), ["t03"]);
         assert_eq!(
             ids(&view, "filter=task.priority=30&filter=task.assignee=kermit"),
             Vec::<String>::new()

@@ -5,7 +5,9 @@ import org.camunda.bpm.engine.delegate.DelegateTask;
 import org.camunda.bpm.engine.delegate.TaskListener;
 import org.camunda.bpm.engine.impl.bpmn.behavior.UserTaskActivityBehavior;
 import org.camunda.bpm.engine.impl.bpmn.parser.AbstractBpmnParseListener;
+import org.camunda.bpm.engine.history.HistoricProcessInstance;
 import org.camunda.bpm.engine.impl.history.event.HistoricIdentityLinkLogEventEntity;
+import org.camunda.bpm.engine.impl.history.event.HistoricProcessInstanceEventEntity;
 import org.camunda.bpm.engine.impl.history.event.HistoricTaskInstanceEventEntity;
 import org.camunda.bpm.engine.impl.history.event.HistoricVariableUpdateEventEntity;
 import org.camunda.bpm.engine.impl.history.event.HistoryEvent;
@@ -96,6 +98,18 @@ final class HookListeners {
           if (fold != null) {
             fold.onVariableHistory(variableEvent.getTaskId(), variableEvent.getProcessInstanceId(),
                 variableEvent.getExecutionId());
+          }
+        } else if (event instanceof HistoricProcessInstanceEventEntity) {
+          // Suspension and activation: an "update" with the instance's new state.
+          HistoricProcessInstanceEventEntity instanceEvent = (HistoricProcessInstanceEventEntity) event;
+          String state = instanceEvent.getState();
+          boolean suspension = HistoricProcessInstance.STATE_SUSPENDED.equals(state)
+              || HistoricProcessInstance.STATE_ACTIVE.equals(state);
+          TransactionFold fold = "update".equals(instanceEvent.getEventType()) && suspension
+              ? TransactionFold.current() : null;
+          if (fold != null && instanceEvent.getProcessInstanceId() != null) {
+            fold.onInstanceSuspension(instanceEvent.getProcessInstanceId(),
+                HistoricProcessInstance.STATE_SUSPENDED.equals(state));
           }
         } else if (event instanceof HistoricIdentityLinkLogEventEntity) {
           HistoricIdentityLinkLogEventEntity linkEvent = (HistoricIdentityLinkLogEventEntity) event;

@@ -53,12 +53,15 @@ final class TaskSnapshot {
     return date == null ? null : DATE_FORMAT.format(date.toInstant());
   }
 
-  /** {@code variables}: those the task sees, by name (see {@link VariableScopes}). */
+  /**
+   * {@code variables}: those the task sees, by name (see {@link VariableScopes}); {@code suspended}:
+   * whether it is suspended, as the transaction leaves it.
+   */
   static String render(CommandContext commandContext, TaskEntity task, Map<String, VariableInstanceEntity> variables,
-      int maxVariableChars) {
+      boolean suspended, int maxVariableChars) {
     JsonWriter json = new JsonWriter();
     json.beginObject(); // only to get the commas right; stripped below
-    writeTask(json.name("task"), task);
+    writeTask(json.name("task"), task, suspended);
 
     List<String> users = new ArrayList<>();
     List<String> groups = new ArrayList<>();
@@ -80,7 +83,7 @@ final class TaskSnapshot {
   }
 
   /** The fields of Camunda REST's TaskDto that the contract names, with the same names. */
-  private static void writeTask(JsonWriter json, TaskEntity task) {
+  private static void writeTask(JsonWriter json, TaskEntity task, boolean suspended) {
     json.beginObject()
         .name("id").value(task.getId())
         .name("name").value(task.getName())
@@ -101,6 +104,7 @@ final class TaskSnapshot {
     json.name("tenantId").value(task.getTenantId())
         .name("caseInstanceId").value(task.getCaseInstanceId())
         .name("parentTaskId").value(task.getParentTaskId())
+        .name("suspended").value(suspended)
         .endObject();
   }
 

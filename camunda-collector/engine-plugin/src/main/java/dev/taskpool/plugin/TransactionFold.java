@@ -88,6 +88,12 @@ final class TransactionFold implements Session {
   private final Map<String, Entry> entries = new LinkedHashMap<>();
   /** Process instance id → the executions whose own variables changed (null: not known). */
   private final Map<String, Set<String>> changedScopes = new LinkedHashMap<>();
+  /**
+   * Process instance id → suspended (true) or activated (false) in this transaction. The engine
+   * changes its tasks with a bulk statement at flush, after this session: the entities still show
+   * the state before, so the records take it from here.
+   */
+  private final Map<String, Boolean> suspensions = new LinkedHashMap<>();
   private boolean listening;
   private boolean flushed;
 
@@ -171,6 +177,15 @@ final class TransactionFold implements Session {
     }
   }
 
+  /**
+   * A process instance was suspended or activated (history event "update" with the new state; also
+   * for each instance when its whole definition is): every open task of it changes.
+   */
+  void onInstanceSuspension(String processInstanceId, boolean suspended) {
+    listen();
+    suspensions.put(processInstanceId, suspended);
+  }
+
   /** One commit listener per transaction, registered with the first thing it touches. */
   private void listen() {
     if (!listening) {
@@ -225,6 +240,19 @@ final class TransactionFold implements Session {
       } catch (RuntimeException e) {
         LOG.warn("Taskpool hook: cannot find the tasks of process instance {} whose variables changed; "
             + "polling will find them: {}", changed.getKey(), e.toString());
+      }
+    }
+    for (String instanceId : suspensions.keySet()) {
+      try {
+        VariableScopes.Instance instance = instance(instances, commandContext, instanceId);
+        if (instance.live()) {
+          for (TaskEntity task : instance.openTasks()) {
+            entry(task.getId(), task);
+          }
+        }
+      } catch (RuntimeException e) {
+        LOG.warn("Taskpool hook: cannot find the tasks of process instance {} that was suspended or activated; "
+            + "polling will find them: {}", instanceId, e.toString());
       }
     }
     // Several live tasks of one instance are rendered from one load of the instance; a single one
@@ -329,7 +357,9 @@ final class TransactionFold implements Session {
       CommandContext commandContext = Context.getCommandContext();
       Map<String, VariableInstanceEntity> variables = instance != null
           ? instance.visible(task) : VariableScopes.walk(commandContext.getDbEntityManager(), task);
-      return TaskSnapshot.render(commandContext, task, variables, maxVariableChars);
+      Boolean suspended = task.getProcessInstanceId() == null ? null : suspensions.get(task.getProcessInstanceId());
+      return TaskSnapshot.render(commandContext, task, variables,
+          suspended != null ? suspended : task.isSuspended(), maxVariableChars);
     } catch (RuntimeException e) {
       LOG.warn("Taskpool hook: cannot snapshot task {}; it is left out of the hook: {}", task.getId(), e.toString());
       return null;
