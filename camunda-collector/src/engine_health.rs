@@ -33,6 +33,10 @@ pub struct Health {
     pub version: Option<String>,
     /// `full`, `too_low` or `undecided` (poll mode needs `full`); absent until checked.
     pub history: Option<&'static str>,
+    /// The engine's clock less this host's, in whole seconds (from the engine's `Date`
+    /// header), as of the last incremental cycle. Watermarks are in the engine's time, so an
+    /// offset costs nothing; it explains timestamps that disagree.
+    pub clock_offset_seconds: Option<i64>,
     pub incremental: CycleHealth,
     pub reconcile: CycleHealth,
 }
@@ -98,6 +102,26 @@ impl EngineHealth {
             .poll_backoff_seconds
             .with_label_values(&[kind.label()])
             .set(retry_in.as_secs_f64());
+    }
+
+    /// Records the engine's clock `engine_now` as read just now.
+    pub fn engine_clock(&self, engine_now: chrono::DateTime<chrono::Utc>) {
+        let offset = (engine_now - chrono::Utc::now()).num_milliseconds() as f64 / 1000.0;
+        let offset = offset.round() as i64;
+        let before = self.lock().clock_offset_seconds.replace(offset);
+        if offset.abs() >= 2 && before.is_none_or(|b| (b - offset).abs() >= 2) {
+            tracing::warn!(
+                offset_seconds = offset,
+                "the engine's clock and this host's differ; watermarks follow the engine's, \
+                 so no change is missed"
+            );
+        }
+        self.metrics.engine_clock_offset_seconds.set(offset);
+    }
+
+    /// The last offset measured (0 before any).
+    pub fn clock_offset(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.lock().clock_offset_seconds.unwrap_or(0))
     }
 
     fn set_version(&self, version: &str) {

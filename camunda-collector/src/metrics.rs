@@ -31,6 +31,7 @@ pub struct Inner {
     pub poll_backoff_seconds: GaugeVec,
     pub payloads_truncated: IntCounter,
     pub identity_parts: IntGauge,
+    pub engine_clock_offset_seconds: IntGauge,
 }
 
 impl Default for Inner {
@@ -48,13 +49,14 @@ impl Default for Inner {
             hooks: r.counter_vec("collector_hooks_total", "Hook requests by outcome (accepted, bad_signature, bad_body, standby, failed)", &["outcome"]),
             commands: r.counter_vec("collector_commands_total", "Commands executed by type and outcome (ok or error code)", &["type", "outcome"]),
             active: r.gauge("collector_active", "1 while this collector holds its application's lock and works"),
-            watermark_lag_seconds: r.gauge("collector_watermark_lag_seconds", "How far the task watermark trails this collector's clock"),
+            watermark_lag_seconds: r.gauge("collector_watermark_lag_seconds", "How far the task watermark trails the engine's clock"),
             open_tasks: r.gauge("collector_open_tasks", "Open tasks the collector tracks, as of the last reconciliation"),
             engine_info: r.gauge_vec("collector_engine_info", "1, labelled with the engine's version (GET /version)", &["version"]),
             poll_failures: r.gauge_vec("collector_poll_failures", "Poll cycles of a kind that failed in a row (0: the last went through)", &["kind"]),
             poll_backoff_seconds: r.register(GaugeVec::new(Opts::new("collector_poll_backoff_seconds", "The pause before the next try after a failed cycle (0: none)"), &["kind"]).expect("valid gauge")),
             payloads_truncated: r.counter("collector_payloads_truncated_total", "Task observations whose payload left variables out to fit --max-event-bytes"),
             identity_parts: r.gauge("collector_identity_parts", "Events the last identity sync was split into (to fit --max-event-bytes)"),
+            engine_clock_offset_seconds: r.gauge("collector_engine_clock_offset_seconds", "The engine's clock less this host's, in whole seconds (from its Date header)"),
             registrar: r,
         }
     }

@@ -8,6 +8,23 @@ use serde_json::{json, Value};
 use crate::engine::{engine_url, env_or, REPO};
 use crate::{free_port, wait_for, Cluster, Service};
 
+/// libfaketime's preload library, wherever the distribution put it.
+fn faketime_lib() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    match found {
+        Some(p) => p.display().to_string(),
+        None => panic!(
+            "libfaketime is not installed (a clock-skew test needs it): \
+             run deploy/scripts/test-tools.sh install"
+        ),
+    }
+}
+
 pub fn database_url() -> String {
     env_or(
         "COLLECTOR_TEST_DATABASE_URL",
@@ -44,6 +61,29 @@ impl Collector {
     /// Starts a collector process for `app` against the bus; `extra` are more flags. On a
     /// cluster with credentials it presents the entry `collector-{app}`.
     pub fn start(app: &str, bus: &Cluster, extra: &[&str]) -> Collector {
+        Collector::start_with_env(app, bus, extra, &[])
+    }
+
+    /// As [`Collector::start`], whose host clock is `offset` off (e.g. `+45s`, `-45s`), by
+    /// libfaketime (`deploy/scripts/test-tools.sh install`); monotonic time stays true.
+    pub fn start_skewed(app: &str, bus: &Cluster, extra: &[&str], offset: &str) -> Collector {
+        let lib = faketime_lib();
+        let env = [
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME", offset),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ("FAKETIME_FORCE_MONOTONIC_FIX", "1"),
+        ];
+        Collector::start_with_env(app, bus, extra, &env)
+    }
+
+    /// As [`Collector::start`], with more environment variables.
+    pub fn start_with_env(
+        app: &str,
+        bus: &Cluster,
+        extra: &[&str],
+        more_env: &[(&str, &str)],
+    ) -> Collector {
         let nodes: Vec<String> = bus.nodes.iter().map(|n| n.url()).collect();
         let listen = extra
             .windows(2)
@@ -76,8 +116,10 @@ impl Collector {
             ("COLLECTOR_BUS_TOKEN", token.as_str()),
             ("RUST_LOG", "info,camunda_collector=debug"),
         ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .to_vec();
+        .iter()
+        .chain(more_env)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
         let service = Service::start(
             &format!("collector {listen}"),
             crate::workspace_binary("camunda-collector"),

@@ -4,6 +4,8 @@
 //! have identity-link log entries, instances with variables must have variable details (both
 //! are written at history level `full` only).
 
+use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde::Deserialize;
 
 use super::{q, Engine, EngineError, EngineTask, VariableInstance};
@@ -39,6 +41,15 @@ pub(super) struct Count {
 }
 
 impl Engine {
+    /// The engine's clock now, from the `Date` header of a small answer (whole seconds: the
+    /// second before it), this host's less a second without one. Watermarks are kept in the
+    /// engine's time, so this host's clock may be off.
+    pub async fn clock(&self) -> Result<DateTime<Utc>, EngineError> {
+        let (_, date) = self
+            .request_dated::<serde_json::Value>(Method::GET, "version", "/version", None)
+            .await?;
+        Ok(date.unwrap_or_else(Utc::now) - chrono::Duration::seconds(1))
+    }
 
     pub async fn version(&self) -> Result<String, EngineError> {
         let v: EngineVersion = self.get("version", "/version").await?;

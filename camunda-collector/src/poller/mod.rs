@@ -210,10 +210,13 @@ impl Poller {
     /// the last successful cycle (a change stamped earlier than that had `overlap` to commit).
     async fn since(&self, name: &str) -> Result<String, PollError> {
         let overlap = chrono::Duration::from_std(self.config.overlap).unwrap_or_default();
-        let mark = match self.emitter.store().watermark(name).await? {
-            Some(m) => dates::parse(&m).unwrap_or_else(Utc::now),
+        let mark = match self.emitter.store().watermark(name).await?.as_deref() {
+            Some(m) => match dates::parse(m) {
+                Some(m) => m,
+                None => self.snapshots.engine().clock().await?,
+            },
             // Never polled: the first reconciliation covers everything up to its start.
-            None => Utc::now(),
+            None => self.snapshots.engine().clock().await?,
         };
         Ok(dates::to_engine(mark - overlap))
     }
@@ -225,7 +228,9 @@ impl Poller {
             self.emitter.store().set_watermark(name, &value).await?;
         }
         if name == TASKS {
-            let lag = (Utc::now() - to).num_seconds().max(0);
+            let lag = (Utc::now() + self.health.clock_offset() - to)
+                .num_seconds()
+                .max(0);
             self.metrics.watermark_lag_seconds.set(lag);
         }
         Ok(())
@@ -385,6 +390,11 @@ impl Poller {
         ));
         while let Some((tasks, date)) = pages.try_next().await? {
             // The engine's Date header has whole seconds.
+            if out.cycle_start.is_none() {
+                if let Some(d) = date {
+                    self.health.engine_clock(d);
+                }
+            }
             out.cycle_start = out
                 .cycle_start
                 .or(date.map(|d| d - chrono::Duration::seconds(1)));
@@ -488,8 +498,8 @@ impl Poller {
     /// Compares every open task of the engine with what was emitted, and every task believed
     /// open with the engine; also announces process definitions and users.
     pub async fn reconcile(&self) -> Result<Cycle, PollError> {
-        let started_at = Utc::now();
         let (engine, page) = (self.snapshots.engine(), self.config.page_size);
+        let started_at = engine.clock().await?;
         let mut open = HashSet::new();
         let mut looked_at = 0;
         let mut pages = std::pin::pin!(pages(page, Vec::len, |first| {

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod clock;
 mod commands;
 mod dedupe;
 mod engine_checks;
