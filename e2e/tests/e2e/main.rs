@@ -6,6 +6,7 @@
 mod applications;
 mod burst;
 mod compose;
+mod convergence;
 mod faults;
 mod flow;
 mod follow;
