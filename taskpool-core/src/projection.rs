@@ -7,17 +7,18 @@
 //! ahead of the stored view; a restart loads the stored view and replays from its position,
 //! and the per-document positions make the replay harmless.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
 use taskpool_api::bus::RecordedEvent;
+use taskpool_api::identity::IdentityPart;
 use taskpool_api::BusClient;
 use tokio::sync::{broadcast, watch};
 
 use crate::metrics::Metrics;
-use crate::store::{Changes, Store};
+use crate::store::{Changes, IdentityWrite, Store};
 use crate::view::{Applied, TaskChange, View};
 
 /// Events applied and written together at most (when catching up).
@@ -172,7 +173,8 @@ impl Projector {
         let mut tasks = BTreeSet::new();
         let mut new_tasks = std::collections::HashSet::new();
         let mut definitions = BTreeSet::new();
-        let mut identities = BTreeSet::new();
+        // Per application: the user-id ranges the batch changed (`None`: all of them).
+        let mut identities: BTreeMap<String, Option<Vec<IdentityPart>>> = BTreeMap::new();
         let mut published = Vec::new();
         let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
         for event in batch {
@@ -189,8 +191,12 @@ impl Projector {
                 Ok(Applied::Definition(id)) => {
                     definitions.insert(id);
                 }
-                Ok(Applied::Identity(application)) => {
-                    identities.insert(application);
+                Ok(Applied::Identity(application, part)) => {
+                    let ranges = identities.entry(application).or_insert(Some(Vec::new()));
+                    match (ranges, part) {
+                        (Some(ranges), Some(part)) => ranges.push(part),
+                        (ranges, _) => *ranges = None,
+                    }
                 }
                 Err(e) => {
                     self.metrics.bad_events.inc();
@@ -214,8 +220,13 @@ impl Projector {
                 .filter_map(|id| view.definition(id).cloned())
                 .collect(),
             identities: identities
-                .iter()
-                .filter_map(|app| view.identity(app).cloned())
+                .into_iter()
+                .filter_map(|(app, ranges)| {
+                    Some(IdentityWrite {
+                        view: view.identity(&app)?.clone(),
+                        ranges,
+                    })
+                })
                 .collect(),
             position: view.position(),
         };

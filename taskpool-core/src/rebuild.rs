@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use taskpool_api::{BusClient, ClientConfig};
 
 use crate::config::RebuildConfig;
-use crate::store::{Changes, Store, TaskRecord};
+use crate::store::{Changes, IdentityWrite, Store, TaskRecord};
 use crate::view::View;
 
 /// Events read from the bus per request (the bus's largest page).
@@ -93,7 +93,13 @@ pub async fn rebuild(bus: &BusClient, store: &Store, progress: bool) -> anyhow::
             tasks: Vec::new(),
             new_tasks: Default::default(),
             definitions: view.definitions().cloned().collect(),
-            identities: view.identities().cloned().collect(),
+            identities: view
+                .identities()
+                .map(|i| IdentityWrite {
+                    view: i.clone(),
+                    ranges: None,
+                })
+                .collect(),
             position: head,
         })
         .await?;

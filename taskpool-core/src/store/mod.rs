@@ -32,6 +32,7 @@ use mongodb::bson::{self, doc, Bson, Document};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde_json::Value;
+use taskpool_api::identity::IdentityPart;
 
 use crate::view::{key, DefinitionView, IdentityView, TaskView, Tombstone, View};
 
@@ -99,9 +100,17 @@ pub struct Changes {
     /// rather than replaced.
     pub new_tasks: std::collections::HashSet<String>,
     pub definitions: Vec<DefinitionView>,
-    pub identities: Vec<IdentityView>,
+    pub identities: Vec<IdentityWrite>,
     /// The view position after the batch.
     pub position: u64,
+}
+
+/// An application's identity to write: the users of `ranges` only (the parts of a sync the
+/// batch applied), or all of them (`None`).
+#[derive(Debug, Clone)]
+pub struct IdentityWrite {
+    pub view: IdentityView,
+    pub ranges: Option<Vec<IdentityPart>>,
 }
 
 impl TaskRecord {
@@ -388,7 +397,8 @@ impl Store {
             self.update(DEFINITIONS, updates).await?;
         }
         for identity in &changes.identities {
-            self.write_identity(identity).await?;
+            self.write_identity(&identity.view, identity.ranges.as_deref())
+                .await?;
         }
         self.db
             .collection::<Document>(POSITION)
@@ -402,14 +412,22 @@ impl Store {
         Ok(())
     }
 
-    /// Replaces one application's users: upsert everyone listed, then remove the rest.
-    async fn write_identity(&self, identity: &IdentityView) -> Result<(), StoreError> {
+    /// Writes one application's users: those in `ranges` (all where `None`) are upserted, then
+    /// the older ones in those ranges removed; users outside them are not touched, so a
+    /// sync in parts writes each user once.
+    async fn write_identity(
+        &self,
+        identity: &IdentityView,
+        ranges: Option<&[IdentityPart]>,
+    ) -> Result<(), StoreError> {
         let application = &identity.identity.application;
         let position = identity.position as i64;
+        let in_ranges = |id: &str| ranges.is_none_or(|r| r.iter().any(|p| p.covers(id)));
         let updates = identity
             .identity
             .users
             .iter()
+            .filter(|user| in_ranges(&user.id))
             .map(|user| {
                 let stored = StoredUser {
                     application: application.clone(),
@@ -422,11 +440,34 @@ impl Store {
         for chunk in updates.chunks(WRITE_CHUNK) {
             self.update(USERS, chunk.to_vec()).await?;
         }
-        self.db
-            .collection::<Document>(USERS)
-            .delete_many(doc! {"application": application, "position": {"$lt": position}})
-            .await
-            .map_err(|e| store_error("remove users", e))?;
+        let older = doc! {"application": application, "position": {"$lt": position}};
+        let filters: Vec<Document> = match ranges {
+            None => vec![older],
+            Some(ranges) => ranges
+                .iter()
+                .map(|p| {
+                    let mut ids = Document::new();
+                    if let Some(from) = &p.from {
+                        ids.insert("$gte", from.as_str());
+                    }
+                    if let Some(until) = &p.until {
+                        ids.insert("$lt", until.as_str());
+                    }
+                    let mut filter = older.clone();
+                    if !ids.is_empty() {
+                        filter.insert("id", ids);
+                    }
+                    filter
+                })
+                .collect(),
+        };
+        for filter in filters {
+            self.db
+                .collection::<Document>(USERS)
+                .delete_many(filter)
+                .await
+                .map_err(|e| store_error("remove users", e))?;
+        }
         Ok(())
     }
 

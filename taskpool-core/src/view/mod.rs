@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use taskpool_api::bus::RecordedEvent;
+use taskpool_api::identity::IdentityPart;
 use taskpool_api::streams::{stream_application, TaskStream};
 use taskpool_api::task_body::TaskBody;
 use taskpool_api::tasks::{
@@ -163,8 +164,9 @@ pub enum Applied {
     Task(TaskChange),
     /// The definition's key, `application/definitionId`.
     Definition(String),
-    /// The application whose identity changed.
-    Identity(String),
+    /// The application whose identity changed, and the range of user ids that changed
+    /// (`None`: every user, a whole sync).
+    Identity(String, Option<IdentityPart>),
 }
 
 /// An event the view cannot read: logged and counted, never fatal (the bus is shared).
@@ -468,6 +470,7 @@ impl View {
             return Ok(Applied::Skipped);
         }
         // A part of a sync changes the users in its id range only.
+        let part = identity.part.clone();
         let identity = identity.applied_to(self.identities.get(&application).map(|i| &i.identity));
         self.index_groups(&identity);
         self.identities.insert(
@@ -477,7 +480,7 @@ impl View {
                 position: event.position,
             },
         );
-        Ok(Applied::Identity(application))
+        Ok(Applied::Identity(application, part))
     }
 
     fn index_groups(&mut self, identity: &IdentitySynced) {

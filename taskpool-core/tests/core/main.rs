@@ -525,3 +525,52 @@ async fn the_stream_delivers_changes_to_my_tasks_only() {
     assert_eq!(changes[1]["type"], "TaskCompleted");
     assert_eq!(changes[1]["task"], Value::Null);
 }
+
+/// An identity sync in parts replaces the users of each part's id range, in the view and in
+/// MongoDB (which writes only those users), and leaves every other user as it was.
+#[tokio::test]
+async fn an_identity_in_parts_replaces_each_range_and_nothing_else() {
+    let bus = Cluster::start(&[]).await;
+    let client = bus.client(&[1, 2, 3]);
+    let db = database("identity-parts");
+    let core = Core::start(&bus, &db, &[]).await;
+    let user = |id: &str, group: &str| json!({"id": id, "firstName": null, "lastName": null, "email": null, "groups": [group]});
+    let stream = identity_stream("camunda");
+    let whole = json!({"application": "camunda", "users": [
+        user("ann", "g1"), user("bob", "g1"), user("cid", "g1"), user("dan", "g1"), user("eve", "g1")
+    ]});
+    // Two parts of a later sync: [.., "c") and ["c", "e"); "eve" lies in neither.
+    let first = json!({"application": "camunda", "users": [user("ann", "g2")],
+        "part": {"from": null, "until": "c", "index": 0, "count": 3}});
+    let second = json!({"application": "camunda", "users": [user("cid", "g2"), user("cal", "g3")],
+        "part": {"from": "c", "until": "e", "index": 1, "count": 3}});
+    append_raw(&client, vec![event(&stream, IDENTITY_SYNCED, whole)]).await;
+    let head = append_raw(
+        &client,
+        vec![
+            event(&stream, IDENTITY_SYNCED, first),
+            event(&stream, IDENTITY_SYNCED, second),
+        ],
+    )
+    .await;
+    core.wait_position(head).await;
+    let expected = [
+        ("ann", vec!["g2"]),
+        ("bob", vec![]),
+        ("cal", vec!["g3"]),
+        ("cid", vec!["g2"]),
+        ("dan", vec![]),
+        ("eve", vec!["g1"]),
+    ];
+    for (id, groups) in &expected {
+        let (_, me) = core.get("/api/v1/me", id, &[]).await;
+        let live = me["applications"]["camunda"].clone();
+        let live = if live.is_null() { json!([]) } else { live };
+        assert_eq!(live, json!(groups), "{id} in the view");
+    }
+    harness::wait_stored(&harness::mongo_url(), &db, head).await;
+    let stored = stored_view(&db).await;
+    for (id, groups) in &expected {
+        assert_eq!(stored.groups_of("camunda", id), *groups, "{id} in MongoDB");
+    }
+}
