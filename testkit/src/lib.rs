@@ -16,6 +16,7 @@ pub mod collector;
 pub mod core;
 pub mod credentials;
 pub mod engine;
+pub mod relay;
 pub mod service;
 
 pub use cluster::{Cluster, Node, Options};

@@ -6,78 +6,19 @@
 //! doubled. The fence is shown on its own: a former holder's append after a takeover is
 //! refused by the real bus, and a former holder cannot record itself after its successor.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use serde_json::json;
 use taskpool_api::lease::CollectorLeaseTaken;
 use taskpool_api::streams::collector_lease_stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use testkit::relay::Link;
 
 use crate::harness::{
     app_name, engine_url, expect_stream, wait_for, AppBus, Cluster, Collector, Engine,
 };
 
 const TAKEOVER_GOAL: Duration = Duration::from_secs(15);
-
-/// Copies `from` to `to`, holding every byte while `open` is false.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, open: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let wait_open = || async {
-        while !open.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    loop {
-        wait_open().await;
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        wait_open().await;
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A relay to `target` (host:port) that passes nothing while `open` is false and keeps every
-/// connection open meanwhile.
-async fn black_hole_relay(target: String, open: Arc<AtomicBool>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-    let addr = listener.local_addr().expect("relay addr").to_string();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let (target, open) = (target.clone(), open.clone());
-            tokio::spawn(async move {
-                let Ok(outbound) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                let (in_read, in_write) = inbound.into_split();
-                let (out_read, out_write) = outbound.into_split();
-                tokio::join!(
-                    pump(in_read, out_write, open.clone()),
-                    pump(out_read, in_write, open),
-                );
-            });
-        }
-    });
-    addr
-}
-
-/// `url` with its `host:port` replaced by a relay's.
-async fn relayed(url: &str, open: &Arc<AtomicBool>) -> String {
-    let (scheme, rest) = url.split_once("://").expect("scheme://host:port/…");
-    let (credentials, rest) = rest.rsplit_once('@').map_or(("", rest), |(c, r)| (c, r));
-    let (host_port, path) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-    let relay = black_hole_relay(host_port.to_owned(), open.clone()).await;
-    let at = if credentials.is_empty() { "" } else { "@" };
-    format!("{scheme}://{credentials}{at}{relay}{path}")
-}
 
 /// The lease's holders as the bus recorded them, in order.
 async fn lease_takers(cluster: &Cluster, app: &str) -> Vec<CollectorLeaseTaken> {
@@ -142,15 +83,15 @@ async fn an_active_collector_cut_off_the_network_is_replaced_and_stops_acting_on
     let cluster = Cluster::start(&[]).await;
     let app = app_name("cut-off");
     let bus = AppBus::new(cluster.client(&[1, 2, 3]), &app);
-    let open = Arc::new(AtomicBool::new(true));
+    let link = Link::new();
     let mut nodes = Vec::new();
     for url in cluster.urls() {
-        nodes.push(relayed(&url, &open).await);
+        nodes.push(link.relayed(&url).await);
     }
     let (nodes, database, engine_at) = (
         nodes.join(","),
-        relayed(&testkit::collector::database_url(), &open).await,
-        relayed(&engine_url(), &open).await,
+        link.relayed(&testkit::collector::database_url()).await,
+        link.relayed(&engine_url()).await,
     );
     let first = Collector::start(
         &app,
@@ -170,7 +111,7 @@ async fn an_active_collector_cut_off_the_network_is_replaced_and_stops_acting_on
     let task = engine.task_id(&one).await;
     expect_stream(&bus, &task, &["TaskCreated"]).await;
 
-    open.store(false, Ordering::SeqCst);
+    link.hold();
     let cut_at = Instant::now();
     engine.claim(&task, "demo").await;
     second.wait_active(Duration::from_secs(30)).await;
@@ -186,7 +127,7 @@ async fn an_active_collector_cut_off_the_network_is_replaced_and_stops_acting_on
     .await;
 
     // Back on the network: it stays on standby (what it still had in flight meets the fence).
-    open.store(true, Ordering::SeqCst);
+    link.restore();
     wait_inactive(&first, Duration::from_secs(15)).await;
     engine.delete_instance(&one).await;
     expect_stream(&bus, &task, &["TaskCreated", "TaskAssigned", "TaskDeleted"]).await;

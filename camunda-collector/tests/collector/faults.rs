@@ -2,12 +2,10 @@
 //! of reach for a while (a TCP relay in front of the real engine is cut and restored). Every
 //! change must still arrive exactly once, in order.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use testkit::relay::Link;
 
 use crate::harness::{app_name, engine_url, expect_stream, AppBus, Cluster, Collector, Engine};
 
@@ -50,57 +48,14 @@ async fn changes_survive_a_killed_bus_leader() {
     }
 }
 
-/// Relays TCP connections to `target` while `open` is true; refuses and cuts them otherwise.
-async fn relay(target: String, open: Arc<AtomicBool>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
-    let addr = listener.local_addr().expect("relay addr").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            if !open.load(Ordering::SeqCst) {
-                continue; // dropped: the collector sees the engine go away
-            }
-            let target = target.clone();
-            let open = open.clone();
-            tokio::spawn(async move {
-                let Ok(mut outbound) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                let copy = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
-                let cut = async {
-                    while open.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                };
-                tokio::select! { _ = copy => {}, _ = cut => {} }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn changes_made_while_the_engine_is_out_of_reach_arrive_after() {
     let engine = Engine::connect().await;
     let cluster = Cluster::start(&[]).await;
     let app = app_name("engine-fault");
     let bus = AppBus::new(cluster.client(&[1, 2, 3]), &app);
-    let real = engine_url();
-    let host_port = real
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .expect("host:port")
-        .to_owned();
-    let path = real
-        .trim_start_matches("http://")
-        .trim_start_matches(&host_port)
-        .to_owned();
-    let open = Arc::new(AtomicBool::new(true));
-    let relayed = relay(host_port, open.clone()).await;
-    let url = format!("http://{relayed}{path}");
+    let link = Link::new();
+    let url = link.relayed(&engine_url()).await;
     let collector = Collector::start(&app, &cluster, &["--engine-url", &url]);
     collector.wait_active(Duration::from_secs(30)).await;
 
@@ -109,7 +64,7 @@ async fn changes_made_while_the_engine_is_out_of_reach_arrive_after() {
     expect_stream(&bus, &task, &["TaskCreated"]).await;
 
     // The engine goes out of reach; changes go on behind the collector's back.
-    open.store(false, Ordering::SeqCst);
+    link.refuse();
     engine.claim(&task, "demo").await;
     let second = engine.start("simpleUserTask", "ef-2", json!({})).await;
     let second_task = engine.task_id(&second).await;
@@ -121,7 +76,7 @@ async fn changes_made_while_the_engine_is_out_of_reach_arrive_after() {
     .await;
     assert_eq!(crate::harness::stream(&bus, &second_task).await.len(), 0);
 
-    open.store(true, Ordering::SeqCst);
+    link.restore();
     expect_stream(&bus, &task, &["TaskCreated", "TaskAssigned"]).await;
     expect_stream(&bus, &second_task, &["TaskCreated"]).await;
     engine.delete_instance(&instance).await;
