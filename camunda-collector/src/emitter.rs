@@ -199,6 +199,7 @@ impl Emitter {
         let stream = task_stream(&self.application, task_id);
         let _guard = self.lock(task_id).await;
         let mut current = self.store.load(task_id).await?;
+        let mut refolded = false;
         for _ in 0..10 {
             let head = |s: &Stored| Head {
                 stream: stream.clone(),
@@ -206,6 +207,11 @@ impl Emitter {
                 position: s.position,
             };
             let Some((events, mut next)) = plan(current.as_ref(), obs) else {
+                // Nothing to add; a state folded from the bus after a conflict replaces the
+                // stale row, or every later look would conflict again.
+                if let (true, Some(folded)) = (refolded, &current) {
+                    self.store.save(task_id, folded).await?;
+                }
                 return Ok(current.as_ref().map(head));
             };
             if events.is_empty() {
@@ -226,6 +232,7 @@ impl Emitter {
                 Err(EmitError::Bus(e)) if e.code() == Some("wrong_expected_version") => {
                     tracing::debug!(task_id, error = %e, "task stream moved on; folding it again");
                     current = self.fold_to(&stream, current_version(&e)).await?;
+                    refolded = true;
                 }
                 Err(e) => return Err(e),
             }
