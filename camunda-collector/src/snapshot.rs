@@ -310,6 +310,63 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// Looks at the open tasks of a list page: their variables in batches
+    /// ([`Snapshots::variables_of`]), their candidates one call each (`concurrency` at once),
+    /// and, for those whose candidates or variables came back empty — which is also what a
+    /// task that ended between the calls shows — one call per 100 that tells which are still
+    /// open. A task that ended meanwhile is looked at again by id; one the engine knows
+    /// nothing of any more is left out.
+    pub async fn open_page(
+        &self,
+        tasks: &[EngineTask],
+        concurrency: usize,
+    ) -> Result<Vec<Observation>, EngineError> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut variables = self.variables_of(tasks).await?;
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let links: Vec<Option<Vec<IdentityLink>>> = futures::stream::iter(ids)
+            .map(|id| async move {
+                match self.engine.identity_links(&id).await {
+                    Ok(links) => Ok(Some(links)),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        let mut seen = Vec::with_capacity(tasks.len());
+        let mut unsure = Vec::new();
+        for (t, links) in tasks.iter().zip(links) {
+            let vars = variables.remove(&t.id).unwrap_or_default();
+            let found = links.map(|l| candidates(&l));
+            if let Some((users, groups)) = &found {
+                if (users.is_empty() && groups.is_empty()) || vars.is_empty() {
+                    unsure.push(t.id.clone());
+                }
+            }
+            seen.push((t, found, vars));
+        }
+        let mut open = std::collections::HashSet::new();
+        for chunk in unsure.chunks(100) {
+            open.extend(self.engine.open_ids_among(chunk).await?);
+        }
+        let unsure: std::collections::HashSet<String> = unsure.into_iter().collect();
+        let mut out = Vec::with_capacity(seen.len());
+        for (t, found, vars) in seen {
+            match found {
+                Some(c) if !unsure.contains(&t.id) || open.contains(&t.id) => {
+                    let source = self.source(t, None).await?;
+                    let payload = self.payload(source.process_definition_key.as_deref(), &vars);
+                    out.push(Self::task_from(t, c, payload, source));
+                }
+                // Ended meanwhile (or was never there by the time we asked).
+                _ => out.extend(self.current(&t.id).await?),
+            }
+        }
+        Ok(out)
+    }
+
     /// Looks at an open task from the task list: its candidates, variables and source. A task
     /// that ended meanwhile is looked at again by id.
     pub async fn open(&self, t: &EngineTask) -> Result<Observation, EngineError> {

@@ -246,6 +246,24 @@ impl Engine {
         self.get("task_list", &path).await
     }
 
+    /// Which of `ids` are open tasks now (one call for up to a few hundred ids).
+    pub async fn open_ids_among(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, EngineError> {
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let path = format!(
+            "/task?taskIdIn={}&maxResults={}",
+            q(&ids.join(",")),
+            ids.len()
+        );
+        let open: Vec<Id> = self.get("task_list", &path).await?;
+        Ok(open.into_iter().map(|t| t.id).collect())
+    }
+
     /// How many open tasks are suspended (their instance or definition is).
     pub async fn suspended_task_count(&self) -> Result<u64, EngineError> {
         let c: probe::Count = self.get("task_count", "/task/count?suspended=true").await?;

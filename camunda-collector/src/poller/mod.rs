@@ -256,7 +256,7 @@ impl Poller {
             .collect())
     }
 
-    /// Looks at each task of a page and emits what changed (several at once); returns how
+    /// Looks at the tasks of a page and emits what changed (several at once); returns how
     /// many it looked at.
     async fn look_at_open(
         &self,
@@ -266,23 +266,16 @@ impl Poller {
         if tasks.is_empty() {
             return Ok(0);
         }
-        let mut variables = self.snapshots.variables_of(tasks).await?;
-        let work: Vec<_> = tasks
-            .iter()
-            .map(|t| (t.clone(), variables.remove(&t.id)))
-            .collect();
-        self.each(work, |(t, vars)| async move {
-            match self.snapshots.open_with(&t, vars).await {
-                Ok(obs) => {
-                    self.emitter.observe(&obs, via).await?;
-                }
-                // Gone without a trace (history cleaned up): nothing left to report.
-                Err(e) if e.is_not_found() => tracing::debug!(task_id = %t.id, "task vanished"),
-                Err(e) => return Err(e.into()),
-            }
+        let seen = self
+            .snapshots
+            .open_page(tasks, self.config.concurrency)
+            .await?;
+        self.each(seen, |obs| async move {
+            self.emitter.observe(&obs, via).await?;
             Ok(())
         })
-        .await
+        .await?;
+        Ok(tasks.len())
     }
 
     /// Looks at tasks by id (open, ended, or gone).
@@ -479,13 +472,16 @@ impl Poller {
             .into_iter()
             .map(|t| t.id)
             .collect();
-        let mut variables = self.snapshots.variables_of(tasks).await?;
-        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        // Only the others need their variables read: a stale task is looked at anyway.
+        let fresh: Vec<EngineTask> = tasks
+            .iter()
+            .filter(|t| !stale.contains(&t.id))
+            .cloned()
+            .collect();
+        let mut variables = self.snapshots.variables_of(&fresh).await?;
+        let ids: Vec<String> = fresh.iter().map(|t| t.id.clone()).collect();
         let emitted = self.emitter.store().open_states_of(&ids).await?;
-        for t in tasks {
-            if stale.contains(&t.id) {
-                continue;
-            }
+        for t in &fresh {
             let vars = variables.remove(&t.id).unwrap_or_default();
             let payload = self.snapshots.payload_of(t, &vars).await?;
             if emitted.get(&t.id).is_none_or(|e| differs(t, payload, e)) {

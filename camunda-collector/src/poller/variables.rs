@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 
-use super::{pages, PollError, Poller, VARIABLES};
+use super::{pages, PollError, Poller, TASKS, VARIABLES};
 use crate::dates;
 
 /// Variable updates already looked at, by detail id, so the overlap window does not make
@@ -30,10 +30,12 @@ impl SeenUpdates {
 }
 
 /// Whether a task needs a look for a variable change at `at` (event time), given what was
-/// emitted for it: unknown, or emitted at an older engine time.
-fn needs_look(emitted: Option<&Option<String>>, at: &str) -> bool {
+/// emitted for it: emitted at an older engine time, or never emitted and not `listed` by the
+/// task query (one changed or created since that query's watermark looks at it anyway, so a
+/// burst of new tasks with variables is not looked at twice).
+fn needs_look(emitted: Option<&Option<String>>, at: &str, listed: bool) -> bool {
     match emitted {
-        None => true,
+        None => !listed,
         // Ended: nothing to look at.
         Some(None) => false,
         Some(Some(emitted)) => emitted.as_str() < at,
@@ -74,6 +76,12 @@ impl Poller {
             }
         }
         let ids: Vec<String> = instances.keys().cloned().collect();
+        // The task query of this cycle lists every task changed since this (it ran first).
+        let tasks_since = dates::parse(&self.since(TASKS).await?);
+        let listed = |t: &crate::engine::EngineTask| {
+            tasks_since
+                .is_some_and(|since| dates::parse(t.changed_at()).is_some_and(|at| at >= since))
+        };
         let mut looked_at = 0;
         for chunk in ids.chunks(50) {
             let mut open = std::pin::pin!(pages(page, Vec::len, |first| {
@@ -92,7 +100,7 @@ impl Poller {
                     {
                         latest(&mut at, i.clone());
                     }
-                    if needs_look(emitted.get(&t.id), &at) {
+                    if needs_look(emitted.get(&t.id), &at, listed(&t)) {
                         stale.push(t);
                     }
                 }
@@ -104,7 +112,7 @@ impl Poller {
             self.emitter.store().changed_at_of(&own_ids).await?;
         let own: Vec<String> = own
             .into_iter()
-            .filter(|(id, at)| needs_look(emitted.get(id), at))
+            .filter(|(id, at)| needs_look(emitted.get(id), at, false))
             .map(|(id, _)| id)
             .collect();
         Ok(looked_at + self.look_at_ids(own, "poll").await?)
@@ -118,11 +126,21 @@ mod tests {
     #[test]
     fn a_task_is_looked_at_unless_its_emitted_state_is_as_new_as_the_change() {
         let at = "2026-12-04T10:00:00.500Z";
-        assert!(needs_look(None, at), "never emitted");
-        assert!(!needs_look(Some(&None), at), "ended");
+        assert!(needs_look(None, at, false), "never emitted");
+        assert!(
+            !needs_look(None, at, true),
+            "never emitted, listed by the task query"
+        );
+        assert!(!needs_look(Some(&None), at, false), "ended");
         let older = Some("2026-12-04T10:00:00.499Z".to_owned());
-        assert!(needs_look(Some(&older), at), "emitted before the change");
+        assert!(
+            needs_look(Some(&older), at, false),
+            "emitted before the change"
+        );
         let same = Some(at.to_owned());
-        assert!(!needs_look(Some(&same), at), "created with those variables");
+        assert!(
+            !needs_look(Some(&same), at, false),
+            "created with those variables"
+        );
     }
 }
