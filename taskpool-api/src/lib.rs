@@ -24,6 +24,7 @@ pub mod sse;
 pub mod streams;
 pub mod task_body;
 pub mod task_commands;
+pub mod task_fold;
 pub mod tasks;
 pub mod trace;
 
