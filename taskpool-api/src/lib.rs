@@ -14,6 +14,7 @@
 pub mod bus;
 pub mod client;
 pub mod commands;
+pub mod data_entries;
 #[cfg(any(test, feature = "testing"))]
 pub mod dedupe_suite;
 pub mod error;

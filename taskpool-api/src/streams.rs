@@ -39,6 +39,11 @@ pub fn data_entry_type(stream: &str) -> Option<&str> {
     (!entry_type.is_empty() && !entry_id.is_empty()).then_some(entry_type)
 }
 
+/// `data-entry/{entryType}/{entryId}`: the stream of one data entry.
+pub fn data_entry_stream(entry_type: &str, entry_id: &str) -> String {
+    format!("data-entry/{entry_type}/{entry_id}")
+}
+
 /// An application name: `[a-z][a-z0-9-]{0,39}`.
 pub fn valid_application(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
@@ -190,6 +195,10 @@ mod tests {
     #[test]
     fn data_entries_name_their_type() {
         assert_eq!(data_entry_type("data-entry/invoice/1"), Some("invoice"));
+        assert_eq!(
+            data_entry_type(&data_entry_stream("invoice", "2026/4711")),
+            Some("invoice")
+        );
         assert_eq!(data_entry_type("data-entry/invoice/a/b"), Some("invoice"));
         for stream in [
             "data-entry/invoice",

@@ -224,7 +224,7 @@ impl TaskUpdated {
 }
 
 /// A field that is present in the JSON (even as `null`) becomes `Some(..)`.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -262,7 +262,7 @@ pub enum TaskEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    #[error("event type {0} is not a task event")]
+    #[error("event type {0} is not one of this stream's")]
     UnknownType(String),
     #[error("bad {event_type} data: {source}")]
     Data {
