@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::bus::RecordedEvent;
-use crate::tasks::{present, DecodeError};
+use crate::tasks::{decode_data, present, DecodeError};
 
 pub const DATA_ENTRY_CREATED: &str = "DataEntryCreated";
 pub const DATA_ENTRY_UPDATED: &str = "DataEntryUpdated";
@@ -273,17 +273,11 @@ impl DataEntryEvent {
     }
 
     pub fn decode(event_type: &str, data: &str) -> Result<DataEntryEvent, DecodeError> {
-        fn de<T: serde::de::DeserializeOwned>(t: &str, data: &str) -> Result<T, DecodeError> {
-            serde_json::from_str(data).map_err(|source| DecodeError::Data {
-                event_type: t.to_owned(),
-                source,
-            })
-        }
         Ok(match event_type {
-            DATA_ENTRY_CREATED => DataEntryEvent::Created(de(event_type, data)?),
-            DATA_ENTRY_UPDATED => DataEntryEvent::Updated(de(event_type, data)?),
-            DATA_ENTRY_DELETED => DataEntryEvent::Deleted(de(event_type, data)?),
-            DATA_ENTRY_ANONYMIZED => DataEntryEvent::Anonymized(de(event_type, data)?),
+            DATA_ENTRY_CREATED => DataEntryEvent::Created(decode_data(event_type, data)?),
+            DATA_ENTRY_UPDATED => DataEntryEvent::Updated(decode_data(event_type, data)?),
+            DATA_ENTRY_DELETED => DataEntryEvent::Deleted(decode_data(event_type, data)?),
+            DATA_ENTRY_ANONYMIZED => DataEntryEvent::Anonymized(decode_data(event_type, data)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }

@@ -223,6 +223,17 @@ impl TaskUpdated {
     }
 }
 
+/// The data of an event of type `event_type`, read as `T`.
+pub(crate) fn decode_data<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    data: &str,
+) -> Result<T, DecodeError> {
+    serde_json::from_str(data).map_err(|source| DecodeError::Data {
+        event_type: event_type.to_owned(),
+        source,
+    })
+}
+
 /// A field that is present in the JSON (even as `null`) becomes `Some(..)`.
 pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
@@ -323,19 +334,13 @@ impl TaskEvent {
     }
 
     pub fn decode(event_type: &str, data: &str) -> Result<TaskEvent, DecodeError> {
-        fn de<T: serde::de::DeserializeOwned>(t: &str, data: &str) -> Result<T, DecodeError> {
-            serde_json::from_str(data).map_err(|source| DecodeError::Data {
-                event_type: t.to_owned(),
-                source,
-            })
-        }
         Ok(match event_type {
-            TASK_CREATED => TaskEvent::Created(de(event_type, data)?),
-            TASK_ASSIGNED => TaskEvent::Assigned(de(event_type, data)?),
-            TASK_CANDIDATES_CHANGED => TaskEvent::CandidatesChanged(de(event_type, data)?),
-            TASK_UPDATED => TaskEvent::Updated(de(event_type, data)?),
-            TASK_COMPLETED => TaskEvent::Completed(de(event_type, data)?),
-            TASK_DELETED => TaskEvent::Deleted(de(event_type, data)?),
+            TASK_CREATED => TaskEvent::Created(decode_data(event_type, data)?),
+            TASK_ASSIGNED => TaskEvent::Assigned(decode_data(event_type, data)?),
+            TASK_CANDIDATES_CHANGED => TaskEvent::CandidatesChanged(decode_data(event_type, data)?),
+            TASK_UPDATED => TaskEvent::Updated(decode_data(event_type, data)?),
+            TASK_COMPLETED => TaskEvent::Completed(decode_data(event_type, data)?),
+            TASK_DELETED => TaskEvent::Deleted(decode_data(event_type, data)?),
             other => return Err(DecodeError::UnknownType(other.to_owned())),
         })
     }
